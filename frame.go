@@ -1,0 +1,268 @@
+package amqp
+
+//go:generate go run ./cmd/specgen -in spec/amqp0-9-1.extended.xml -out methods_gen.go
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// FrameType is the first octet of an AMQP frame.
+type FrameType uint8
+
+// The frame types of AMQP 0-9-1.
+const (
+	FrameMethod    FrameType = 1
+	FrameHeader    FrameType = 2
+	FrameBody      FrameType = 3
+	FrameHeartbeat FrameType = 8
+)
+
+func (t FrameType) String() string {
+	switch t {
+	case FrameMethod:
+		return "method"
+	case FrameHeader:
+		return "header"
+	case FrameBody:
+		return "body"
+	case FrameHeartbeat:
+		return "heartbeat"
+	}
+	return fmt.Sprintf("frame-type(%d)", uint8(t))
+}
+
+const (
+	frameHeaderSize = 7    // type, channel, size
+	frameEndOctet   = 0xCE // the octet that ends every frame
+	frameOverhead   = frameHeaderSize + 1
+
+	// MinFrameSize is the smallest frame_max a peer may negotiate, and the
+	// limit that applies before tuning.
+	MinFrameSize = 4096
+)
+
+// ProtocolHeader is what a client sends first to ask for AMQP 0-9-1.
+var ProtocolHeader = [8]byte{'A', 'M', 'Q', 'P', 0, 0, 9, 1}
+
+// Method is an AMQP method: one of the generated structs such as
+// [QueueDeclare] or [BasicDeliver], always used through a pointer. The
+// interface is sealed; only this package's generated types implement it.
+type Method interface {
+	// ClassID and MethodID are the method's ids in the specification.
+	ClassID() uint16
+	MethodID() uint16
+	// MethodName is the specification's name, such as "queue.declare".
+	MethodName() string
+
+	key() methodKey                    // ClassID<<16 | MethodID
+	synchronous() bool                 // the sender waits for one of the replies
+	isReply(methodKey) bool            // whether k answers this (synchronous) method
+	hasContent() bool                  // a content header and body frames follow
+	appendArgs([]byte) ([]byte, error) // encode the arguments (not the ids)
+	decodeArgs(*decoder)               // decode the arguments (not the ids)
+}
+
+// methodKey identifies a method by class and method id in one comparable value.
+type methodKey uint32
+
+func keyOf(classID, methodID uint16) methodKey { return methodKey(classID)<<16 | methodKey(methodID) }
+
+// Frame is one frame as read from the wire. Payload is only valid until the
+// next call to ReadFrame: whoever keeps its bytes copies them.
+type Frame struct {
+	Type    FrameType
+	Channel uint16
+	Payload []byte
+}
+
+// FrameReader reads frames from a stream. It rejects a frame whose declared
+// size exceeds the limit before reading or allocating its payload, and a frame
+// whose end octet is not 0xCE. It is not safe for concurrent use.
+type FrameReader struct {
+	r       *bufio.Reader
+	buf     []byte // reused for payloads that do not fit in r's buffer
+	maxSize uint32 // largest whole frame accepted, header and end octet included
+}
+
+// readBufferSize is big enough that a typical frame is decoded in place from
+// the bufio buffer, with one read system call for many small frames.
+const readBufferSize = 128 << 10
+
+// NewFrameReader returns a FrameReader that accepts frames of up to
+// MinFrameSize bytes until SetMaxFrameSize raises the limit.
+func NewFrameReader(r io.Reader) *FrameReader {
+	return &FrameReader{r: bufio.NewReaderSize(r, readBufferSize), maxSize: MinFrameSize}
+}
+
+// SetMaxFrameSize sets the largest whole frame (header and end octet
+// included) that ReadFrame accepts: the negotiated frame_max. Zero means no
+// limit other than the 32-bit size field.
+func (fr *FrameReader) SetMaxFrameSize(n uint32) { fr.maxSize = n }
+
+// ReadFrame reads the next frame. Errors wrap ErrFrameTooLarge or
+// ErrMalformedFrame for bad input and are I/O errors otherwise; after any
+// error the stream is out of sync and must be abandoned.
+func (fr *FrameReader) ReadFrame() (Frame, error) {
+	hdr, err := fr.r.Peek(frameHeaderSize)
+	if err != nil {
+		if err == io.EOF && len(hdr) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return Frame{}, err
+	}
+	f := Frame{Type: FrameType(hdr[0]), Channel: binary.BigEndian.Uint16(hdr[1:3])}
+	size := binary.BigEndian.Uint32(hdr[3:7])
+	if fr.maxSize != 0 && uint64(size)+frameOverhead > uint64(fr.maxSize) {
+		return Frame{}, fmt.Errorf("%w: %s frame of %d bytes on channel %d exceeds frame_max %d",
+			ErrFrameTooLarge, f.Type, uint64(size)+frameOverhead, f.Channel, fr.maxSize)
+	}
+	total := frameHeaderSize + int(size) + 1
+	var whole []byte
+	if total <= fr.r.Size() {
+		// Decode in place from the bufio buffer: no copy. Discard below keeps
+		// the bytes valid until the next Peek.
+		whole, err = fr.r.Peek(total)
+		if err != nil {
+			return Frame{}, unexpectedEOF(err)
+		}
+		defer fr.r.Discard(total)
+	} else {
+		if cap(fr.buf) < total {
+			fr.buf = make([]byte, total)
+		}
+		whole = fr.buf[:total]
+		if _, err := io.ReadFull(fr.r, whole); err != nil {
+			return Frame{}, unexpectedEOF(err)
+		}
+	}
+	if end := whole[total-1]; end != frameEndOctet {
+		return Frame{}, fmt.Errorf("%w: frame end octet is 0x%02X, want 0xCE", ErrMalformedFrame, end)
+	}
+	switch f.Type {
+	case FrameMethod, FrameHeader, FrameBody, FrameHeartbeat:
+	default:
+		return Frame{}, fmt.Errorf("%w: unknown frame type %d", ErrMalformedFrame, uint8(f.Type))
+	}
+	f.Payload = whole[frameHeaderSize : total-1]
+	return f, nil
+}
+
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// DecodeMethod decodes a method frame's payload: class id, method id and arguments.
+// The result does not alias payload.
+func DecodeMethod(payload []byte) (Method, error) {
+	d := newDecoder(payload)
+	classID, methodID := d.short(), d.short()
+	if d.err != nil {
+		return nil, d.err
+	}
+	m := newMethod(keyOf(classID, methodID))
+	if m == nil {
+		return nil, fmt.Errorf("%w: class %d method %d", ErrUnknownMethod, classID, methodID)
+	}
+	m.decodeArgs(&d)
+	if err := d.finish(); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", m.MethodName(), err)
+	}
+	return m, nil
+}
+
+// ContentHeader is the decoded payload of a content header frame.
+type ContentHeader struct {
+	ClassID    uint16
+	BodySize   uint64
+	Properties Properties
+}
+
+// DecodeContentHeader decodes a header frame's payload. The result does not alias payload.
+func DecodeContentHeader(payload []byte) (ContentHeader, error) {
+	d := newDecoder(payload)
+	var h ContentHeader
+	h.ClassID = d.short()
+	d.short() // weight: unused, always 0
+	h.BodySize = d.longlong()
+	h.Properties.decode(&d)
+	if err := d.finish(); err != nil {
+		return ContentHeader{}, fmt.Errorf("decoding content header: %w", err)
+	}
+	return h, nil
+}
+
+// beginFrame appends a frame header with a zero size and returns the buffer
+// and the offset at which endFrame patches in the size.
+func beginFrame(dst []byte, t FrameType, channel uint16) ([]byte, int) {
+	dst = append(dst, byte(t), byte(channel>>8), byte(channel), 0, 0, 0, 0)
+	return dst, len(dst)
+}
+
+// endFrame patches the payload size written since start and appends the end octet.
+func endFrame(dst []byte, start int) []byte {
+	binary.BigEndian.PutUint32(dst[start-4:start], uint32(len(dst)-start))
+	return append(dst, frameEndOctet)
+}
+
+// AppendMethodFrame appends a method frame carrying m on channel to dst. On
+// error (a value that cannot be encoded) dst is returned unchanged in length.
+func AppendMethodFrame(dst []byte, channel uint16, m Method) ([]byte, error) {
+	return appendMethodFrame(dst, channel, m)
+}
+
+func appendMethodFrame(dst []byte, channel uint16, m Method) ([]byte, error) {
+	orig := len(dst)
+	dst, start := beginFrame(dst, FrameMethod, channel)
+	dst = appendShort(dst, m.ClassID())
+	dst = appendShort(dst, m.MethodID())
+	dst, err := m.appendArgs(dst)
+	if err != nil {
+		return dst[:orig], err
+	}
+	return endFrame(dst, start), nil
+}
+
+// AppendHeaderFrame appends a content header frame to dst.
+func AppendHeaderFrame(dst []byte, channel, classID uint16, bodySize uint64, p *Properties) ([]byte, error) {
+	orig := len(dst)
+	dst, start := beginFrame(dst, FrameHeader, channel)
+	dst = appendShort(dst, classID)
+	dst = appendShort(dst, 0) // weight
+	dst = appendLonglong(dst, bodySize)
+	dst, err := p.appendTo(dst)
+	if err != nil {
+		return dst[:orig], err
+	}
+	return endFrame(dst, start), nil
+}
+
+// AppendBodyFrames appends body to dst split into body frames that each fit
+// in frameMax (0: one frame; a value below MinFrameSize, which no peer may
+// negotiate, counts as MinFrameSize). An empty body appends nothing, as the
+// spec asks.
+func AppendBodyFrames(dst []byte, channel uint16, body []byte, frameMax uint32) []byte {
+	chunk := len(body)
+	if frameMax != 0 {
+		chunk = int(max(frameMax, MinFrameSize)) - frameOverhead
+	}
+	for len(body) > 0 {
+		n := min(chunk, len(body))
+		var start int
+		dst, start = beginFrame(dst, FrameBody, channel)
+		dst = append(dst, body[:n]...)
+		dst = endFrame(dst, start)
+		body = body[n:]
+	}
+	return dst
+}
+
+// AppendHeartbeatFrame appends a heartbeat frame (always on channel 0).
+func AppendHeartbeatFrame(dst []byte) []byte {
+	return append(dst, byte(FrameHeartbeat), 0, 0, 0, 0, 0, 0, frameEndOctet)
+}
