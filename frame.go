@@ -1,7 +1,5 @@
 package amqp
 
-//go:generate go run ./cmd/specgen -in spec/amqp0-9-1.extended.xml -out methods_gen.go
-
 import (
 	"bufio"
 	"encoding/binary"

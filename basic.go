@@ -1,0 +1,75 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+)
+
+// Qos sets the prefetch limits (basic.qos): how many unacknowledged
+// deliveries (PrefetchCount) or bytes (PrefetchSize; RabbitMQ supports only
+// 0) the server sends before waiting for acknowledgements. With Global false,
+// RabbitMQ applies the limit to each consumer started afterwards on the
+// channel; with Global true, to the channel as a whole. The setting is
+// re-applied when the channel is reopened after a channel error.
+func (ch *Channel) Qos(ctx context.Context, args BasicQos) error {
+	_, err := ch.call(ctx, &args)
+	return err
+}
+
+// ErrEmpty is returned by [Channel.Get] when the queue has no message (basic.get-empty).
+var ErrEmpty = errors.New("amqp: queue is empty")
+
+// Get fetches one message from a queue (basic.get). It returns ErrEmpty when
+// the queue has none. With NoAck the server considers the message
+// acknowledged at once; otherwise acknowledge it like a consumer's delivery.
+func (ch *Channel) Get(ctx context.Context, args BasicGet) (*Delivery, error) {
+	r, err := ch.call(ctx, &args)
+	if err != nil {
+		return nil, err
+	}
+	if r.msg == nil {
+		return nil, ErrEmpty
+	}
+	return r.msg, nil
+}
+
+// gotMessage fills in a basic.get-ok's delivery on the reader goroutine,
+// before it is handed to the waiting Get.
+func (ch *Channel) gotMessage(m *BasicGetOk, d *Delivery) {
+	d.DeliveryTag, d.Redelivered = m.DeliveryTag, m.Redelivered
+	d.Exchange, d.RoutingKey, d.MessageCount = m.Exchange, m.RoutingKey, m.MessageCount
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if p := ch.calls.peek(); p != nil {
+		if get, ok := p.req.(*BasicGet); ok {
+			d.noAck = get.NoAck
+		}
+	}
+	d.ch, d.generation = ch, ch.generation
+	ch.settle.received(m.DeliveryTag, d.noAck)
+}
+
+// Recover asks the server to redeliver every unacknowledged message on the
+// channel (basic.recover) and waits for recover-ok. With Requeue false the
+// messages go back to the same consumers; RabbitMQ supports only true.
+func (ch *Channel) Recover(ctx context.Context, args BasicRecover) error {
+	_, err := ch.call(ctx, &args)
+	return err
+}
+
+// RecoverAsync is the deprecated asynchronous form of Recover
+// (basic.recover-async): nothing answers it.
+func (ch *Channel) RecoverAsync(ctx context.Context, args BasicRecoverAsync) error {
+	return ch.send(ctx, &args)
+}
+
+// Flow asks the server to pause (false) or resume (true) deliveries to this
+// channel's consumers (channel.flow). RabbitMQ does not support pausing and
+// closes the channel with 540 NOT_IMPLEMENTED.
+func (ch *Channel) Flow(ctx context.Context, args ChannelFlow) (active bool, err error) {
+	ok, err := callTyped[ChannelFlowOk](ctx, ch, &args)
+	if err != nil || ok == nil {
+		return false, err
+	}
+	return ok.Active, nil
+}

@@ -1,0 +1,450 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Channel is an AMQP channel: a lightweight session multiplexed on a
+// connection. It is safe for concurrent use: several goroutines may call
+// methods at once and each gets its own reply, because replies are matched to
+// requests in order.
+//
+// When the server closes the channel with a soft error (such as 404
+// NOT_FOUND from a passive declare, or 406 PRECONDITION_FAILED), the call that
+// caused it returns the [*Error], and the library answers close-ok, reopens
+// the same channel number and re-applies its qos and confirm mode, so the same
+// *Channel serves the next call. Consumers on it end with the error and
+// outstanding publisher confirmations resolve with it; deliveries received
+// before the reopen can no longer be acknowledged ([ErrStaleDelivery]).
+type Channel struct {
+	conn *Connection
+	id   uint16
+
+	mu         sync.Mutex
+	calls      callQueue     // pending synchronous calls, in request order
+	state      channelState  // see channelState
+	err        error         // why the channel ended; set before done is closed
+	done       chan struct{} // closed when the channel ends for good
+	generation uint64        // incremented on each reopen; deliveries carry the one they came in
+
+	// State re-applied when the channel is reopened after a channel error.
+	prefetch       *BasicQos // last basic.qos with global=false (per consumer)
+	globalPrefetch *BasicQos // last basic.qos with global=true (per channel)
+	confirmMode    bool      // confirm.select was sent
+	txMode         bool      // tx.select was sent (not re-applied: a transaction's work is lost)
+
+	consumers map[string]*Consumer // by consumer tag
+	confirms  confirmTracker
+	settle    tagWindow     // which delivery tags of this generation are still unsettled
+	flowStop  chan struct{} // non-nil while the server asked us to pause (channel.flow active=false); closed on resume
+
+	listeners      channelListeners // guarded by mu
+	allowImmediate atomic.Bool
+
+	asm assembly // reader-owned: the content being assembled
+}
+
+type channelState uint8
+
+const (
+	chOpen      channelState = iota // usable
+	chReopening                     // reopened after a server close; calls queue behind the reopen
+	chClosing                       // Close sent channel.close; no new calls
+	chClosed                        // ended for good
+)
+
+// Channel opens a new channel, bounded by ctx. Channel numbers are allocated
+// from 1 up to the negotiated channel_max and reused after a channel closes.
+func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
+	ch, err := c.allocChannel()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ch.call(ctx, &ChannelOpen{}); err != nil {
+		ch.abandonOpen(err)
+		return nil, err
+	}
+	return ch, nil
+}
+
+func newChannel(c *Connection, id uint16) *Channel {
+	return &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
+}
+
+// ErrNoFreeChannel reports that every channel number up to channel_max is in use.
+var ErrNoFreeChannel = errors.New("amqp: no free channel number (channel_max reached)")
+
+func (c *Connection) allocChannel() (*Channel, error) {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	select {
+	case <-c.done:
+		return nil, c.closedErr()
+	default:
+	}
+	n := int(c.channelMax)
+	for i := 0; i < n; i++ {
+		id := uint16((int(c.nextID)+i)%n + 1)
+		if c.channels[id].Load() == nil && !c.reserved[id] {
+			ch := newChannel(c, id)
+			c.channels[id].Store(ch)
+			c.nextID = id % c.channelMax
+			return ch, nil
+		}
+	}
+	return nil, ErrNoFreeChannel
+}
+
+// releaseChannel frees ch's number for reuse, unless a frame for it may still
+// arrive (reserve), in which case the number is retired.
+func (c *Connection) releaseChannel(ch *Channel, reserve bool) {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	if c.channels[ch.id].Load() == ch {
+		c.channels[ch.id].Store(nil)
+	}
+	if reserve {
+		if c.reserved == nil {
+			c.reserved = map[uint16]bool{}
+		}
+		c.reserved[ch.id] = true
+	}
+}
+
+// abandonOpen cleans up after a channel.open that failed or whose caller gave
+// up. If the open-ok may still come, the channel is closed when it does.
+func (ch *Channel) abandonOpen(cause error) {
+	ch.mu.Lock()
+	pendingOpen := ch.calls.len() > 0
+	if pendingOpen {
+		// Replace the caller's interest with a continuation that closes the
+		// channel the server is about to open.
+		p := ch.calls.peek()
+		p.then = func(r callResult) {
+			if r.err != nil {
+				return
+			}
+			ch.mu.Lock()
+			ch.state = chClosing
+			ch.sendLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "open abandoned"}, func(callResult) {
+				ch.finish(ErrClosed)
+			})
+			ch.mu.Unlock()
+		}
+		ch.mu.Unlock()
+		return
+	}
+	ch.mu.Unlock()
+	ch.finish(fmt.Errorf("%w: %w", ErrClosed, cause))
+}
+
+// ID returns the channel number.
+func (ch *Channel) ID() uint16 { return ch.id }
+
+// Connection returns the connection the channel belongs to.
+func (ch *Channel) Connection() *Connection { return ch.conn }
+
+// Done returns a channel that is closed when the channel has ended for good:
+// closed by Close, by its connection ending, or by a failure to reopen after a
+// channel error. A channel error that was recovered from does not close it.
+func (ch *Channel) Done() <-chan struct{} { return ch.done }
+
+// Err returns nil while the channel is usable, and afterwards why it ended.
+func (ch *Channel) Err() error {
+	select {
+	case <-ch.done:
+		return ch.err
+	default:
+		return nil
+	}
+}
+
+// Close closes the channel (channel.close, then close-ok), bounded by ctx.
+// Consumers on it end and pending confirmations resolve with ErrClosed. It is
+// idempotent: closing a channel that has ended returns nil.
+func (ch *Channel) Close(ctx context.Context) error {
+	ch.mu.Lock()
+	if ch.state == chClosing || ch.state == chClosed {
+		ch.mu.Unlock()
+		select {
+		case <-ch.done:
+			return nil
+		case <-ctx.Done():
+			return ch.ctxError(&ChannelClose{}, ctx.Err())
+		}
+	}
+	ch.state = chClosing
+	p := &pendingCall{req: &ChannelClose{}, reply: make(chan callResult, 1)}
+	err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
+		return appendMethodFrame(b, ch.id, &ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"})
+	})
+	if err == nil {
+		ch.calls.push(p)
+	}
+	ch.mu.Unlock()
+	if err != nil {
+		ch.finish(ErrClosed)
+		return nil
+	}
+	select {
+	case r := <-p.reply:
+		ch.finish(ErrClosed)
+		if r.err != nil && !errors.Is(r.err, ErrClosed) {
+			return r.err
+		}
+		return nil
+	case <-ctx.Done():
+		// The close-ok may still come; the number is retired rather than reused.
+		ch.finishAndReserve(ErrClosed)
+		return ch.ctxError(&ChannelClose{}, ctx.Err())
+	}
+}
+
+// usableLocked reports why a new call cannot be made on the channel now.
+func (ch *Channel) usableLocked(m Method) error {
+	switch ch.state {
+	case chClosing:
+		return fmt.Errorf("%w: channel %d is closing", ErrClosed, ch.id)
+	case chClosed:
+		return ch.err
+	}
+	return nil
+}
+
+// finish ends the channel for good with err: pending calls, consumers and
+// confirmations get it, and the channel number is freed.
+func (ch *Channel) finish(err error) { ch.end(err, false) }
+
+func (ch *Channel) finishAndReserve(err error) { ch.end(err, true) }
+
+func (ch *Channel) end(err error, reserve bool) {
+	ch.mu.Lock()
+	if ch.state == chClosed {
+		ch.mu.Unlock()
+		return
+	}
+	ch.state = chClosed
+	ch.err = err
+	close(ch.done)
+	calls := ch.calls.drain()
+	consumers := ch.takeConsumersLocked()
+	ch.confirms.failAll(err)
+	if ch.flowStop != nil {
+		close(ch.flowStop)
+		ch.flowStop = nil
+	}
+	ch.mu.Unlock()
+	for _, p := range calls {
+		p.resolve(callResult{err: err})
+	}
+	for _, c := range consumers {
+		c.end(err, true)
+	}
+	if ch.id != 0 {
+		ch.conn.releaseChannel(ch, reserve)
+	}
+}
+
+// handleFrame processes one frame for this channel on the reader goroutine.
+// It never blocks on user code; an error it returns ends the connection.
+func (ch *Channel) handleFrame(f Frame) error {
+	switch f.Type {
+	case FrameMethod:
+		if ch.asm.active() {
+			return unexpectedFrame(ch.id, "method frame in the middle of a message")
+		}
+		m, err := DecodeMethod(f.Payload)
+		if err != nil {
+			return err
+		}
+		if m.hasContent() {
+			ch.asm.begin(m)
+			return nil
+		}
+		return ch.handleMethod(m)
+	case FrameHeader:
+		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize)
+		if err != nil || !done {
+			return err
+		}
+	case FrameBody:
+		done, err := ch.asm.body(f.Payload)
+		if err != nil || !done {
+			return err
+		}
+	}
+	m, msg := ch.asm.take()
+	return ch.handleContent(m, msg)
+}
+
+func unexpectedFrame(id uint16, what string) error {
+	return &Error{Code: CodeUnexpectedFrame, Connection: true, Reason: fmt.Sprintf("%s on channel %d", what, id)}
+}
+
+// handleMethod dispatches a method without content.
+func (ch *Channel) handleMethod(m Method) error {
+	switch m := m.(type) {
+	case *ChannelClose:
+		ch.serverClosed(m)
+		return nil
+	case *BasicAck:
+		ch.confirmed(m.DeliveryTag, m.Multiple, false)
+		return nil
+	case *BasicNack:
+		ch.confirmed(m.DeliveryTag, m.Multiple, true)
+		return nil
+	case *BasicCancel:
+		ch.serverCancelled(m.ConsumerTag)
+		return nil
+	case *ChannelFlow:
+		ch.serverFlow(m.Active)
+		return nil
+	}
+	if isReplyKey(m.key()) {
+		ch.noteReply(m)
+		return ch.complete(m, nil)
+	}
+	return unexpectedFrame(ch.id, "unexpected "+m.MethodName())
+}
+
+// handleContent dispatches a method whose content has been assembled.
+func (ch *Channel) handleContent(m Method, msg *Delivery) error {
+	switch m := m.(type) {
+	case *BasicDeliver:
+		ch.deliver(m, msg)
+		return nil
+	case *BasicReturn:
+		ch.returned(m, msg)
+		return nil
+	case *BasicGetOk:
+		ch.gotMessage(m, msg)
+		return ch.complete(m, msg)
+	}
+	return unexpectedFrame(ch.id, "unexpected content for "+m.MethodName())
+}
+
+// serverClosed handles the server's channel.close: answer close-ok, fail what
+// was pending, and reopen the channel with its state re-applied — unless the
+// application was closing it, or it failed while being reopened.
+func (ch *Channel) serverClosed(m *ChannelClose) {
+	cause := &Error{Code: m.ReplyCode, Reason: m.ReplyText, ClassID: m.FailingClassID, MethodID: m.FailingMethodID, Server: true}
+	ch.mu.Lock()
+	ch.sendLocked(&ChannelCloseOk{}, nil)
+	// A close during Close, or in answer to a reopen step, is final: reopening
+	// again could fail the same way forever.
+	if ch.state == chClosing || ch.hasReopenStepsLocked() {
+		ch.mu.Unlock()
+		ch.finish(fmt.Errorf("%w: %w", ErrClosed, cause))
+		return
+	}
+	// Everything sent before the server's close was discarded by it.
+	calls := ch.calls.drain()
+	consumers := ch.takeConsumersLocked()
+	ch.confirms.failAll(cause)
+	ch.generation++
+	ch.settle.reset()
+	ch.asm = assembly{}
+	ch.state = chReopening
+	// Pipelined: the server handles these in order, and any call made from
+	// now on is queued behind them, so it runs on the reopened channel.
+	ch.sendLocked(&ChannelOpen{}, ch.reopenStep)
+	if ch.globalPrefetch != nil {
+		ch.sendLocked(ch.globalPrefetch, ch.reopenStep)
+	}
+	if ch.prefetch != nil {
+		ch.sendLocked(ch.prefetch, ch.reopenStep)
+	}
+	if ch.confirmMode {
+		ch.sendLocked(&ConfirmSelect{}, ch.reopenStep)
+		ch.enterConfirmModeLocked() // sequence numbers start again at 1
+	}
+	ch.txMode = false
+	listeners := ch.listeners.onError
+	ch.mu.Unlock()
+
+	for _, p := range calls {
+		p.resolve(callResult{err: cause})
+	}
+	for _, c := range consumers {
+		c.end(cause, true)
+	}
+	for _, fn := range listeners {
+		ch.conn.events.push(func() { fn(cause) })
+	}
+}
+
+// reopenStep runs as each reply of the reopen sequence arrives; the channel
+// is usable again once the last one is in.
+func (ch *Channel) reopenStep(r callResult) {
+	if r.err != nil {
+		return // the channel or connection ended; finish already ran
+	}
+	ch.mu.Lock()
+	if ch.state == chReopening && !ch.hasReopenStepsLocked() {
+		ch.state = chOpen
+	}
+	ch.mu.Unlock()
+}
+
+// hasReopenStepsLocked reports whether a reopen step is still pending (they
+// are the internal calls at the head of the queue).
+func (ch *Channel) hasReopenStepsLocked() bool {
+	p := ch.calls.peek()
+	return p != nil && p.reply == nil && p.then != nil
+}
+
+// noteReply records state that a successful reply establishes, for
+// re-application after a reopen.
+func (ch *Channel) noteReply(m Method) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	p := ch.calls.peek()
+	if p == nil || p.reply == nil {
+		return
+	}
+	// Recorded on success only: re-applying a qos the server refused would
+	// fail the reopen the same way.
+	if req, ok := p.req.(*BasicQos); ok {
+		q := *req
+		if q.Global {
+			ch.globalPrefetch = &q
+		} else {
+			ch.prefetch = &q
+		}
+	}
+}
+
+// noteSentLocked records mode changes as their request is queued: the server
+// applies confirm mode to every publish sent after confirm.select, before its
+// select-ok arrives (and with no-wait none arrives).
+func (ch *Channel) noteSentLocked(m Method) {
+	switch m.(type) {
+	case *ConfirmSelect:
+		ch.enterConfirmModeLocked()
+	case *TxSelect:
+		ch.txMode = true
+	}
+}
+
+// OnError registers fn to be told of each channel error the channel
+// recovered from (the server's channel.close, after which it was reopened).
+// The failing call also returns the error; fn is for errors caused by
+// asynchronous methods such as a publish to a missing exchange. Calls run in
+// order on the connection's callback goroutine.
+func (ch *Channel) OnError(fn func(*Error)) {
+	ch.mu.Lock()
+	ch.listeners.onError = append(ch.listeners.onError, fn)
+	ch.mu.Unlock()
+}
+
+type channelListeners struct {
+	onError  []func(*Error)
+	onReturn []func(Return)
+	onAck    []func(deliveryTag uint64, multiple bool)
+	onNack   []func(deliveryTag uint64, multiple bool)
+	onFlow   []func(active bool)
+}

@@ -1,0 +1,275 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Confirmation is the outcome of one publish. It is never nil. In confirm
+// mode ([Channel.ConfirmSelect]) it resolves when the server acks or nacks
+// the message; outside confirm mode it is resolved at once, with
+// Requested() false, since the server will say nothing.
+type Confirmation struct {
+	seq       uint64 // the publish sequence number (the ack's delivery tag); 0 outside confirm mode
+	requested bool
+
+	mu   sync.Mutex
+	done chan struct{} // created on first need; closed when resolved
+	fin  bool          // resolved
+	err  error         // nil for ack; ErrNacked, a *ReturnedError or the channel's error otherwise
+	ret  *Return       // set when the message was returned (mandatory and unroutable)
+}
+
+var (
+	// ErrNacked: the server refused responsibility for a message (basic.nack),
+	// for example because a queue with x-overflow reject-publish was full.
+	ErrNacked = errors.New("amqp: message nacked by the server")
+	// ErrReturned matches a [*ReturnedError]: a mandatory message that the
+	// server could not route and returned (basic.return).
+	ErrReturned = errors.New("amqp: message returned by the server")
+)
+
+// ReturnedError reports a message the server returned instead of routing it.
+// It matches ErrReturned and the return's reply code (such as ErrNoRoute).
+type ReturnedError struct {
+	Return Return
+}
+
+func (e *ReturnedError) Error() string {
+	return fmt.Sprintf("amqp: message returned by the server: %d %s (exchange %q, routing key %q)",
+		e.Return.ReplyCode, e.Return.ReplyText, e.Return.Exchange, e.Return.RoutingKey)
+}
+
+// Is matches ErrReturned and the reply-code sentinel of the return.
+func (e *ReturnedError) Is(target error) bool {
+	if target == ErrReturned {
+		return true
+	}
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Return.ReplyCode
+}
+
+// settled is a resolved Confirmation for publishes outside confirm mode: it
+// costs no allocation.
+var settled = func() *Confirmation {
+	c := &Confirmation{fin: true, done: make(chan struct{})}
+	close(c.done)
+	return c
+}()
+
+func failedConfirmation(err error) *Confirmation {
+	c := &Confirmation{fin: true, err: err, done: make(chan struct{})}
+	close(c.done)
+	return c
+}
+
+// Requested reports whether the message was published in confirm mode, so
+// that the server will ack or nack it.
+func (c *Confirmation) Requested() bool { return c.requested }
+
+// DeliveryTag returns the publish sequence number the server's ack or nack
+// carries (0 outside confirm mode).
+func (c *Confirmation) DeliveryTag() uint64 { return c.seq }
+
+// Done returns a channel closed when the outcome is known.
+func (c *Confirmation) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.fin {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+// Wait waits for the outcome, bounded by ctx. It returns nil when the server
+// acked the message (or outside confirm mode); ErrNacked when it nacked it; a
+// *ReturnedError (matching ErrReturned and e.g. ErrNoRoute) when the message
+// was mandatory and returned unroutable; and the channel's *Error or the
+// connection's error when the channel closed before the outcome was known —
+// the message may or may not have been routed.
+func (c *Confirmation) Wait(ctx context.Context) error {
+	select {
+	case <-c.Done():
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.err
+	case <-ctx.Done():
+		return fmt.Errorf("amqp: waiting for publisher confirmation %d: %w", c.seq, ctx.Err())
+	}
+}
+
+// Acked reports whether the outcome is known and was an ack of a routed message.
+func (c *Confirmation) Acked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fin && c.err == nil
+}
+
+// Returned returns the returned message, if the server returned it.
+func (c *Confirmation) Returned() *Return {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ret
+}
+
+func (c *Confirmation) resolve(err error, ret *Return) {
+	c.mu.Lock()
+	if c.fin {
+		c.mu.Unlock()
+		return
+	}
+	c.fin, c.err, c.ret = true, err, ret
+	if c.done != nil {
+		close(c.done)
+	}
+	c.mu.Unlock()
+}
+
+// confirmTracker holds a channel's unconfirmed publishes in sequence order,
+// so an ack or nack, even with multiple set, resolves its publishes in O(1)
+// each. Guarded by the channel's mutex.
+type confirmTracker struct {
+	active  bool
+	nextSeq uint64          // sequence number of the next publish; starts at 1
+	base    uint64          // sequence number of pending[0]
+	pending []*Confirmation // nil once resolved
+	// returned is a basic.return waiting for the ack that follows it; the
+	// server sends the return of a publish just before that publish's ack.
+	returned *Return
+}
+
+func (ch *Channel) enterConfirmModeLocked() {
+	if ch.confirmMode && ch.confirms.active {
+		return
+	}
+	ch.confirmMode = true
+	ch.confirms = confirmTracker{active: true, nextSeq: 1, base: 1}
+}
+
+// add registers the next publish.
+func (t *confirmTracker) add() *Confirmation {
+	c := &Confirmation{seq: t.nextSeq, requested: true}
+	t.nextSeq++
+	t.pending = append(t.pending, c)
+	return c
+}
+
+// resolve settles tag, or with multiple every publish up to tag, and returns
+// how many it settled.
+func (t *confirmTracker) resolve(tag uint64, multiple, nack bool) int {
+	if tag < t.base || tag >= t.base+uint64(len(t.pending)) {
+		return 0 // not ours: already resolved, or before a reopen
+	}
+	from := tag - t.base
+	if multiple {
+		from = 0
+	}
+	n := 0
+	for i := from; i <= tag-t.base; i++ {
+		c := t.pending[i]
+		if c == nil {
+			continue
+		}
+		var err error
+		var ret *Return
+		if t.returned != nil && c.seq == tag {
+			ret = t.returned
+			err = &ReturnedError{Return: *ret}
+			t.returned = nil
+		}
+		if nack && err == nil {
+			err = ErrNacked
+		}
+		c.resolve(err, ret)
+		t.pending[i] = nil
+		n++
+	}
+	t.compact()
+	return n
+}
+
+func (t *confirmTracker) compact() {
+	n := 0
+	for n < len(t.pending) && t.pending[n] == nil {
+		n++
+	}
+	t.base += uint64(n)
+	t.pending = t.pending[n:]
+	if len(t.pending) == 0 {
+		t.pending = t.pending[:0:0]
+	}
+}
+
+// failAll resolves every outstanding publish with err and leaves confirm
+// mode; a reopen enters it again with sequence numbers from 1.
+func (t *confirmTracker) failAll(err error) {
+	for _, c := range t.pending {
+		if c != nil {
+			c.resolve(err, nil)
+		}
+	}
+	*t = confirmTracker{}
+}
+
+// unconfirmed returns how many publishes await their ack or nack.
+func (t *confirmTracker) unconfirmed() int {
+	n := 0
+	for _, c := range t.pending {
+		if c != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// confirmed handles the server's basic.ack or basic.nack on a confirm-mode channel.
+func (ch *Channel) confirmed(tag uint64, multiple, nack bool) {
+	ch.mu.Lock()
+	ch.confirms.resolve(tag, multiple, nack)
+	listeners := ch.listeners.onAck
+	if nack {
+		listeners = ch.listeners.onNack
+	}
+	ch.mu.Unlock()
+	for _, fn := range listeners {
+		ch.conn.events.push(func() { fn(tag, multiple) })
+	}
+}
+
+// ConfirmSelect puts the channel in confirm mode (confirm.select): from now
+// on the server acks or nacks every publish, and each [Confirmation] tells
+// its outcome. Confirm mode is re-applied when the channel is reopened after a
+// channel error. With NoWait the call returns once the request is queued.
+func (ch *Channel) ConfirmSelect(ctx context.Context, args ConfirmSelect) error {
+	_, err := ch.call(ctx, &args)
+	return err
+}
+
+// OnAck registers fn to be called for every basic.ack the server sends in
+// confirm mode, with the seed client's (deliveryTag, multiple) signature.
+// Calls run in order on the connection's callback goroutine; a slow fn
+// delays later callbacks but never loses one and never stalls the reader.
+func (ch *Channel) OnAck(fn func(deliveryTag uint64, multiple bool)) {
+	ch.mu.Lock()
+	ch.listeners.onAck = append(ch.listeners.onAck, fn)
+	ch.mu.Unlock()
+}
+
+// OnNack is OnAck for basic.nack.
+func (ch *Channel) OnNack(fn func(deliveryTag uint64, multiple bool)) {
+	ch.mu.Lock()
+	ch.listeners.onNack = append(ch.listeners.onNack, fn)
+	ch.mu.Unlock()
+}
+
+// Unconfirmed returns how many publishes on the channel await an ack or nack.
+func (ch *Channel) Unconfirmed() int {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.confirms.unconfirmed()
+}

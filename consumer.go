@@ -1,0 +1,353 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"sync"
+)
+
+// Consumer receives the deliveries of one basic.consume subscription. Read
+// them with [Consumer.Next] or range over [Consumer.Deliveries]. It is safe
+// for concurrent use.
+//
+// Deliveries are buffered per consumer. The buffer is bounded: with manual
+// acknowledgements the server sends at most the prefetch count set by
+// [Channel.Qos]; past BufferLimit deliveries (no-ack consumers, or no
+// prefetch) the connection stops reading from the socket until the
+// application catches up, so memory stays bounded and TCP pushes back on the
+// server. While the reader waits, nothing else on the connection is read,
+// so read deliveries promptly or set a prefetch.
+type Consumer struct {
+	ch       *Channel
+	tag      string
+	noAck    bool
+	onCancel func(consumerTag string)
+	limit    int
+
+	mu        sync.Mutex
+	queue     []*Delivery   // buffered deliveries; head at queue[head]
+	head      int           //
+	ready     chan struct{} // cap 1: a delivery arrived or the consumer ended
+	room      chan struct{} // non-nil while the reader waits for the queue to shrink; closed by Next
+	done      chan struct{}
+	err       error // why the consumer ended, set before done is closed
+	abandoned bool  // the Consume call gave up before consume-ok
+}
+
+// DefaultBufferLimit is the number of deliveries a consumer buffers before
+// the connection stops reading, when ConsumerOptions.BufferLimit is 0.
+const DefaultBufferLimit = 4096
+
+// ConsumerOptions configure a consumer beyond the basic.consume arguments.
+type ConsumerOptions struct {
+	// OnCancel, when set, is called with the consumer tag if the server
+	// cancels the consumer (its queue was deleted, or the queue's node went
+	// down); the consumer then ends with ErrConsumerCancelled. When nil, the
+	// consumer ends with an error matching ErrCancelledByServer instead.
+	// It runs on the connection's callback goroutine, never on the reader.
+	OnCancel func(consumerTag string)
+
+	// BufferLimit is how many deliveries may wait in the consumer's buffer
+	// before the connection stops reading. Zero means DefaultBufferLimit.
+	BufferLimit int
+}
+
+var (
+	// ErrConsumerCancelled ends a consumer that was cancelled by
+	// [Consumer.Cancel], or by the server when ConsumerOptions.OnCancel
+	// handled it. Deliveries range loops end without reporting it.
+	ErrConsumerCancelled = errors.New("amqp: consumer cancelled")
+	// ErrCancelledByServer ends a consumer that the server cancelled (its
+	// queue was deleted, or the queue's node went down) when no OnCancel
+	// callback was given.
+	ErrCancelledByServer = errors.New("amqp: consumer cancelled by the server (queue deleted or unavailable)")
+)
+
+// Consume starts a consumer (basic.consume) and waits for consume-ok. An
+// empty ConsumerTag asks the server to choose one; [Consumer.Tag] returns it.
+// NoWait is not allowed here: the consumer needs the server's consume-ok.
+func (ch *Channel) Consume(ctx context.Context, args BasicConsume) (*Consumer, error) {
+	return ch.ConsumeWith(ctx, args, ConsumerOptions{})
+}
+
+// ErrNoWaitConsume reports a Consume call with NoWait set.
+var ErrNoWaitConsume = errors.New("amqp: basic.consume with no-wait is not supported by Consume; the consumer needs consume-ok")
+
+// ConsumeWith is Consume with options: an OnCancel callback and the buffer limit.
+func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt ConsumerOptions) (*Consumer, error) {
+	if args.NoWait {
+		return nil, ErrNoWaitConsume
+	}
+	c := &Consumer{
+		ch:       ch,
+		tag:      args.ConsumerTag,
+		noAck:    args.NoAck,
+		onCancel: opt.OnCancel,
+		limit:    opt.BufferLimit,
+		ready:    make(chan struct{}, 1),
+		done:     make(chan struct{}),
+	}
+	if c.limit <= 0 {
+		c.limit = DefaultBufferLimit
+	}
+	_, err := ch.callWithHook(ctx, &args, func(r callResult) {
+		// On the reader, before any delivery for the new tag can be read.
+		if r.err != nil {
+			return
+		}
+		ok := r.m.(*BasicConsumeOk)
+		ch.mu.Lock()
+		c.mu.Lock()
+		c.tag = ok.ConsumerTag
+		abandoned := c.abandoned
+		c.mu.Unlock()
+		ch.consumers[c.tag] = c
+		if abandoned {
+			ch.sendLocked(&BasicCancel{ConsumerTag: c.tag}, func(callResult) {
+				ch.removeConsumer(c, ErrConsumerCancelled)
+				ch.requeueUnread(c)
+			})
+		}
+		ch.mu.Unlock()
+	})
+	if err != nil {
+		c.mu.Lock()
+		c.abandoned = true
+		c.mu.Unlock()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Tag returns the consumer tag.
+func (c *Consumer) Tag() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tag
+}
+
+// Channel returns the channel the consumer belongs to.
+func (c *Consumer) Channel() *Channel { return c.ch }
+
+// Done returns a channel that is closed when the consumer has ended. Deliveries
+// buffered before the end can still be read with Next.
+func (c *Consumer) Done() <-chan struct{} { return c.done }
+
+// Err returns nil while the consumer runs, and afterwards why it ended.
+func (c *Consumer) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Next returns the next delivery, waiting for one bounded by ctx. Once the
+// consumer has ended and its buffer is empty, it returns why the consumer
+// ended: ErrConsumerCancelled after Cancel, or the channel's or connection's error.
+func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
+	for {
+		c.mu.Lock()
+		if c.head < len(c.queue) {
+			d := c.queue[c.head]
+			c.queue[c.head] = nil
+			c.head++
+			if c.head == len(c.queue) {
+				c.queue, c.head = c.queue[:0], 0
+			}
+			if c.room != nil && len(c.queue)-c.head < c.limit {
+				close(c.room)
+				c.room = nil
+			}
+			c.mu.Unlock()
+			return d, nil
+		}
+		err := c.err
+		c.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-c.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Deliveries returns an iterator over the consumer's deliveries, for use in a
+// range loop. The loop ends after an error is yielded: ctx's error, or the
+// error that ended the consumer. A consumer ended by Cancel ends the loop
+// without an error. Leaving the loop early does not cancel the consumer.
+func (c *Consumer) Deliveries(ctx context.Context) iter.Seq2[*Delivery, error] {
+	return func(yield func(*Delivery, error) bool) {
+		for {
+			d, err := c.Next(ctx)
+			if errors.Is(err, ErrConsumerCancelled) {
+				return
+			}
+			if !yield(d, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Cancel cancels the consumer (basic.cancel) and waits for cancel-ok,
+// bounded by ctx. Deliveries that arrived before cancel-ok stay readable with
+// Next, which then returns ErrConsumerCancelled. Cancelling an ended consumer
+// returns nil.
+func (c *Consumer) Cancel(ctx context.Context) error {
+	select {
+	case <-c.done:
+		return nil
+	default:
+	}
+	ch := c.ch
+	_, err := ch.callWithHook(ctx, &BasicCancel{ConsumerTag: c.Tag()}, func(r callResult) {
+		if r.err == nil {
+			ch.removeConsumer(c, ErrConsumerCancelled)
+		}
+	})
+	if err != nil && c.Err() != nil {
+		return nil // it ended meanwhile, which is what the caller wanted
+	}
+	return err
+}
+
+// push buffers a delivery, or reports that the buffer is full (the reader
+// then waits on the returned channel before reading on).
+func (c *Consumer) push(d *Delivery) (full chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.queue = append(c.queue, d)
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+	if len(c.queue)-c.head >= c.limit && c.err == nil {
+		if c.room == nil {
+			c.room = make(chan struct{})
+		}
+		return c.room
+	}
+	return nil
+}
+
+// end stops the consumer with err. Buffered deliveries that need an
+// acknowledgement are dropped when the channel closed under them (the server
+// requeued them and their tags are void); the rest stay readable.
+func (c *Consumer) end(err error, dropAckable bool) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	if dropAckable && !c.noAck {
+		clear(c.queue)
+		c.queue, c.head = nil, 0
+	}
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+	close(c.done)
+	c.mu.Unlock()
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+}
+
+// takeConsumersLocked removes every consumer from the channel. ch.mu must be held.
+func (ch *Channel) takeConsumersLocked() []*Consumer {
+	out := make([]*Consumer, 0, len(ch.consumers))
+	for tag, c := range ch.consumers {
+		out = append(out, c)
+		delete(ch.consumers, tag)
+	}
+	return out
+}
+
+func (ch *Channel) removeConsumer(c *Consumer, err error) {
+	ch.mu.Lock()
+	if ch.consumers[c.tag] == c {
+		delete(ch.consumers, c.tag)
+	}
+	ch.mu.Unlock()
+	c.end(err, false)
+}
+
+// deliver hands a basic.deliver to its consumer, on the reader goroutine.
+func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
+	d.ConsumerTag, d.DeliveryTag, d.Redelivered = m.ConsumerTag, m.DeliveryTag, m.Redelivered
+	d.Exchange, d.RoutingKey = m.Exchange, m.RoutingKey
+	ch.mu.Lock()
+	c := ch.consumers[m.ConsumerTag]
+	d.ch, d.generation = ch, ch.generation
+	d.noAck = c == nil || c.noAck
+	ch.settle.received(m.DeliveryTag, d.noAck)
+	if c == nil {
+		// A consumer stays registered until its cancel-ok, after which the
+		// server sends it nothing more, so this is a tag we never had.
+		ch.mu.Unlock()
+		return
+	}
+	ch.mu.Unlock()
+	if full := c.push(d); full != nil {
+		ch.conn.waitForRoom(full, c.done)
+	}
+}
+
+// waitForRoom blocks the reader until a consumer's buffer has room: the
+// documented backpressure for consumers that outrun the application.
+func (c *Connection) waitForRoom(room, consumerDone <-chan struct{}) {
+	c.paused.Store(true)
+	select {
+	case <-room:
+	case <-consumerDone:
+	case <-c.done:
+	}
+	c.lastRead.Store(nowNano()) // the silence was ours, not the server's
+	c.paused.Store(false)
+}
+
+// serverCancelled handles the server's basic.cancel for a consumer.
+func (ch *Channel) serverCancelled(tag string) {
+	ch.mu.Lock()
+	c := ch.consumers[tag]
+	delete(ch.consumers, tag)
+	ch.mu.Unlock()
+	if c == nil {
+		return
+	}
+	if c.onCancel != nil {
+		fn := c.onCancel
+		ch.conn.events.push(func() { fn(tag) })
+		c.end(ErrConsumerCancelled, false)
+		return
+	}
+	c.end(ErrCancelledByServer, false)
+}
+
+// requeueUnread hands back to the server the unacknowledged deliveries of a
+// consumer that nobody will read (its Consume call gave up before consume-ok).
+func (ch *Channel) requeueUnread(c *Consumer) {
+	c.mu.Lock()
+	unread := c.queue[c.head:]
+	c.queue, c.head = nil, 0
+	c.mu.Unlock()
+	if c.noAck || len(unread) == 0 {
+		return
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for _, d := range unread {
+		if d.generation == ch.generation && ch.settle.settle(d.DeliveryTag, false) == nil {
+			ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
+		}
+	}
+}

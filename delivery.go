@@ -1,0 +1,231 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Delivery is a message received from the server: pushed to a consumer
+// (basic.deliver) or fetched with [Channel.Get] (basic.get-ok).
+type Delivery struct {
+	ConsumerTag string // the consumer it was delivered to; "" for Get
+	DeliveryTag uint64 // the channel-scoped tag that acknowledges it
+	Redelivered bool   // it was delivered before and not acknowledged
+	Exchange    string // the exchange it was published to
+	RoutingKey  string // the routing key it was published with
+
+	// MessageCount is, for Get, how many messages remained in the queue.
+	MessageCount uint32
+
+	Properties
+	Body []byte
+
+	ch         *Channel
+	generation uint64 // the channel generation it arrived in; acks from another are stale
+	noAck      bool   // the server considers it acknowledged already
+}
+
+// Errors from acknowledging a delivery. They are local: nothing is sent, and
+// the channel stays open (the server would close it with 406 PRECONDITION_FAILED).
+var (
+	// ErrStaleDelivery: the delivery arrived before its channel was reopened
+	// after a channel error (or before a reconnect); its tag means nothing
+	// now. The server requeued it when the channel closed.
+	ErrStaleDelivery = errors.New("amqp: delivery is from before its channel was reopened; its tag is no longer valid")
+	// ErrNoAckDelivery: the delivery came to a no-ack consumer (or a Get
+	// with NoAck); the server already considers it acknowledged.
+	ErrNoAckDelivery = errors.New("amqp: delivery was consumed in no-ack mode and needs no acknowledgement")
+	// ErrAlreadySettled: the delivery was already acked, nacked or rejected,
+	// possibly by a multiple acknowledgement of a later delivery.
+	ErrAlreadySettled = errors.New("amqp: delivery was already acknowledged")
+)
+
+// AckOptions are the options of [Delivery.Ack].
+type AckOptions struct {
+	// Multiple acknowledges every unacknowledged delivery on the channel up
+	// to and including this one.
+	Multiple bool
+}
+
+// NackOptions are the options of [Delivery.Nack] (RabbitMQ's basic.nack).
+type NackOptions struct {
+	Multiple bool // also reject every unacknowledged delivery on the channel before this one
+	Requeue  bool // put the message(s) back in the queue rather than discard or dead-letter them
+}
+
+// RejectOptions are the options of [Delivery.Reject].
+type RejectOptions struct {
+	Requeue bool // put the message back in the queue rather than discard or dead-letter it
+}
+
+// Ack acknowledges the delivery (basic.ack). ctx bounds waiting for room in
+// the connection's write queue; there is no reply. It returns
+// ErrNoAckDelivery, ErrAlreadySettled or ErrStaleDelivery without sending
+// anything when the acknowledgement would be a protocol error.
+func (d *Delivery) Ack(ctx context.Context, opt AckOptions) error {
+	return d.settle(ctx, &BasicAck{DeliveryTag: d.DeliveryTag, Multiple: opt.Multiple}, opt.Multiple)
+}
+
+// Nack rejects the delivery, and with Multiple those before it (basic.nack).
+// It returns the same local errors as Ack.
+func (d *Delivery) Nack(ctx context.Context, opt NackOptions) error {
+	return d.settle(ctx, &BasicNack{DeliveryTag: d.DeliveryTag, Multiple: opt.Multiple, Requeue: opt.Requeue}, opt.Multiple)
+}
+
+// Reject rejects the delivery (basic.reject). It returns the same local errors as Ack.
+func (d *Delivery) Reject(ctx context.Context, opt RejectOptions) error {
+	return d.settle(ctx, &BasicReject{DeliveryTag: d.DeliveryTag, Requeue: opt.Requeue}, false)
+}
+
+func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
+	if d.ch == nil {
+		return fmt.Errorf("amqp: %s: delivery has no channel", m.MethodName())
+	}
+	if d.noAck {
+		return ErrNoAckDelivery
+	}
+	ch := d.ch
+	if err := ch.conn.w.waitRoom(ctx); err != nil {
+		return ch.ctxError(m, err)
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if err := ch.usableLocked(m); err != nil {
+		return err
+	}
+	if d.generation != ch.generation {
+		return ErrStaleDelivery
+	}
+	if err := ch.settle.settle(d.DeliveryTag, multiple); err != nil {
+		return err
+	}
+	if err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
+		return appendMethodFrame(b, ch.id, m)
+	}); err != nil {
+		return ch.sendError(m, err)
+	}
+	return nil
+}
+
+// tagWindow tracks which delivery tags of a channel generation are settled,
+// so a second acknowledgement is caught locally. Tags arrive in increasing
+// order; only the span from the oldest unsettled tag to the newest is kept,
+// which prefetch (or the consumer buffer limit) keeps small.
+type tagWindow struct {
+	base    uint64 // the tag of settled[0]; every tag below it is settled
+	settled []bool
+}
+
+func (w *tagWindow) reset() { *w = tagWindow{} }
+
+// received records a new delivery; a no-ack one is settled on arrival.
+func (w *tagWindow) received(tag uint64, settled bool) {
+	if len(w.settled) == 0 {
+		if settled {
+			w.base = tag + 1
+			return
+		}
+		w.base = tag
+	}
+	for w.base+uint64(len(w.settled)) < tag { // a gap: tags we never saw count as settled
+		w.settled = append(w.settled, true)
+	}
+	w.settled = append(w.settled, settled)
+	w.compact()
+}
+
+// settle marks tag (and with multiple, every tag before it) settled, or
+// reports that tag was settled already.
+func (w *tagWindow) settle(tag uint64, multiple bool) error {
+	if tag < w.base || tag >= w.base+uint64(len(w.settled)) || w.settled[tag-w.base] {
+		return ErrAlreadySettled
+	}
+	if multiple {
+		for i := range tag - w.base + 1 {
+			w.settled[i] = true
+		}
+	} else {
+		w.settled[tag-w.base] = true
+	}
+	w.compact()
+	return nil
+}
+
+func (w *tagWindow) compact() {
+	n := 0
+	for n < len(w.settled) && w.settled[n] {
+		n++
+	}
+	w.base += uint64(n)
+	w.settled = w.settled[n:]
+	if len(w.settled) == 0 {
+		w.settled = w.settled[:0:0] // let the old array go
+	}
+}
+
+// assembly collects a content-bearing method's header and body frames.
+type assembly struct {
+	method Method    // basic.deliver, basic.return or basic.get-ok; nil when idle
+	msg    *Delivery // created when the header arrives
+	size   uint64    // body size the header announced
+}
+
+func (a *assembly) active() bool { return a.method != nil }
+
+func (a *assembly) begin(m Method) { *a = assembly{method: m} }
+
+// smallBody is the size up to which a message's body is allocated together
+// with its Delivery, in one allocation.
+const smallBody = 128
+
+type deliveryWithBody struct {
+	d   Delivery
+	buf [smallBody]byte
+}
+
+// header takes the content header frame. It refuses a body larger than
+// maxBody before allocating anything for it.
+func (a *assembly) header(payload []byte, maxBody uint64) (done bool, err error) {
+	if a.method == nil || a.msg != nil {
+		return false, unexpectedFrame(0, "content header frame without a content method")
+	}
+	h, err := DecodeContentHeader(payload)
+	if err != nil {
+		return false, err
+	}
+	if h.BodySize > maxBody {
+		return false, fmt.Errorf("%w: %s announced a %d-byte body, the limit is %d (Config.MaxBodySize)",
+			ErrBodyTooLarge, a.method.MethodName(), h.BodySize, maxBody)
+	}
+	if h.BodySize <= smallBody {
+		x := &deliveryWithBody{}
+		x.d.Body = x.buf[:0:h.BodySize]
+		a.msg = &x.d
+	} else {
+		a.msg = &Delivery{Body: make([]byte, 0, h.BodySize)}
+	}
+	a.msg.Properties = h.Properties
+	a.size = h.BodySize
+	return h.BodySize == 0, nil
+}
+
+// body appends a body frame, reporting when the body is complete.
+func (a *assembly) body(payload []byte) (done bool, err error) {
+	if a.msg == nil {
+		return false, unexpectedFrame(0, "body frame without a content header")
+	}
+	if uint64(len(a.msg.Body))+uint64(len(payload)) > a.size {
+		return false, &Error{Code: CodeFrameError, Connection: true,
+			Reason: fmt.Sprintf("body frames exceed the %d bytes the content header announced", a.size)}
+	}
+	a.msg.Body = append(a.msg.Body, payload...)
+	return uint64(len(a.msg.Body)) == a.size, nil
+}
+
+// take returns the completed method and message and resets the assembly.
+func (a *assembly) take() (Method, *Delivery) {
+	m, msg := a.method, a.msg
+	*a = assembly{}
+	return m, msg
+}

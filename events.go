@@ -1,0 +1,65 @@
+package amqp
+
+import "sync"
+
+// eventQueue runs user callbacks (blocked, return, ack/nack listeners,
+// OnCancel, OnError, OnFlow) in order on one goroutine of their own. The
+// queue is unbounded so that pushing never blocks the reader and no event is
+// ever dropped, however slow a callback is; the reader's own backpressure
+// (bounded consumer buffers, prefetch, confirms per publish) bounds how much
+// it can hold in practice.
+type eventQueue struct {
+	mu     sync.Mutex
+	queue  []func()
+	wake   chan struct{} // cap 1
+	closed bool
+}
+
+func newEventQueue() *eventQueue { return &eventQueue{wake: make(chan struct{}, 1)} }
+
+// push queues fn. After close, fn is dropped: the connection has ended and
+// its goroutines are gone.
+func (q *eventQueue) push(fn func()) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	q.queue = append(q.queue, fn)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close makes run return once it has run everything queued so far.
+func (q *eventQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *eventQueue) run() {
+	var batch []func()
+	for {
+		q.mu.Lock()
+		batch, q.queue = q.queue, batch[:0]
+		closed := q.closed
+		q.mu.Unlock()
+		for i, fn := range batch {
+			fn()
+			batch[i] = nil
+		}
+		if len(batch) == 0 {
+			if closed {
+				return
+			}
+			<-q.wake
+		}
+	}
+}

@@ -1,0 +1,145 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Publishing is a message to publish with [Channel.Publish]: where it goes
+// (basic.publish's arguments), its properties and its body.
+type Publishing struct {
+	Exchange   string // the exchange to publish to; "" is the default exchange
+	RoutingKey string // the routing key; for the default exchange, the queue name
+
+	// Mandatory asks the server to return the message (basic.return) when
+	// it cannot be routed to any queue, instead of dropping it.
+	Mandatory bool
+	// Immediate is refused by RabbitMQ (it closes the connection with 540
+	// NOT_IMPLEMENTED). Publish returns ErrImmediateUnsupported rather than
+	// sending it, unless Channel.AllowImmediate is called first (for
+	// conformance tests against other brokers).
+	Immediate bool
+
+	Properties
+	Body []byte
+}
+
+// ErrImmediateUnsupported reports a publish with Immediate set; see [Publishing].
+var ErrImmediateUnsupported = errors.New("amqp: basic.publish immediate is not supported by RabbitMQ (it would close the connection with 540)")
+
+// Publish sends a message (basic.publish with its content header and body
+// frames, split by the negotiated frame_max and written contiguously). It
+// returns once the frames are queued for the socket; it does not wait for the
+// server. ctx bounds waiting while the server blocks the connection
+// ([BlockedError]), while the server paused the channel (channel.flow), and
+// for room in the write queue. It is safe to call from many goroutines.
+//
+// The returned [Confirmation] is never nil. In confirm mode it resolves
+// with the server's ack, nack or return; otherwise it is already resolved. A
+// value that cannot be encoded (a routing key over 255 bytes, an unsupported
+// header type) returns a *FieldError and sends nothing.
+func (ch *Channel) Publish(ctx context.Context, msg Publishing) (*Confirmation, error) {
+	if msg.Immediate && !ch.allowImmediate.Load() {
+		return failedConfirmation(ErrImmediateUnsupported), ErrImmediateUnsupported
+	}
+	if err := ch.waitPublishable(ctx); err != nil {
+		return failedConfirmation(err), err
+	}
+	method := BasicPublish{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
+	frameMax := ch.conn.frameMax
+
+	ch.mu.Lock()
+	if err := ch.usableLocked(&method); err != nil {
+		ch.mu.Unlock()
+		return failedConfirmation(err), err
+	}
+	err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
+		return appendPublishFrames(b, ch.id, &method, &msg.Properties, msg.Body, frameMax)
+	})
+	if err != nil {
+		ch.mu.Unlock()
+		err = ch.sendError(&method, err)
+		return failedConfirmation(err), err
+	}
+	conf := settled
+	if ch.confirms.active {
+		conf = ch.confirms.add()
+	}
+	ch.mu.Unlock()
+	return conf, nil
+}
+
+// appendPublishFrames encodes a whole message: method, header and body frames. The
+// method and header frames must each fit in frameMax; the body is split.
+func appendPublishFrames(b []byte, channel uint16, m *BasicPublish, p *Properties, body []byte, frameMax uint32) ([]byte, error) {
+	orig := len(b)
+	b, start := beginFrame(b, FrameMethod, channel)
+	b = appendShort(b, 60)
+	b = appendShort(b, 40)
+	b, err := m.appendArgs(b)
+	if err != nil {
+		return b[:orig], err
+	}
+	b = endFrame(b, start)
+	headerStart := len(b)
+	if b, err = AppendHeaderFrame(b, channel, 60, uint64(len(body)), p); err != nil {
+		return b[:orig], err
+	}
+	if frameMax != 0 && (headerStart-orig > int(frameMax) || len(b)-headerStart > int(frameMax)) {
+		return b[:orig], fmt.Errorf("%w: basic.publish method or header frame of %d bytes (the properties are too large)",
+			ErrFrameTooLarge, max(headerStart-orig, len(b)-headerStart))
+	}
+	return AppendBodyFrames(b, channel, body, frameMax), nil
+}
+
+// waitPublishable waits while the connection is blocked or the channel's
+// flow is paused, bounded by ctx.
+func (ch *Channel) waitPublishable(ctx context.Context) error {
+	if err := ch.conn.waitUnblocked(ctx); err != nil {
+		return err
+	}
+	ch.mu.Lock()
+	stop := ch.flowStop
+	ch.mu.Unlock()
+	if stop != nil {
+		select {
+		case <-stop:
+		case <-ctx.Done():
+			return fmt.Errorf("amqp: publish: channel %d paused by the server (channel.flow): %w", ch.id, ctx.Err())
+		}
+	}
+	return ch.conn.w.waitRoom(ctx)
+}
+
+// serverFlow handles the server's channel.flow: pause or resume publishing
+// on this channel, and answer flow-ok.
+func (ch *Channel) serverFlow(active bool) {
+	ch.mu.Lock()
+	switch {
+	case !active && ch.flowStop == nil:
+		ch.flowStop = make(chan struct{})
+	case active && ch.flowStop != nil:
+		close(ch.flowStop)
+		ch.flowStop = nil
+	}
+	ch.sendLocked(&ChannelFlowOk{Active: active}, nil)
+	listeners := ch.listeners.onFlow
+	ch.mu.Unlock()
+	for _, fn := range listeners {
+		ch.conn.events.push(func() { fn(active) })
+	}
+}
+
+// OnFlow registers fn to be told when the server pauses (false) or resumes
+// (true) publishing on this channel with channel.flow. Publish waits while
+// paused. Calls run in order on the connection's callback goroutine.
+func (ch *Channel) OnFlow(fn func(active bool)) {
+	ch.mu.Lock()
+	ch.listeners.onFlow = append(ch.listeners.onFlow, fn)
+	ch.mu.Unlock()
+}
+
+// AllowImmediate lets Publish send the immediate flag, for brokers that
+// implement it. RabbitMQ closes the connection when it sees it.
+func (ch *Channel) AllowImmediate() { ch.allowImmediate.Store(true) }

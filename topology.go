@@ -1,0 +1,90 @@
+package amqp
+
+import "context"
+
+// The exchange and queue methods. Each sends its generated argument struct
+// and returns the server's reply, bounded by ctx. Cancelling ctx after the
+// request was sent does not undo it: the server still declares, binds or
+// deletes, and the reply is discarded when it arrives.
+//
+// With NoWait set the server sends no reply: the call returns once the
+// request is queued, with a zero result, and an error the server finds in it
+// arrives later as a channel error (the channel is reopened and the error is
+// reported to [Channel.OnError] listeners and to the next call).
+
+// ExchangeDeclare declares an exchange (exchange.declare): Type is "direct",
+// "fanout", "topic", "headers" or a plugin's type; Passive only checks that it
+// exists (404 NOT_FOUND if not).
+func (ch *Channel) ExchangeDeclare(ctx context.Context, args ExchangeDeclare) error {
+	_, err := ch.call(ctx, &args)
+	return err
+}
+
+// ExchangeDelete deletes an exchange (exchange.delete); with IfUnused, only
+// if it has no bindings (406 PRECONDITION_FAILED otherwise).
+func (ch *Channel) ExchangeDelete(ctx context.Context, args ExchangeDelete) error {
+	_, err := ch.call(ctx, &args)
+	return err
+}
+
+// ExchangeBind binds exchange Destination to exchange Source (exchange.bind,
+// a RabbitMQ extension): messages routed by Source with a matching routing key
+// go on to Destination.
+func (ch *Channel) ExchangeBind(ctx context.Context, args ExchangeBind) error {
+	_, err := ch.call(ctx, &args)
+	return err
+}
+
+// ExchangeUnbind removes an exchange-to-exchange binding (exchange.unbind).
+func (ch *Channel) ExchangeUnbind(ctx context.Context, args ExchangeUnbind) error {
+	_, err := ch.call(ctx, &args)
+	return err
+}
+
+// QueueDeclare declares a queue (queue.declare) and returns its name (chosen
+// by the server when args.Queue is empty), message count and consumer count.
+// Passive only checks that the queue exists (404 NOT_FOUND if not).
+// Redeclaring an existing queue with other properties or arguments fails with
+// 406 PRECONDITION_FAILED. Arguments carry RabbitMQ's options such as
+// "x-queue-type", "x-max-length", "x-message-ttl" and "x-dead-letter-exchange".
+func (ch *Channel) QueueDeclare(ctx context.Context, args QueueDeclare) (QueueDeclareOk, error) {
+	ok, err := callTyped[QueueDeclareOk](ctx, ch, &args)
+	if err != nil || ok == nil {
+		return QueueDeclareOk{}, err
+	}
+	return *ok, nil
+}
+
+// QueueBind binds a queue to an exchange (queue.bind).
+func (ch *Channel) QueueBind(ctx context.Context, args QueueBind) error {
+	_, err := ch.call(ctx, &args)
+	return err
+}
+
+// QueueUnbind removes a queue binding (queue.unbind; it has no no-wait form).
+func (ch *Channel) QueueUnbind(ctx context.Context, args QueueUnbind) error {
+	_, err := ch.call(ctx, &args)
+	return err
+}
+
+// QueuePurge removes every message that is not awaiting acknowledgement from
+// a queue (queue.purge) and returns how many it removed.
+func (ch *Channel) QueuePurge(ctx context.Context, args QueuePurge) (uint32, error) {
+	ok, err := callTyped[QueuePurgeOk](ctx, ch, &args)
+	if err != nil || ok == nil {
+		return 0, err
+	}
+	return ok.MessageCount, nil
+}
+
+// QueueDelete deletes a queue (queue.delete) and returns how many messages
+// it held. IfUnused and IfEmpty make it fail with 406 PRECONDITION_FAILED
+// when the queue has consumers or messages. Consumers of a deleted queue are
+// cancelled by the server (see [ConsumerOptions.OnCancel]).
+func (ch *Channel) QueueDelete(ctx context.Context, args QueueDelete) (uint32, error) {
+	ok, err := callTyped[QueueDeleteOk](ctx, ch, &args)
+	if err != nil || ok == nil {
+		return 0, err
+	}
+	return ok.MessageCount, nil
+}

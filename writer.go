@@ -1,0 +1,197 @@
+package amqp
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// writer is the connection's single path to the socket. Callers encode their
+// frames straight into a shared pending buffer under mu; the writer goroutine
+// swaps it for a spare buffer and writes the whole batch with one Write call.
+// Frames appended by one call are contiguous on the wire, so a message's
+// method, header and body frames never interleave with another's, while
+// concurrent publishers share one system call per batch rather than one each.
+type writer struct {
+	conn net.Conn
+
+	mu      sync.Mutex
+	pending []byte        // frames waiting for the writer goroutine; guarded by mu
+	drained chan struct{} // closed when a batch is taken; created by waiters; guarded by mu
+	err     error         // first write failure; sticky; guarded by mu
+	closing bool          // no more frames accepted; guarded by mu
+
+	wake      chan struct{} // cap 1: pending became non-empty
+	stop      chan struct{} // closed to make run flush what is pending and return
+	exited    chan struct{} // closed when run returns
+	lastWrite atomic.Int64  // unix nanos of the last successful write
+	onError   func(error)   // told once about a write failure
+}
+
+const (
+	// writerHighWater bounds the bytes callers may queue before they wait for
+	// the socket: publishers feel backpressure instead of growing memory.
+	writerHighWater = 1 << 20
+	// writerKeepCap is the largest buffer kept after a batch; a larger one
+	// (from a big message) is released so it does not pin memory.
+	writerKeepCap = 4 << 20
+	// finalFlushTimeout bounds writing what is pending when the connection closes.
+	finalFlushTimeout = 2 * time.Second
+)
+
+func newWriter(conn net.Conn, onError func(error)) *writer {
+	w := &writer{
+		conn:    conn,
+		pending: make([]byte, 0, 64<<10),
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		exited:  make(chan struct{}),
+		onError: onError,
+	}
+	w.lastWrite.Store(time.Now().UnixNano())
+	return w
+}
+
+// waitRoom waits until the pending buffer is below the high-water mark, the
+// writer failed, or ctx ends. It does not reserve room: several callers may
+// pass it together and overshoot the mark by their own frames, which is fine.
+func (w *writer) waitRoom(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		if w.err != nil || w.closing || len(w.pending) < writerHighWater {
+			w.mu.Unlock()
+			return nil
+		}
+		if w.drained == nil {
+			w.drained = make(chan struct{})
+		}
+		drained := w.drained
+		w.mu.Unlock()
+		select {
+		case <-drained:
+		case <-w.exited:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// appendFrames runs encode to append frames to the pending buffer and wakes
+// the writer goroutine. encode must not block. If encode fails, nothing it
+// appended is kept. It never waits: callers that should feel backpressure
+// call waitRoom first (the reader, which must never block, does not).
+func (w *writer) appendFrames(encode func([]byte) ([]byte, error)) error {
+	w.mu.Lock()
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	if w.closing {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	wasEmpty := len(w.pending) == 0
+	buf, err := encode(w.pending)
+	if err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	w.pending = buf
+	w.mu.Unlock()
+	if wasEmpty && len(buf) > 0 {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// run is the writer goroutine: it writes batches until stopped or failed.
+func (w *writer) run() {
+	defer close(w.exited)
+	var spare []byte
+	for {
+		select {
+		case <-w.wake:
+		case <-w.stop:
+			w.flushFinal(spare)
+			return
+		}
+		var ok bool
+		if spare, ok = w.writeBatch(spare); !ok {
+			return
+		}
+	}
+}
+
+// writeBatch takes everything pending and writes it, returning the emptied
+// buffer for reuse next time, and false if the write failed.
+func (w *writer) writeBatch(spare []byte) ([]byte, bool) {
+	w.mu.Lock()
+	batch := w.pending
+	w.pending = spare[:0]
+	if w.drained != nil {
+		close(w.drained)
+		w.drained = nil
+	}
+	w.mu.Unlock()
+	if len(batch) == 0 {
+		return batch, true
+	}
+	if _, err := w.conn.Write(batch); err != nil {
+		w.fail(err)
+		return nil, false
+	}
+	w.lastWrite.Store(time.Now().UnixNano())
+	if cap(batch) > writerKeepCap {
+		return nil, true
+	}
+	return batch[:0], true
+}
+
+// flushFinal writes what is still pending when the writer is stopped, such
+// as a close-ok, bounded by a deadline so a stuck peer cannot hold Close.
+func (w *writer) flushFinal(spare []byte) {
+	w.mu.Lock()
+	w.closing = true
+	empty := len(w.pending) == 0 || w.err != nil
+	w.mu.Unlock()
+	if empty {
+		return
+	}
+	_ = w.conn.SetWriteDeadline(time.Now().Add(finalFlushTimeout))
+	w.writeBatch(spare)
+}
+
+func (w *writer) fail(err error) {
+	w.mu.Lock()
+	first := w.err == nil
+	if first {
+		w.err = err
+	}
+	if w.drained != nil {
+		close(w.drained)
+		w.drained = nil
+	}
+	w.mu.Unlock()
+	if first && w.onError != nil {
+		w.onError(err)
+	}
+}
+
+// shutdown makes run flush what is pending and return, and waits for it.
+func (w *writer) shutdown() {
+	w.mu.Lock()
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	w.mu.Unlock()
+	<-w.exited
+}
