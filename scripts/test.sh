@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The project's test command (the README names it; .ci/run calls it): formatting, vet, generated
+# code drift, the whole suite under the race detector, then a short run of every fuzz target.
+# Integration tests talk to AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FUZZTIME=${FUZZTIME:-10s}
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; exit 1; fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== generated code is current"
+go generate ./...
+if [ -d .git ] && ! git diff --exit-code --stat -- methods_gen.go; then
+  echo "methods_gen.go is stale: run 'go generate ./...' and commit the result"; exit 1
+fi
+
+echo "== go test -race"
+go test -race -count=1 -timeout 8m ./...
+
+echo "== fuzz (${FUZZTIME} each)"
+for pkg in $(go list ./...); do
+  for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+    echo "-- $pkg $target"
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" | tail -n 3
+  done
+done
+echo "== all checks passed"
