@@ -1,0 +1,178 @@
+package amqp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func rawFrame(t FrameType, channel uint16, payload []byte, end byte) []byte {
+	b := []byte{byte(t), byte(channel >> 8), byte(channel)}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
+	b = append(b, payload...)
+	return append(b, end)
+}
+
+func TestReadFrameRoundTrip(t *testing.T) {
+	var stream []byte
+	stream, err := AppendMethodFrame(stream, 3, &QueueDeclare{Queue: "q", Durable: true})
+	require.NoError(t, err)
+	stream, err = AppendHeaderFrame(stream, 3, 60, 5, &Properties{ContentType: "text/plain"})
+	require.NoError(t, err)
+	stream = AppendBodyFrames(stream, 3, []byte("hello"), 0)
+	stream = AppendHeartbeatFrame(stream)
+
+	fr := NewFrameReader(bytes.NewReader(stream))
+	f, err := fr.ReadFrame()
+	require.NoError(t, err)
+	require.Equal(t, FrameMethod, f.Type)
+	require.Equal(t, uint16(3), f.Channel)
+	m, err := DecodeMethod(f.Payload)
+	require.NoError(t, err)
+	require.Equal(t, &QueueDeclare{Queue: "q", Durable: true}, m)
+
+	f, err = fr.ReadFrame()
+	require.NoError(t, err)
+	h, err := DecodeContentHeader(f.Payload)
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), h.BodySize)
+	require.Equal(t, "text/plain", h.Properties.ContentType)
+
+	f, err = fr.ReadFrame()
+	require.NoError(t, err)
+	require.Equal(t, FrameBody, f.Type)
+	require.Equal(t, "hello", string(f.Payload))
+
+	f, err = fr.ReadFrame()
+	require.NoError(t, err)
+	require.Equal(t, FrameHeartbeat, f.Type)
+
+	_, err = fr.ReadFrame()
+	require.ErrorIs(t, err, io.EOF)
+}
+
+// countingReader records how many bytes were requested, to prove an
+// oversized frame is refused after its 7-byte header is read.
+type countingReader struct {
+	r    io.Reader
+	read int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.read += n
+	return n, err
+}
+
+func TestReadFrameRejectsOversizedFrameBeforeReadingIt(t *testing.T) {
+	// Claims a 1 GiB payload; only the header is present.
+	hdr := []byte{byte(FrameBody), 0, 1}
+	hdr = binary.BigEndian.AppendUint32(hdr, 1<<30)
+	cr := &countingReader{r: bytes.NewReader(hdr)}
+	fr := NewFrameReader(cr)
+	fr.SetMaxFrameSize(131072)
+	allocs := testing.AllocsPerRun(1, func() {
+		cr.r = bytes.NewReader(hdr)
+		fr = NewFrameReader(cr)
+		fr.SetMaxFrameSize(131072)
+		_, err := fr.ReadFrame()
+		require.ErrorIs(t, err, ErrFrameTooLarge)
+	})
+	require.Less(t, allocs, 10.0, "no payload-sized allocation")
+	_, err := NewFrameReader(bytes.NewReader(hdr)).ReadFrame()
+	require.ErrorIs(t, err, ErrFrameTooLarge, "before tuning the limit is MinFrameSize")
+	require.Contains(t, err.Error(), "frame_max 4096")
+}
+
+func TestReadFrameFrameMaxBoundary(t *testing.T) {
+	payload := make([]byte, 4096-frameOverhead)
+	fr := NewFrameReader(bytes.NewReader(rawFrame(FrameBody, 1, payload, frameEndOctet)))
+	_, err := fr.ReadFrame()
+	require.NoError(t, err, "a frame of exactly frame_max bytes is allowed")
+
+	fr = NewFrameReader(bytes.NewReader(rawFrame(FrameBody, 1, append(payload, 0), frameEndOctet)))
+	_, err = fr.ReadFrame()
+	require.ErrorIs(t, err, ErrFrameTooLarge)
+}
+
+func TestReadFrameLargerThanBuffer(t *testing.T) {
+	payload := bytes.Repeat([]byte("x"), 3*readBufferSize)
+	fr := NewFrameReader(bytes.NewReader(rawFrame(FrameBody, 1, payload, frameEndOctet)))
+	fr.SetMaxFrameSize(0)
+	f, err := fr.ReadFrame()
+	require.NoError(t, err)
+	require.Equal(t, payload, f.Payload)
+}
+
+func TestReadFrameRejectsBadInput(t *testing.T) {
+	for name, tc := range map[string]struct {
+		stream []byte
+		want   error
+	}{
+		"bad end octet":   {rawFrame(FrameMethod, 0, []byte{0, 10, 0, 11}, 0xCD), ErrMalformedFrame},
+		"unknown type":    {rawFrame(FrameType(5), 0, nil, frameEndOctet), ErrMalformedFrame},
+		"truncated":       {rawFrame(FrameBody, 1, []byte("abc"), frameEndOctet)[:9], io.ErrUnexpectedEOF},
+		"truncated early": {[]byte{1, 0}, io.ErrUnexpectedEOF},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := NewFrameReader(bytes.NewReader(tc.stream)).ReadFrame()
+			require.ErrorIs(t, err, tc.want)
+		})
+	}
+}
+
+func TestAppendBodyFramesSplitsByFrameMax(t *testing.T) {
+	body := bytes.Repeat([]byte{7}, 10000)
+	b := AppendBodyFrames(nil, 2, body, 4096)
+	fr := NewFrameReader(bytes.NewReader(b))
+	var got []byte
+	frames := 0
+	for {
+		f, err := fr.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(f.Payload)+frameOverhead, 4096)
+		got = append(got, f.Payload...)
+		frames++
+	}
+	require.Equal(t, 3, frames)
+	require.Equal(t, body, got)
+	require.Empty(t, AppendBodyFrames(nil, 2, nil, 4096), "an empty body has no body frame")
+	require.NotEmpty(t, AppendBodyFrames(nil, 2, []byte("x"), 5), "a frame_max below the minimum does not loop")
+}
+
+// FuzzReadFrame feeds arbitrary streams to the frame reader and decodes what
+// it accepts: nothing may panic, and a frame is never longer than the limit.
+func FuzzReadFrame(f *testing.F) {
+	seed, _ := AppendMethodFrame(nil, 1, &BasicDeliver{ConsumerTag: "c", DeliveryTag: 1, Exchange: "e", RoutingKey: "k"})
+	seed, _ = AppendHeaderFrame(seed, 1, 60, 3, &Properties{Headers: Table{"a": int32(1)}})
+	seed = AppendBodyFrames(seed, 1, []byte("abc"), 0)
+	f.Add(seed)
+	f.Add(AppendHeartbeatFrame(nil))
+	f.Add(rawFrame(FrameMethod, 0, []byte{0, 10, 0, 10}, frameEndOctet))
+	f.Add(rawFrame(FrameBody, 1, nil, 0))
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		fr := NewFrameReader(bytes.NewReader(stream))
+		for range 64 {
+			frame, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if len(frame.Payload)+frameOverhead > MinFrameSize {
+				t.Fatalf("frame of %d bytes passed a %d limit", len(frame.Payload)+frameOverhead, MinFrameSize)
+			}
+			switch frame.Type {
+			case FrameMethod:
+				_, _ = DecodeMethod(frame.Payload)
+			case FrameHeader:
+				_, _ = DecodeContentHeader(frame.Payload)
+			}
+		}
+	})
+}
