@@ -42,6 +42,10 @@ type Channel struct {
 	settle    tagWindow     // which delivery tags of this generation are still unsettled
 	flowStop  chan struct{} // non-nil while the server asked us to pause (channel.flow active=false); closed on resume
 
+	opened      bool // open-ok arrived
+	reopenSteps int  // replies of the reopen sequence still to come
+	abandoned   bool // the Channel call that opened it gave up
+
 	listeners      channelListeners // guarded by mu
 	allowImmediate atomic.Bool
 
@@ -58,13 +62,26 @@ const (
 )
 
 // Channel opens a new channel, bounded by ctx. Channel numbers are allocated
-// from 1 up to the negotiated channel_max and reused after a channel closes.
+// from 1 up to the negotiated channel_max, rotating, and reused after a
+// channel closes. If ctx ends before open-ok arrives, the channel the server
+// opens anyway is closed again when it does.
 func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
 	ch, err := c.allocChannel()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := ch.call(ctx, &ChannelOpen{}); err != nil {
+	_, err = ch.callWithHook(ctx, &ChannelOpen{}, func(r callResult) {
+		if r.err != nil {
+			return
+		}
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		ch.opened = true
+		if ch.abandoned {
+			ch.closeAbandonedLocked()
+		}
+	})
+	if err != nil {
 		ch.abandonOpen(err)
 		return nil, err
 	}
@@ -115,31 +132,30 @@ func (c *Connection) releaseChannel(ch *Channel, reserve bool) {
 	}
 }
 
-// abandonOpen cleans up after a channel.open that failed or whose caller gave
-// up. If the open-ok may still come, the channel is closed when it does.
+// abandonOpen cleans up after a channel.open whose caller gave up or failed.
+// If open-ok may still come, the hook in Channel closes the channel then.
 func (ch *Channel) abandonOpen(cause error) {
 	ch.mu.Lock()
-	pendingOpen := ch.calls.len() > 0
-	if pendingOpen {
-		// Replace the caller's interest with a continuation that closes the
-		// channel the server is about to open.
-		p := ch.calls.peek()
-		p.then = func(r callResult) {
-			if r.err != nil {
-				return
-			}
-			ch.mu.Lock()
-			ch.state = chClosing
-			ch.sendLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "open abandoned"}, func(callResult) {
-				ch.finish(ErrClosed)
-			})
-			ch.mu.Unlock()
-		}
+	ch.abandoned = true
+	switch {
+	case ch.opened: // open-ok came just after the caller gave up
+		ch.closeAbandonedLocked()
 		ch.mu.Unlock()
-		return
+	case ch.calls.len() > 0 && ch.state != chClosed: // still waiting for open-ok
+		ch.mu.Unlock()
+	default:
+		ch.mu.Unlock()
+		ch.finish(fmt.Errorf("%w: %w", ErrClosed, cause))
 	}
-	ch.mu.Unlock()
-	ch.finish(fmt.Errorf("%w: %w", ErrClosed, cause))
+}
+
+// closeAbandonedLocked closes a channel that was opened for a caller who is
+// gone. ch.mu must be held.
+func (ch *Channel) closeAbandonedLocked() {
+	ch.state = chClosing
+	ch.sendLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "open abandoned"}, func(callResult) {
+		ch.finish(ErrClosed)
+	})
 }
 
 // ID returns the channel number.
@@ -334,11 +350,14 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	cause := &Error{Code: m.ReplyCode, Reason: m.ReplyText, ClassID: m.FailingClassID, MethodID: m.FailingMethodID, Server: true}
 	ch.mu.Lock()
 	ch.sendLocked(&ChannelCloseOk{}, nil)
-	// A close during Close, or in answer to a reopen step, is final: reopening
-	// again could fail the same way forever.
-	if ch.state == chClosing || ch.hasReopenStepsLocked() {
+	// A close during Close, in answer to a reopen step, or before the channel
+	// ever opened is final: reopening again could fail the same way forever.
+	if ch.state == chClosing || ch.reopenSteps > 0 || !ch.opened {
+		// If our close crossed the server's, the server may still answer it
+		// with a close-ok: retire the number so that cannot hit a new channel.
+		crossed := ch.state == chClosing
 		ch.mu.Unlock()
-		ch.finish(fmt.Errorf("%w: %w", ErrClosed, cause))
+		ch.end(fmt.Errorf("%w: %w", ErrClosed, cause), crossed)
 		return
 	}
 	// Everything sent before the server's close was discarded by it.
@@ -349,17 +368,18 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	ch.settle.reset()
 	ch.asm = assembly{}
 	ch.state = chReopening
+	ch.reopenSteps = 0
 	// Pipelined: the server handles these in order, and any call made from
 	// now on is queued behind them, so it runs on the reopened channel.
-	ch.sendLocked(&ChannelOpen{}, ch.reopenStep)
+	ch.sendReopenStepLocked(&ChannelOpen{})
 	if ch.globalPrefetch != nil {
-		ch.sendLocked(ch.globalPrefetch, ch.reopenStep)
+		ch.sendReopenStepLocked(ch.globalPrefetch)
 	}
 	if ch.prefetch != nil {
-		ch.sendLocked(ch.prefetch, ch.reopenStep)
+		ch.sendReopenStepLocked(ch.prefetch)
 	}
 	if ch.confirmMode {
-		ch.sendLocked(&ConfirmSelect{}, ch.reopenStep)
+		ch.sendReopenStepLocked(&ConfirmSelect{})
 		ch.enterConfirmModeLocked() // sequence numbers start again at 1
 	}
 	ch.txMode = false
@@ -377,6 +397,11 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	}
 }
 
+func (ch *Channel) sendReopenStepLocked(m Method) {
+	ch.reopenSteps++
+	ch.sendLocked(m, ch.reopenStep)
+}
+
 // reopenStep runs as each reply of the reopen sequence arrives; the channel
 // is usable again once the last one is in.
 func (ch *Channel) reopenStep(r callResult) {
@@ -384,17 +409,11 @@ func (ch *Channel) reopenStep(r callResult) {
 		return // the channel or connection ended; finish already ran
 	}
 	ch.mu.Lock()
-	if ch.state == chReopening && !ch.hasReopenStepsLocked() {
+	ch.reopenSteps--
+	if ch.state == chReopening && ch.reopenSteps == 0 {
 		ch.state = chOpen
 	}
 	ch.mu.Unlock()
-}
-
-// hasReopenStepsLocked reports whether a reopen step is still pending (they
-// are the internal calls at the head of the queue).
-func (ch *Channel) hasReopenStepsLocked() bool {
-	p := ch.calls.peek()
-	return p != nil && p.reply == nil && p.then != nil
 }
 
 // noteReply records state that a successful reply establishes, for

@@ -311,6 +311,7 @@ func (c *Connection) protocolFailure(err error) {
 // first cause counts.
 func (c *Connection) shutdown(cause error) {
 	c.closeOnce.Do(func() {
+		c.wg.Add(1) // the closer goroutine below; added before anyone can see done and Wait
 		c.err = cause
 		close(c.done)
 		c.ch0.finish(c.closedErr())
@@ -335,7 +336,6 @@ func (c *Connection) shutdown(cause error) {
 		// The writer flushes and exits on its own goroutine; the reader ends
 		// when the socket closes. Neither may be waited for here, since
 		// shutdown can run on either of them.
-		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
 			if c.w != nil {

@@ -25,14 +25,16 @@ type Consumer struct {
 	onCancel func(consumerTag string)
 	limit    int
 
-	mu        sync.Mutex
-	queue     []*Delivery   // buffered deliveries; head at queue[head]
-	head      int           //
-	ready     chan struct{} // cap 1: a delivery arrived or the consumer ended
-	room      chan struct{} // non-nil while the reader waits for the queue to shrink; closed by Next
-	done      chan struct{}
-	err       error // why the consumer ended, set before done is closed
-	abandoned bool  // the Consume call gave up before consume-ok
+	mu         sync.Mutex
+	queue      []*Delivery   // buffered deliveries; head at queue[head]
+	head       int           //
+	ready      chan struct{} // cap 1: a delivery arrived or the consumer ended
+	room       chan struct{} // non-nil while the reader waits for the queue to shrink; closed by Next
+	done       chan struct{}
+	err        error // why the consumer ended, set before done is closed
+	abandoned  bool  // the Consume call gave up
+	registered bool  // consume-ok arrived and the channel routes deliveries here
+	cancelling bool  // Cancel was called: the reader must not wait for room, or cancel-ok could never be read
 }
 
 // DefaultBufferLimit is the number of deliveries a consumer buffers before
@@ -96,28 +98,42 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 		if r.err != nil {
 			return
 		}
-		ok := r.m.(*BasicConsumeOk)
 		ch.mu.Lock()
+		defer ch.mu.Unlock()
 		c.mu.Lock()
-		c.tag = ok.ConsumerTag
+		c.tag = r.m.(*BasicConsumeOk).ConsumerTag
 		abandoned := c.abandoned
+		c.registered = true
 		c.mu.Unlock()
 		ch.consumers[c.tag] = c
 		if abandoned {
-			ch.sendLocked(&BasicCancel{ConsumerTag: c.tag}, func(callResult) {
-				ch.removeConsumer(c, ErrConsumerCancelled)
-				ch.requeueUnread(c)
-			})
+			ch.cancelAbandonedLocked(c)
 		}
-		ch.mu.Unlock()
 	})
 	if err != nil {
+		// The caller is gone. If consume-ok beat us to it, cancel now;
+		// otherwise the hook will, should consume-ok still come.
+		ch.mu.Lock()
 		c.mu.Lock()
 		c.abandoned = true
+		registered := c.registered
 		c.mu.Unlock()
+		if registered && ch.consumers[c.tag] == c {
+			ch.cancelAbandonedLocked(c)
+		}
+		ch.mu.Unlock()
 		return nil, err
 	}
 	return c, nil
+}
+
+// cancelAbandonedLocked cancels a consumer nobody will read and hands its
+// unread deliveries back. ch.mu must be held.
+func (ch *Channel) cancelAbandonedLocked(c *Consumer) {
+	ch.sendLocked(&BasicCancel{ConsumerTag: c.tag}, func(callResult) {
+		ch.removeConsumer(c, ErrConsumerCancelled)
+		ch.requeueUnread(c)
+	})
 }
 
 // Tag returns the consumer tag.
@@ -205,8 +221,16 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 		return nil
 	default:
 	}
+	c.mu.Lock()
+	c.cancelling = true
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+	tag := c.tag
+	c.mu.Unlock()
 	ch := c.ch
-	_, err := ch.callWithHook(ctx, &BasicCancel{ConsumerTag: c.Tag()}, func(r callResult) {
+	_, err := ch.callWithHook(ctx, &BasicCancel{ConsumerTag: tag}, func(r callResult) {
 		if r.err == nil {
 			ch.removeConsumer(c, ErrConsumerCancelled)
 		}
@@ -227,7 +251,7 @@ func (c *Consumer) push(d *Delivery) (full chan struct{}) {
 	case c.ready <- struct{}{}:
 	default:
 	}
-	if len(c.queue)-c.head >= c.limit && c.err == nil {
+	if len(c.queue)-c.head >= c.limit && c.err == nil && !c.cancelling {
 		if c.room == nil {
 			c.room = make(chan struct{})
 		}
