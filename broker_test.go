@@ -89,10 +89,10 @@ func openChannel(t testing.TB, conn *amqp.Connection) *amqp.Channel {
 	return ch
 }
 
-// tempQueue declares a server-named, exclusive, auto-delete queue.
+// tempQueue declares a server-named exclusive queue, deleted with its connection.
 func tempQueue(t testing.TB, ch *amqp.Channel, args amqp.Table) string {
 	t.Helper()
-	ok, err := ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Exclusive: true, AutoDelete: true, Arguments: args})
+	ok, err := ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Exclusive: true, Arguments: args})
 	require.NoError(t, err)
 	return ok.Queue
 }
