@@ -36,6 +36,7 @@ type Channel struct {
 	globalPrefetch *BasicQos // last basic.qos with global=true (per channel)
 	confirmMode    bool      // confirm.select was sent
 	txMode         bool      // tx.select was sent (not re-applied: a transaction's work is lost)
+	txSettled      []uint64  // tags settled in the open transaction, unsettled again by a rollback
 
 	consumers map[string]*Consumer // by consumer tag
 	confirms  confirmTracker
@@ -366,6 +367,7 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	ch.confirms.failAll(cause)
 	ch.generation++
 	ch.settle.reset()
+	ch.txSettled = nil
 	ch.asm = assembly{}
 	ch.state = chReopening
 	ch.reopenSteps = 0
@@ -425,15 +427,31 @@ func (ch *Channel) noteReply(m Method) {
 	if p == nil || p.reply == nil {
 		return
 	}
-	// Recorded on success only: re-applying a qos the server refused would
-	// fail the reopen the same way.
-	if req, ok := p.req.(*BasicQos); ok {
+	switch req := p.req.(type) {
+	case *BasicQos:
+		// Recorded on success only: re-applying a qos the server refused
+		// would fail the reopen the same way.
 		q := *req
 		if q.Global {
 			ch.globalPrefetch = &q
 		} else {
 			ch.prefetch = &q
 		}
+	case *BasicRecover:
+		// The server requeued every unacknowledged delivery: their tags are
+		// void, and the redeliveries that follow get new ones.
+		ch.generation++
+		ch.settle.reset()
+		ch.txSettled = nil
+	case *TxCommit:
+		ch.txSettled = nil
+	case *TxRollback:
+		// The acknowledgements of the transaction were discarded: those
+		// deliveries are unacknowledged again and may be settled anew.
+		for _, tag := range ch.txSettled {
+			ch.settle.unsettle(tag)
+		}
+		ch.txSettled = nil
 	}
 }
 

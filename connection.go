@@ -47,6 +47,10 @@ type Connection struct {
 	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)
 
 	closing   atomic.Bool // Close was called: the application asked for the end
+	// knownCause is why the connection is about to end, recorded before a
+	// final frame (close-ok, or our connection.close) is queued: writing it
+	// may fail first, and the write error must not hide the real reason.
+	knownCause atomic.Pointer[error]
 	closeOnce sync.Once
 	done      chan struct{}
 	err       error // why the connection ended; written once before done is closed
@@ -248,11 +252,13 @@ func (c *Connection) handleConnectionMethod(m Method) error {
 	switch m := m.(type) {
 	case *ConnectionClose:
 		// Answer, then end: the close-ok is flushed by shutdown.
+		var cause error = &Error{Code: m.ReplyCode, Reason: m.ReplyText, ClassID: m.FailingClassID, MethodID: m.FailingMethodID,
+			Server: true, Connection: true}
+		c.knownCause.Store(&cause)
 		_ = c.w.appendFrames(func(b []byte) ([]byte, error) {
 			return appendMethodFrame(b, 0, &ConnectionCloseOk{})
 		})
-		c.shutdown(&Error{Code: m.ReplyCode, Reason: m.ReplyText, ClassID: m.FailingClassID, MethodID: m.FailingMethodID,
-			Server: true, Connection: true})
+		c.shutdown(cause)
 		return nil
 	case *ConnectionBlocked:
 		c.setBlocked(true, m.Reason)
@@ -296,12 +302,13 @@ func (c *Connection) protocolFailure(err error) {
 	if len(reason) > maxShortstr {
 		reason = reason[:maxShortstr]
 	}
-	_ = c.w.appendFrames(func(b []byte) ([]byte, error) {
-		return appendMethodFrame(b, 0, &ConnectionClose{ReplyCode: code, ReplyText: reason})
-	})
 	if amqpErr == nil {
 		err = fmt.Errorf("%w (sent connection.close %d %s)", err, uint16(code), code)
 	}
+	c.knownCause.Store(&err)
+	_ = c.w.appendFrames(func(b []byte) ([]byte, error) {
+		return appendMethodFrame(b, 0, &ConnectionClose{ReplyCode: code, ReplyText: reason})
+	})
 	c.shutdown(err)
 }
 
@@ -310,6 +317,9 @@ func (c *Connection) protocolFailure(err error) {
 // (such as a close-ok), closes the socket and stops the goroutines. Only the
 // first cause counts.
 func (c *Connection) shutdown(cause error) {
+	if known := c.knownCause.Load(); known != nil {
+		cause = *known
+	}
 	c.closeOnce.Do(func() {
 		c.wg.Add(1) // the closer goroutine below; added before anyone can see done and Wait
 		c.err = cause

@@ -97,8 +97,12 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 	if d.generation != ch.generation {
 		return ErrStaleDelivery
 	}
+	settledFrom := ch.settle.base
 	if err := ch.settle.settle(d.DeliveryTag, multiple); err != nil {
 		return err
+	}
+	if ch.txMode {
+		ch.txSettled = ch.settle.appendSettledTags(ch.txSettled, settledFrom, d.DeliveryTag, multiple)
 	}
 	if err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, ch.id, m)
@@ -150,6 +154,42 @@ func (w *tagWindow) settle(tag uint64, multiple bool) error {
 	}
 	w.compact()
 	return nil
+}
+
+// appendSettledTags appends to dst the tags a settle(tag, multiple) just
+// settled, given the window's base before it: a rollback needs them back.
+// With multiple, tags in [from, tag] that were settled before are included
+// too; unsettling those again is harmless only if they were settled in the
+// same transaction, so rollback restores exactly what it records here.
+func (w *tagWindow) appendSettledTags(dst []uint64, from, tag uint64, multiple bool) []uint64 {
+	if !multiple {
+		return append(dst, tag)
+	}
+	for t := from; t <= tag; t++ {
+		dst = append(dst, t)
+	}
+	return dst
+}
+
+// unsettle marks tag unsettled again (after a transaction rollback),
+// growing the window back down if it had moved past tag.
+func (w *tagWindow) unsettle(tag uint64) {
+	if len(w.settled) == 0 {
+		w.base = tag
+		w.settled = append(w.settled, false)
+		return
+	}
+	if tag < w.base {
+		grow := make([]bool, w.base-tag, int(w.base-tag)+len(w.settled))
+		for i := range grow {
+			grow[i] = true
+		}
+		w.settled = append(grow, w.settled...)
+		w.base = tag
+	}
+	if i := tag - w.base; i < uint64(len(w.settled)) {
+		w.settled[i] = false
+	}
 }
 
 func (w *tagWindow) compact() {

@@ -40,7 +40,7 @@ const maxSecureRounds = 16
 // secure/secure-ok rounds, tune/tune-ok, open/open-ok.
 func (c *Connection) handshake(ctx context.Context) error {
 	if _, err := c.conn.Write(ProtocolHeader[:]); err != nil {
-		return fmt.Errorf("sending protocol header: %w", err)
+		return fmt.Errorf("amqp: sending protocol header: %w", err)
 	}
 	if err := c.checkProtocolHeaderReply(); err != nil {
 		return err

@@ -186,14 +186,14 @@ func (ch *Channel) ctxError(m Method, err error) error {
 	return fmt.Errorf("amqp: %s on channel %d: %w", m.MethodName(), ch.id, err)
 }
 
-// sendError explains why a frame could not be queued: an encoding problem
-// (the connection is fine) or the connection ending.
+// sendError explains why a frame could not be queued: the connection ending,
+// or an encoding problem (after which the connection is fine).
 func (ch *Channel) sendError(m Method, err error) error {
-	var fe *FieldError
-	if errors.As(err, &fe) {
-		return err
+	if errors.Is(err, errWriterDown) {
+		<-ch.conn.done // the writer stops only as part of shutdown
+		return ch.conn.closedErr()
 	}
-	return ch.conn.closedErr()
+	return err
 }
 
 // callTyped is call for callers that want the reply as its concrete type.
@@ -201,6 +201,9 @@ func callTyped[R any](ctx context.Context, ch *Channel, req Method) (*R, error) 
 	r, err := ch.call(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	if r.m == nil {
+		return nil, nil // no-wait: no reply comes
 	}
 	reply, _ := r.m.(any).(*R) // the reader checked isReply, so this holds
 	return reply, nil

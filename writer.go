@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -79,20 +80,19 @@ func (w *writer) waitRoom(ctx context.Context) error {
 	}
 }
 
+// errWriterDown marks errors from appendFrames that come from the writer
+// (failed or closed) rather than from encode.
+var errWriterDown = errors.New("amqp: connection writer stopped")
+
 // appendFrames runs encode to append frames to the pending buffer and wakes
 // the writer goroutine. encode must not block. If encode fails, nothing it
 // appended is kept. It never waits: callers that should feel backpressure
 // call waitRoom first (the reader, which must never block, does not).
 func (w *writer) appendFrames(encode func([]byte) ([]byte, error)) error {
 	w.mu.Lock()
-	if w.err != nil {
-		err := w.err
+	if w.err != nil || w.closing {
 		w.mu.Unlock()
-		return err
-	}
-	if w.closing {
-		w.mu.Unlock()
-		return ErrClosed
+		return errWriterDown
 	}
 	wasEmpty := len(w.pending) == 0
 	buf, err := encode(w.pending)
