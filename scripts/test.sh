@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The project's test command (the README names it; .ci/run calls it): formatting, vet, generated
 # code drift, the whole suite under the race detector, then a short run of every fuzz target.
-# Integration tests talk to AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/).
+# Integration tests talk to AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/). The brokertest
+# module (its own go.mod, so toxiproxy & co. stay out of the library's) starts throwaway RabbitMQ
+# nodes of its own for tests that stop, block or reconfigure a broker; it needs rabbitmq-server
+# installed (scripts/ensure-rabbitmq.sh) and fails without it under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-10s}
 
 echo "== gofmt"
-unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+unformatted=$(gofmt -l $(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; exit 1; fi
 
 echo "== go vet"
 go vet ./...
+(cd brokertest && go vet ./...)
 
 echo "== generated code is current"
 go generate ./...
@@ -21,6 +25,9 @@ fi
 
 echo "== go test -race"
 go test -race -count=1 -timeout 8m ./...
+
+echo "== brokertest: go test -race (throwaway RabbitMQ nodes, toxiproxy)"
+(cd brokertest && go test -race -count=1 -timeout 5m ./...)
 
 echo "== fuzz (${FUZZTIME} each)"
 for pkg in $(go list ./...); do
