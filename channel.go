@@ -32,11 +32,12 @@ type Channel struct {
 	generation uint64        // incremented on each reopen; deliveries carry the one they came in
 
 	// State re-applied when the channel is reopened after a channel error.
-	prefetch       *BasicQos // last basic.qos with global=false (per consumer)
-	globalPrefetch *BasicQos // last basic.qos with global=true (per channel)
-	confirmMode    bool      // confirm.select was sent
-	txMode         bool      // tx.select was sent (not re-applied: a transaction's work is lost)
-	txSettled      []uint64  // tags settled in the open transaction, unsettled again by a rollback
+	prefetch       *BasicQos  // last basic.qos with global=false (per consumer)
+	globalPrefetch *BasicQos  // last basic.qos with global=true (per channel)
+	confirmMode    bool       // confirm.select was sent
+	txMode         bool       // tx.select was sent (not re-applied: a transaction's work is lost)
+	txSettled      []uint64   // tags settled in the open transaction, unsettled again by a rollback
+	rollbacks      [][]uint64 // per tx.rollback awaiting its rollback-ok: the tags it will unsettle
 
 	consumers map[string]*Consumer // by consumer tag
 	confirms  confirmTracker
@@ -367,7 +368,7 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	ch.confirms.failAll(cause)
 	ch.generation++
 	ch.settle.reset()
-	ch.txSettled = nil
+	ch.txSettled, ch.rollbacks = nil, nil
 	ch.asm = assembly{}
 	ch.state = chReopening
 	ch.reopenSteps = 0
@@ -443,15 +444,15 @@ func (ch *Channel) noteReply(m Method) {
 		ch.generation++
 		ch.settle.reset()
 		ch.txSettled = nil
-	case *TxCommit:
-		ch.txSettled = nil
 	case *TxRollback:
 		// The acknowledgements of the transaction were discarded: those
 		// deliveries are unacknowledged again and may be settled anew.
-		for _, tag := range ch.txSettled {
-			ch.settle.unsettle(tag)
+		if len(ch.rollbacks) > 0 {
+			for _, tag := range ch.rollbacks[0] {
+				ch.settle.unsettle(tag)
+			}
+			ch.rollbacks = ch.rollbacks[1:]
 		}
-		ch.txSettled = nil
 	}
 }
 
@@ -459,11 +460,27 @@ func (ch *Channel) noteReply(m Method) {
 // applies confirm mode to every publish sent after confirm.select, before its
 // select-ok arrives (and with no-wait none arrives).
 func (ch *Channel) noteSentLocked(m Method) {
-	switch m.(type) {
+	switch m := m.(type) {
 	case *ConfirmSelect:
 		ch.enterConfirmModeLocked()
 	case *TxSelect:
 		ch.txMode = true
+	case *TxCommit:
+		ch.txSettled = nil // acks after this belong to the next transaction
+	case *TxRollback:
+		// Snapshot now: acks sent after the rollback are not rolled back.
+		ch.rollbacks = append(ch.rollbacks, ch.txSettled)
+		ch.txSettled = nil
+	case *BasicRecoverAsync:
+		// No reply marks the point, so the tags handed out so far are void
+		// from the moment it is sent. (A delivery the server sent before it
+		// saw the request but that is read afterwards is misfiled as current;
+		// its ack then still gets the server's 406.)
+		if m.Requeue {
+			ch.generation++
+			ch.settle.reset()
+			ch.txSettled = nil
+		}
 	}
 }
 

@@ -46,15 +46,15 @@ type Connection struct {
 	lastRead atomic.Int64 // unix nanos of the last read from the socket
 	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)
 
-	closing   atomic.Bool // Close was called: the application asked for the end
+	closing atomic.Bool // Close was called: the application asked for the end
 	// knownCause is why the connection is about to end, recorded before a
 	// final frame (close-ok, or our connection.close) is queued: writing it
 	// may fail first, and the write error must not hide the real reason.
 	knownCause atomic.Pointer[error]
-	closeOnce sync.Once
-	done      chan struct{}
-	err       error // why the connection ended; written once before done is closed
-	wg        sync.WaitGroup
+	closeOnce  sync.Once
+	done       chan struct{}
+	err        error // why the connection ended; written once before done is closed
+	wg         sync.WaitGroup
 }
 
 // Blocking tells whether the server blocked publishing on the connection

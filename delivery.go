@@ -97,13 +97,14 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 	if d.generation != ch.generation {
 		return ErrStaleDelivery
 	}
-	settledFrom := ch.settle.base
+	var newly []uint64
+	if ch.txMode {
+		newly = ch.settle.appendUnsettled(nil, d.DeliveryTag, multiple)
+	}
 	if err := ch.settle.settle(d.DeliveryTag, multiple); err != nil {
 		return err
 	}
-	if ch.txMode {
-		ch.txSettled = ch.settle.appendSettledTags(ch.txSettled, settledFrom, d.DeliveryTag, multiple)
-	}
+	ch.txSettled = append(ch.txSettled, newly...)
 	if err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, ch.id, m)
 	}); err != nil {
@@ -156,28 +157,30 @@ func (w *tagWindow) settle(tag uint64, multiple bool) error {
 	return nil
 }
 
-// appendSettledTags appends to dst the tags a settle(tag, multiple) just
-// settled, given the window's base before it: a rollback needs them back.
-// With multiple, tags in [from, tag] that were settled before are included
-// too; unsettling those again is harmless only if they were settled in the
-// same transaction, so rollback restores exactly what it records here.
-func (w *tagWindow) appendSettledTags(dst []uint64, from, tag uint64, multiple bool) []uint64 {
+// appendUnsettled appends to dst the tags that settle(tag, multiple) would
+// settle: tag, or with multiple every unsettled tag up to it. A rollback
+// needs exactly those back.
+func (w *tagWindow) appendUnsettled(dst []uint64, tag uint64, multiple bool) []uint64 {
 	if !multiple {
 		return append(dst, tag)
 	}
-	for t := from; t <= tag; t++ {
-		dst = append(dst, t)
+	for i, s := range w.settled {
+		t := w.base + uint64(i)
+		if t > tag {
+			break
+		}
+		if !s {
+			dst = append(dst, t)
+		}
 	}
 	return dst
 }
 
 // unsettle marks tag unsettled again (after a transaction rollback),
-// growing the window back down if it had moved past tag.
+// growing the window down or up to cover it; tags it grows over stay settled.
 func (w *tagWindow) unsettle(tag uint64) {
 	if len(w.settled) == 0 {
 		w.base = tag
-		w.settled = append(w.settled, false)
-		return
 	}
 	if tag < w.base {
 		grow := make([]bool, w.base-tag, int(w.base-tag)+len(w.settled))
@@ -187,9 +190,10 @@ func (w *tagWindow) unsettle(tag uint64) {
 		w.settled = append(grow, w.settled...)
 		w.base = tag
 	}
-	if i := tag - w.base; i < uint64(len(w.settled)) {
-		w.settled[i] = false
+	for w.base+uint64(len(w.settled)) <= tag {
+		w.settled = append(w.settled, true)
 	}
+	w.settled[tag-w.base] = false
 }
 
 func (w *tagWindow) compact() {
