@@ -6,8 +6,9 @@ import (
 )
 
 // Qos sets the prefetch limits (basic.qos): how many unacknowledged
-// deliveries (PrefetchCount) or bytes (PrefetchSize; RabbitMQ supports only
-// 0) the server sends before waiting for acknowledgements. With Global false,
+// deliveries (PrefetchCount) or bytes (PrefetchSize) the server sends before
+// waiting for acknowledgements. RabbitMQ supports only PrefetchSize 0: any
+// other value makes it close the whole connection with 540 NOT_IMPLEMENTED. With Global false,
 // RabbitMQ applies the limit to each consumer started afterwards on the
 // channel; with Global true, to the channel as a whole. The setting is
 // re-applied when the channel is reopened after a channel error.
@@ -50,8 +51,11 @@ func (ch *Channel) gotMessage(m *BasicGetOk, d *Delivery) {
 }
 
 // Recover asks the server to redeliver every unacknowledged message on the
-// channel (basic.recover) and waits for recover-ok. With Requeue false the
-// messages go back to the same consumers; RabbitMQ supports only true.
+// channel (basic.recover with Requeue true) and waits for recover-ok. The
+// redeliveries carry new delivery tags: acknowledging a delivery received
+// before Recover returns ErrStaleDelivery. RabbitMQ does not support Requeue
+// false (redelivery to the same consumer) and closes the connection with 540
+// NOT_IMPLEMENTED.
 func (ch *Channel) Recover(ctx context.Context, args BasicRecover) error {
 	_, err := ch.call(ctx, &args)
 	return err

@@ -8,9 +8,10 @@ import "context"
 // deletes, and the reply is discarded when it arrives.
 //
 // With NoWait set the server sends no reply: the call returns once the
-// request is queued, with a zero result, and an error the server finds in it
-// arrives later as a channel error (the channel is reopened and the error is
-// reported to [Channel.OnError] listeners and to the next call).
+// request is queued, with a zero result. An error the server finds in it
+// arrives later as a channel error: the channel is reopened, [Channel.OnError]
+// listeners are told, and calls already waiting for a reply at that moment
+// return the *Error (calls made afterwards run on the reopened channel).
 
 // ExchangeDeclare declares an exchange (exchange.declare): Type is "direct",
 // "fanout", "topic", "headers" or a plugin's type; Passive only checks that it
@@ -47,6 +48,8 @@ func (ch *Channel) ExchangeUnbind(ctx context.Context, args ExchangeUnbind) erro
 // Redeclaring an existing queue with other properties or arguments fails with
 // 406 PRECONDITION_FAILED. Arguments carry RabbitMQ's options such as
 // "x-queue-type", "x-max-length", "x-message-ttl" and "x-dead-letter-exchange".
+// Names starting with "amq." are reserved: declaring one that does not exist
+// (other than passively) fails with 403 ACCESS_REFUSED.
 func (ch *Channel) QueueDeclare(ctx context.Context, args QueueDeclare) (QueueDeclareOk, error) {
 	ok, err := callTyped[QueueDeclareOk](ctx, ch, &args)
 	if err != nil || ok == nil {
