@@ -23,13 +23,15 @@ func fakeConn(t *testing.T, opts amqptest.Options, cfg amqp.Config) (*amqp.Conne
 	cfg.Dial = srv.Dial
 	conn, err := amqp.DialConfig(t.Context(), cfg)
 	require.NoError(t, err)
+	sc, err := srv.Accept(t.Context())
+	require.NoError(t, err)
 	t.Cleanup(func() {
+		// No one plays the server any more: drop it so Close ends at once.
+		sc.Drop()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		conn.Close(ctx)
 	})
-	sc, err := srv.Accept(t.Context())
-	require.NoError(t, err)
 	return conn, sc
 }
 
@@ -437,4 +439,78 @@ func TestFieldErrorsSendNothing(t *testing.T) {
 	p := amqptest.ExpectPublish(t, sc)
 	require.Equal(t, "ok", p.Method.RoutingKey, "only the good publish reached the wire")
 	require.NoError(t, conn.Err())
+}
+
+func TestServerFlowPausesPublishing(t *testing.T) {
+	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
+	ch := openFakeChannel(t, conn, sc)
+	flows := make(chan bool, 2)
+	ch.OnFlow(func(active bool) { flows <- active })
+
+	require.NoError(t, sc.Send(t.Context(), ch.ID(), &amqp.ChannelFlow{Active: false}))
+	_, ok := amqptest.Expect[*amqp.ChannelFlowOk](t, sc)
+	require.False(t, ok.Active, "the client acknowledges the pause")
+	require.False(t, <-flows)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("paused")})
+	require.ErrorIs(t, err, context.DeadlineExceeded, "publishing waits while the server paused the channel")
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := ch.Publish(t.Context(), amqp.Publishing{RoutingKey: "q", Body: []byte("resumed")})
+		done <- err
+	}()
+	require.NoError(t, sc.Send(t.Context(), ch.ID(), &amqp.ChannelFlow{Active: true}))
+	_, ok = amqptest.Expect[*amqp.ChannelFlowOk](t, sc)
+	require.True(t, ok.Active)
+	require.True(t, <-flows)
+	require.NoError(t, <-done)
+	require.Equal(t, "resumed", string(amqptest.ExpectPublish(t, sc).Body), "the timed-out publish was never sent")
+}
+
+func TestConsumerBufferLimitPausesReader(t *testing.T) {
+	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
+	ch := openFakeChannel(t, conn, sc)
+	other := openFakeChannel(t, conn, sc)
+	consumed := make(chan *amqp.Consumer, 1)
+	go func() {
+		c, err := ch.ConsumeWith(t.Context(), amqp.BasicConsume{Queue: "q", ConsumerTag: "c", NoAck: true},
+			amqp.ConsumerOptions{BufferLimit: 5})
+		require.NoError(t, err)
+		consumed <- c
+	}()
+	amqptest.Expect[*amqp.BasicConsume](t, sc)
+	require.NoError(t, sc.Send(t.Context(), ch.ID(), &amqp.BasicConsumeOk{ConsumerTag: "c"}))
+	cons := <-consumed
+
+	// 20 deliveries, then a reply on another channel. The reader stops after
+	// the 5th delivery fills the buffer, so the reply is not read yet.
+	require.NoError(t, sc.Deliver(t.Context(), ch.ID(), "c", 20, amqp.Properties{}, []byte("m")))
+	declared := make(chan error, 1)
+	go func() {
+		_, err := other.QueueDeclare(t.Context(), amqp.QueueDeclare{Queue: "x"})
+		declared <- err
+	}()
+	amqptest.Expect[*amqp.QueueDeclare](t, sc)
+	// net.Pipe has no socket buffer: the write completes only when the
+	// paused reader reads again.
+	sent := make(chan error, 1)
+	go func() { sent <- sc.Send(t.Context(), other.ID(), &amqp.QueueDeclareOk{Queue: "x"}) }()
+	select {
+	case err := <-declared:
+		t.Fatalf("the reader went past a full consumer buffer (declare returned %v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	require.True(t, conn.IsAlive(), "the pause is ours: it does not count as server silence")
+
+	// Draining the consumer lets the reader go on: every delivery arrives, in order.
+	for i := range 20 {
+		d, err := cons.Next(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, uint64(i+1), d.DeliveryTag)
+	}
+	require.NoError(t, <-sent)
+	require.NoError(t, <-declared)
 }

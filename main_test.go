@@ -1,6 +1,8 @@
 package amqp_test
 
 import (
+	"flag"
+	"os"
 	"testing"
 	"time"
 
@@ -14,6 +16,11 @@ import (
 // connection's reader, writer, heartbeat and callback goroutines must end
 // with it.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		// The fuzzing engine's own goroutines may still be winding down.
+		os.Exit(m.Run())
+	}
 	goleak.VerifyTestMain(m)
 }
 

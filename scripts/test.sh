@@ -33,7 +33,11 @@ echo "== fuzz (${FUZZTIME} each)"
 for pkg in $(go list ./...); do
   for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
     echo "-- $pkg $target"
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" | tail -n 3
+    log=$(mktemp)
+    if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >"$log" 2>&1; then
+      cat "$log"; rm -f "$log"; exit 1
+    fi
+    tail -n 3 "$log"; rm -f "$log"
   done
 done
 echo "== all checks passed"
