@@ -86,31 +86,20 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 		return ErrNoAckDelivery
 	}
 	ch := d.ch
-	if err := ch.conn.w.waitRoom(ctx); err != nil {
-		return ch.ctxError(m, err)
-	}
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if err := ch.usableLocked(m); err != nil {
-		return err
-	}
-	if d.generation != ch.generation {
-		return ErrStaleDelivery
-	}
-	var newly []uint64
-	if ch.txMode {
-		newly = ch.settle.appendUnsettled(nil, d.DeliveryTag, multiple)
-	}
-	if err := ch.settle.settle(d.DeliveryTag, multiple); err != nil {
-		return err
-	}
-	ch.txSettled = append(ch.txSettled, newly...)
-	if err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
-		return appendMethodFrame(b, ch.id, m)
-	}); err != nil {
-		return ch.sendError(m, err)
-	}
-	return nil
+	return ch.sendIf(ctx, m, func() error {
+		if d.generation != ch.generation {
+			return ErrStaleDelivery
+		}
+		var newly []uint64
+		if ch.txMode {
+			newly = ch.settle.appendUnsettled(nil, d.DeliveryTag, multiple)
+		}
+		if err := ch.settle.settle(d.DeliveryTag, multiple); err != nil {
+			return err
+		}
+		ch.txSettled = append(ch.txSettled, newly...)
+		return nil
+	})
 }
 
 // tagWindow tracks which delivery tags of a channel generation are settled,

@@ -131,7 +131,11 @@ func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callR
 
 // send sends a method that has no reply (or whose reply the caller does not
 // want: no-wait). It waits for room in the write queue, bounded by ctx.
-func (ch *Channel) send(ctx context.Context, m Method) error {
+func (ch *Channel) send(ctx context.Context, m Method) error { return ch.sendIf(ctx, m, nil) }
+
+// sendIf is send with a precondition checked under the channel lock, right
+// before the frame is queued; if it fails, nothing is sent.
+func (ch *Channel) sendIf(ctx context.Context, m Method, precondition func() error) error {
 	if err := ch.conn.w.waitRoom(ctx); err != nil {
 		return ch.ctxError(m, err)
 	}
@@ -139,6 +143,11 @@ func (ch *Channel) send(ctx context.Context, m Method) error {
 	defer ch.mu.Unlock()
 	if err := ch.usableLocked(m); err != nil {
 		return err
+	}
+	if precondition != nil {
+		if err := precondition(); err != nil {
+			return err
+		}
 	}
 	if err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, ch.id, m)
