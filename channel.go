@@ -51,7 +51,8 @@ type Channel struct {
 	listeners      channelListeners // guarded by mu
 	allowImmediate atomic.Bool
 
-	asm assembly // reader-owned: the content being assembled
+	asm       assembly     // reader-owned: the content being assembled
+	rxDeliver BasicDeliver // reader-owned: basic.deliver is decoded into this, not a new struct
 }
 
 type channelState uint8
@@ -275,7 +276,7 @@ func (ch *Channel) handleFrame(f Frame) error {
 		if ch.asm.active() {
 			return unexpectedFrame(ch.id, "method frame in the middle of a message")
 		}
-		m, err := DecodeMethod(f.Payload)
+		m, err := decodeMethodInto(f.Payload, &ch.conn.strings, &ch.rxDeliver)
 		if err != nil {
 			return err
 		}
@@ -285,7 +286,7 @@ func (ch *Channel) handleFrame(f Frame) error {
 		}
 		return ch.handleMethod(m)
 	case FrameHeader:
-		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize)
+		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, &ch.conn.strings)
 		if err != nil || !done {
 			return err
 		}

@@ -42,6 +42,7 @@ type Connection struct {
 	blockReason string
 	onBlocked   []func(Blocking) // guarded by blockMu
 
+	strings  stringCache // reader-owned: interned consumer tags, exchanges, routing keys
 	events   *eventQueue
 	lastRead atomic.Int64 // unix nanos of the last read from the socket
 	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)

@@ -219,11 +219,11 @@ type deliveryWithBody struct {
 
 // header takes the content header frame. It refuses a body larger than
 // maxBody before allocating anything for it.
-func (a *assembly) header(payload []byte, maxBody uint64) (done bool, err error) {
+func (a *assembly) header(payload []byte, maxBody uint64, strings *stringCache) (done bool, err error) {
 	if a.method == nil || a.msg != nil {
 		return false, unexpectedFrame(0, "content header frame without a content method")
 	}
-	h, err := DecodeContentHeader(payload)
+	h, err := decodeContentHeaderWith(payload, strings)
 	if err != nil {
 		return false, err
 	}

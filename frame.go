@@ -158,20 +158,56 @@ func unexpectedEOF(err error) error {
 // DecodeMethod decodes a method frame's payload: class id, method id and arguments.
 // The result does not alias payload.
 func DecodeMethod(payload []byte) (Method, error) {
-	d := newDecoder(payload)
+	return decodeMethodInto(payload, nil, nil)
+}
+
+// decodeMethodInto is DecodeMethod for the reader's hot path: strings go
+// through cache, and a basic.deliver is decoded into reuse instead of a new
+// struct (the caller consumes it before decoding the next method).
+func decodeMethodInto(payload []byte, cache *stringCache, reuse *BasicDeliver) (Method, error) {
+	d := decoder{buf: payload, strings: cache}
 	classID, methodID := d.short(), d.short()
 	if d.err != nil {
 		return nil, d.err
 	}
-	m := newMethod(keyOf(classID, methodID))
+	k := keyOf(classID, methodID)
+	if k == keyBasicDeliver {
+		// A concrete call: d does not escape, so a delivery decodes without
+		// allocating the decoder (the generic path below needs a heap copy).
+		if reuse == nil {
+			reuse = new(BasicDeliver)
+		}
+		*reuse = BasicDeliver{}
+		reuse.decodeArgs(&d)
+		if err := d.finish(); err != nil {
+			return nil, fmt.Errorf("decoding basic.deliver: %w", err)
+		}
+		return reuse, nil
+	}
+	m := newMethod(k)
 	if m == nil {
 		return nil, fmt.Errorf("%w: class %d method %d", ErrUnknownMethod, classID, methodID)
 	}
-	m.decodeArgs(&d)
-	if err := d.finish(); err != nil {
+	generic := d
+	m.decodeArgs(&generic)
+	if err := generic.finish(); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", m.MethodName(), err)
 	}
 	return m, nil
+}
+
+// decodeContentHeaderWith is DecodeContentHeader interning strings through cache.
+func decodeContentHeaderWith(payload []byte, cache *stringCache) (ContentHeader, error) {
+	d := decoder{buf: payload, strings: cache}
+	var h ContentHeader
+	h.ClassID = d.short()
+	d.short() // weight: unused, always 0
+	h.BodySize = d.longlong()
+	h.Properties.decode(&d)
+	if err := d.finish(); err != nil {
+		return ContentHeader{}, fmt.Errorf("decoding content header: %w", err)
+	}
+	return h, nil
 }
 
 // ContentHeader is the decoded payload of a content header frame.
@@ -183,16 +219,7 @@ type ContentHeader struct {
 
 // DecodeContentHeader decodes a header frame's payload. The result does not alias payload.
 func DecodeContentHeader(payload []byte) (ContentHeader, error) {
-	d := newDecoder(payload)
-	var h ContentHeader
-	h.ClassID = d.short()
-	d.short() // weight: unused, always 0
-	h.BodySize = d.longlong()
-	h.Properties.decode(&d)
-	if err := d.finish(); err != nil {
-		return ContentHeader{}, fmt.Errorf("decoding content header: %w", err)
-	}
-	return h, nil
+	return decodeContentHeaderWith(payload, nil)
 }
 
 // beginFrame appends a frame header with a zero size and returns the buffer

@@ -56,9 +56,10 @@ func appendTimestamp(b []byte, t time.Time) []byte {
 // sticky: every later read returns a zero value and err reports the first
 // problem, so generated decoders are straight-line code with one check at the end.
 type decoder struct {
-	buf []byte
-	off int
-	err error
+	buf     []byte
+	off     int
+	err     error
+	strings *stringCache // optional: interns shortstrs (the reader's hot path)
 }
 
 func newDecoder(b []byte) decoder { return decoder{buf: b} }
@@ -123,7 +124,38 @@ func (d *decoder) longlong() uint64 {
 // shortstr returns a copy of the next shortstr: the result outlives the frame buffer.
 func (d *decoder) shortstr() string {
 	n := int(d.octet())
-	return string(d.take(n))
+	b := d.take(n)
+	if d.strings != nil {
+		return d.strings.get(b)
+	}
+	return string(b)
+}
+
+// stringCache interns the short strings a connection's reader sees again and
+// again (consumer tags, exchange names, routing keys, content types), so
+// decoding a delivery does not allocate them each time. It is bounded: once
+// full, new strings are allocated as usual. Reader-owned; not synchronized.
+type stringCache struct {
+	m map[string]string
+}
+
+const (
+	stringCacheEntries = 512
+	stringCacheMaxLen  = 128
+)
+
+func (c *stringCache) get(b []byte) string {
+	if s, ok := c.m[string(b)]; ok { // the conversion in a map index does not allocate
+		return s
+	}
+	s := string(b)
+	if len(b) <= stringCacheMaxLen && len(c.m) < stringCacheEntries {
+		if c.m == nil {
+			c.m = make(map[string]string)
+		}
+		c.m[s] = s
+	}
+	return s
 }
 
 // longstrBytes returns the next longstr without copying; it aliases the buffer.
