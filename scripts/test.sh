@@ -4,7 +4,9 @@
 # Integration tests talk to AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/). The brokertest
 # module (its own go.mod, so toxiproxy & co. stay out of the library's) starts throwaway RabbitMQ
 # nodes of its own for tests that stop, block or reconfigure a broker; it needs rabbitmq-server
-# installed (scripts/ensure-rabbitmq.sh) and fails without it under CI=true.
+# installed (scripts/ensure-rabbitmq.sh) and fails without it under CI=true. The layer module (its
+# own go.mod, for msgpack and Fernet) tests the channel layer against AMQP_URL and a two-node
+# cluster that brokertest starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-10s}
@@ -16,6 +18,7 @@ if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; 
 echo "== go vet"
 go vet ./...
 (cd brokertest && go vet ./...)
+(cd layer && go vet ./...)
 
 echo "== generated code is current"
 go generate ./...
@@ -28,6 +31,9 @@ go test -race -count=1 -timeout 8m ./...
 
 echo "== brokertest: go test -race (throwaway RabbitMQ nodes, toxiproxy)"
 (cd brokertest && go test -race -count=1 -timeout 5m ./...)
+
+echo "== layer: go test -race (the channel layer: AMQP_URL, and a two-node cluster of its own)"
+(cd layer && go test -race -count=1 -timeout 5m ./...)
 
 echo "== fuzz (${FUZZTIME} each)"
 for pkg in $(go list ./...); do
