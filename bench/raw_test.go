@@ -1,0 +1,192 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/amqp-go/amqp"
+)
+
+// rawConn is the ceiling of PublishBroker: a bare socket that did the AMQP
+// handshake with the module's exported codec and then writes pre-encoded
+// frames. No client does less work per message.
+type rawConn struct {
+	nc       net.Conn
+	fr       *amqp.FrameReader
+	frameMax uint32
+}
+
+func dialRaw(ctx context.Context, url string) (*rawConn, error) {
+	cfg, err := amqp.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	addr := "localhost:5672"
+	if len(cfg.Addrs) > 0 {
+		addr = cfg.Addrs[0]
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	nc = roundIO.wrap(nc)
+	r := &rawConn{nc: nc, fr: amqp.NewFrameReader(nc)}
+	if err := r.handshake(cfg); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return r, nil
+}
+
+func (r *rawConn) handshake(cfg amqp.Config) error {
+	user, pass, vhost := cfg.Username, cfg.Password, cfg.Vhost
+	if user == "" && pass == "" {
+		user, pass = "guest", "guest"
+	}
+	if vhost == "" {
+		vhost = "/"
+	}
+	if _, err := r.nc.Write(amqp.ProtocolHeader[:]); err != nil {
+		return err
+	}
+	if _, err := expectRaw[*amqp.ConnectionStart](r, 0); err != nil {
+		return err
+	}
+	if err := r.send(0, &amqp.ConnectionStartOk{
+		ClientProperties: amqp.Table{"product": "bench raw writer"},
+		Mechanism:        "PLAIN",
+		Response:         "\x00" + user + "\x00" + pass,
+		Locale:           "en_US",
+	}); err != nil {
+		return err
+	}
+	tune, err := expectRaw[*amqp.ConnectionTune](r, 0)
+	if err != nil {
+		return err
+	}
+	r.frameMax = tune.FrameMax
+	if r.frameMax == 0 {
+		r.frameMax = 128 << 10
+	}
+	r.fr.SetMaxFrameSize(r.frameMax)
+	if err := r.send(0, &amqp.ConnectionTuneOk{ChannelMax: tune.ChannelMax, FrameMax: r.frameMax},
+		&amqp.ConnectionOpen{VirtualHost: vhost}); err != nil {
+		return err
+	}
+	if _, err := expectRaw[*amqp.ConnectionOpenOk](r, 0); err != nil {
+		return err
+	}
+	if err := r.send(1, &amqp.ChannelOpen{}); err != nil {
+		return err
+	}
+	_, err = expectRaw[*amqp.ChannelOpenOk](r, 1)
+	return err
+}
+
+// send writes methods on channel ch in one write.
+func (r *rawConn) send(ch uint16, ms ...amqp.Method) error {
+	var buf []byte
+	for _, m := range ms {
+		var err error
+		if buf, err = amqp.AppendMethodFrame(buf, ch, m); err != nil {
+			return err
+		}
+	}
+	_, err := r.nc.Write(buf)
+	return err
+}
+
+// expectRaw reads frames until a method arrives on channel ch and returns it
+// as M. Heartbeats are skipped; anything else is an error.
+func expectRaw[M amqp.Method](r *rawConn, ch uint16) (M, error) {
+	var zero M
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			return zero, err
+		}
+		if f.Type == amqp.FrameHeartbeat {
+			continue
+		}
+		if f.Type != amqp.FrameMethod || f.Channel != ch {
+			return zero, fmt.Errorf("raw: unexpected %s frame on channel %d", f.Type, f.Channel)
+		}
+		m, err := amqp.DecodeMethod(f.Payload)
+		if err != nil {
+			return zero, err
+		}
+		if got, ok := m.(M); ok {
+			return got, nil
+		}
+		return zero, fmt.Errorf("raw: got %s, want %T", m.MethodName(), zero)
+	}
+}
+
+// publishBatch encodes perBatch publishes of body to queue once, so that
+// publishing is nothing but writing these bytes.
+func (r *rawConn) publishBatch(queue string, body []byte, perBatch int) (batch []byte, one int, err error) {
+	for range perBatch {
+		before := len(batch)
+		if batch, err = amqp.AppendMethodFrame(batch, 1, &amqp.BasicPublish{RoutingKey: queue}); err != nil {
+			return nil, 0, err
+		}
+		if batch, err = amqp.AppendHeaderFrame(batch, 1, 60, uint64(len(body)), &amqp.Properties{}); err != nil {
+			return nil, 0, err
+		}
+		batch = amqp.AppendBodyFrames(batch, 1, body, r.frameMax)
+		one = len(batch) - before
+	}
+	return batch, one, nil
+}
+
+// sync makes a queue.declare passive round trip on channel 1.
+func (r *rawConn) sync(queue string) error {
+	if err := r.send(1, &amqp.QueueDeclare{Queue: queue, Passive: true}); err != nil {
+		return err
+	}
+	_, err := expectRaw[*amqp.QueueDeclareOk](r, 1)
+	return err
+}
+
+// close closes the connection the polite way, so the broker logs no error.
+func (r *rawConn) close() {
+	_ = r.nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if r.send(0, &amqp.ConnectionClose{ReplyCode: amqp.CodeSuccess, ReplyText: "bye"}) == nil {
+		_, _ = expectRaw[*amqp.ConnectionCloseOk](r, 0)
+	}
+	_ = r.nc.Close()
+}
+
+// publishRaw is the raw writer's side of PublishBroker.
+func publishRaw(b *testing.B, url, queue string, size int) {
+	ctx := benchCtx(b)
+	r, err := dialRaw(ctx, url)
+	if err != nil {
+		b.Fatalf("raw dial: %v", err)
+	}
+	b.Cleanup(r.close)
+	// About 64 KiB per write, what our client's writer tends to batch too.
+	perBatch := max(1, (64<<10)/(size+100))
+	batch, one, err := r.publishBatch(queue, body(size), perBatch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := start(b)
+	for n := b.N; n > 0; n -= perBatch {
+		if _, err := r.nc.Write(batch[:min(n, perBatch)*one]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := r.sync(queue); err != nil {
+		b.Fatal(err)
+	}
+	m.stop()
+}
