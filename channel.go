@@ -41,8 +41,8 @@ type Channel struct {
 
 	consumers map[string]*Consumer // by consumer tag
 	confirms  confirmTracker
-	settle    tagWindow     // which delivery tags of this generation are still unsettled
-	flowStop  chan struct{} // non-nil while the server asked us to pause (channel.flow active=false); closed on resume
+	settle    tagWindow // which delivery tags of this generation are still unsettled
+	flow      gate      // shut while the server paused publishing (channel.flow active=false)
 
 	opened      bool // open-ok arrived
 	reopenSteps int  // replies of the reopen sequence still to come
@@ -252,10 +252,7 @@ func (ch *Channel) end(err error, reserve bool) {
 	calls := ch.calls.drain()
 	consumers := ch.takeConsumersLocked()
 	ch.confirms.failAll(err)
-	if ch.flowStop != nil {
-		close(ch.flowStop)
-		ch.flowStop = nil
-	}
+	ch.flow.open() // waiting publishers see done
 	ch.mu.Unlock()
 	for _, p := range calls {
 		p.resolve(callResult{err: err})

@@ -37,10 +37,9 @@ type Connection struct {
 	nextID   uint16                    // where the next free-id search starts; guarded by chMu
 	reserved map[uint16]bool           // ids never to reuse (a close-ok may still be in flight); guarded by chMu
 
-	blockMu     sync.Mutex
-	unblocked   chan struct{} // non-nil while the server has blocked publishing; closed on unblock
-	blockReason string
-	onBlocked   []func(Blocking) // guarded by blockMu
+	blocked   gate // shut while the server blocks publishing (connection.blocked)
+	blockMu   sync.Mutex
+	onBlocked []func(Blocking) // guarded by blockMu
 
 	strings  stringCache // reader-owned: interned consumer tags, exchanges, routing keys
 	events   *eventQueue
@@ -338,12 +337,7 @@ func (c *Connection) shutdown(cause error) {
 		for _, ch := range chans {
 			ch.finish(c.closedErr())
 		}
-		c.blockMu.Lock()
-		if c.unblocked != nil {
-			close(c.unblocked)
-			c.unblocked = nil
-		}
-		c.blockMu.Unlock()
+		c.blocked.open() // waiting publishers see done and return the cause
 		// The writer flushes and exits on its own goroutine; the reader ends
 		// when the socket closes. Neither may be waited for here, since
 		// shutdown can run on either of them.
@@ -466,22 +460,19 @@ func (c *Connection) OnBlocked(fn func(Blocking)) {
 }
 
 // Blocked reports whether the server currently blocks publishing, and why.
-func (c *Connection) Blocked() (bool, string) {
-	c.blockMu.Lock()
-	defer c.blockMu.Unlock()
-	return c.unblocked != nil, c.blockReason
-}
+func (c *Connection) Blocked() (bool, string) { return c.blocked.state() }
 
 func (c *Connection) setBlocked(active bool, reason string) {
-	c.blockMu.Lock()
-	switch {
-	case active && c.unblocked == nil:
-		c.unblocked = make(chan struct{})
-	case !active && c.unblocked != nil:
-		close(c.unblocked)
-		c.unblocked = nil
+	var changed bool
+	if active {
+		changed = c.blocked.close(reason)
+	} else {
+		changed = c.blocked.open()
 	}
-	c.blockReason = reason
+	if !changed {
+		return // a repeat of the current state
+	}
+	c.blockMu.Lock()
 	listeners := c.onBlocked
 	c.blockMu.Unlock()
 	ev := Blocking{Active: active, Reason: reason}
@@ -492,20 +483,14 @@ func (c *Connection) setBlocked(active bool, reason string) {
 
 // waitUnblocked waits while the server blocks publishing, bounded by ctx.
 func (c *Connection) waitUnblocked(ctx context.Context) error {
-	c.blockMu.Lock()
-	unblocked, reason := c.unblocked, c.blockReason
-	c.blockMu.Unlock()
-	if unblocked == nil {
+	reason, err := c.blocked.wait(ctx, c.done)
+	switch {
+	case err == nil:
 		return nil
-	}
-	select {
-	case <-unblocked:
-		return nil
-	case <-c.done:
+	case err == errGateDone:
 		return c.closedErr()
-	case <-ctx.Done():
-		return &BlockedError{Reason: reason, Err: ctx.Err()}
 	}
+	return &BlockedError{Reason: reason, Err: err}
 }
 
 // ErrBlocked matches a [BlockedError]: a publish that gave up waiting because

@@ -99,15 +99,11 @@ func (ch *Channel) waitPublishable(ctx context.Context) error {
 	if err := ch.conn.waitUnblocked(ctx); err != nil {
 		return err
 	}
-	ch.mu.Lock()
-	stop := ch.flowStop
-	ch.mu.Unlock()
-	if stop != nil {
-		select {
-		case <-stop:
-		case <-ctx.Done():
-			return fmt.Errorf("amqp: publish: channel %d paused by the server (channel.flow): %w", ch.id, ctx.Err())
+	if _, err := ch.flow.wait(ctx, ch.done); err != nil {
+		if err == errGateDone {
+			return ch.Err()
 		}
+		return fmt.Errorf("amqp: publish: channel %d paused by the server (channel.flow): %w", ch.id, err)
 	}
 	return ch.conn.w.waitRoom(ctx)
 }
@@ -115,14 +111,12 @@ func (ch *Channel) waitPublishable(ctx context.Context) error {
 // serverFlow handles the server's channel.flow: pause or resume publishing
 // on this channel, and answer flow-ok.
 func (ch *Channel) serverFlow(active bool) {
-	ch.mu.Lock()
-	switch {
-	case !active && ch.flowStop == nil:
-		ch.flowStop = make(chan struct{})
-	case active && ch.flowStop != nil:
-		close(ch.flowStop)
-		ch.flowStop = nil
+	if active {
+		ch.flow.open()
+	} else {
+		ch.flow.close("channel.flow")
 	}
+	ch.mu.Lock()
 	ch.sendLocked(&ChannelFlowOk{Active: active}, nil)
 	listeners := ch.listeners.onFlow
 	ch.mu.Unlock()

@@ -24,6 +24,8 @@ type writer struct {
 	err     error         // first write failure; sticky; guarded by mu
 	closing bool          // no more frames accepted; guarded by mu
 
+	pendingLen atomic.Int64 // len(pending), for waitRoom's lock-free fast path
+
 	wake      chan struct{} // cap 1: pending became non-empty
 	stop      chan struct{} // closed to make run flush what is pending and return
 	exited    chan struct{} // closed when run returns
@@ -59,6 +61,9 @@ func newWriter(conn net.Conn, onError func(error)) *writer {
 // writer failed, or ctx ends. It does not reserve room: several callers may
 // pass it together and overshoot the mark by their own frames, which is fine.
 func (w *writer) waitRoom(ctx context.Context) error {
+	if w.pendingLen.Load() < writerHighWater {
+		return nil // the common case: no lock
+	}
 	for {
 		w.mu.Lock()
 		if w.err != nil || w.closing || len(w.pending) < writerHighWater {
@@ -101,6 +106,7 @@ func (w *writer) appendFrames(encode func([]byte) ([]byte, error)) error {
 		return err
 	}
 	w.pending = buf
+	w.pendingLen.Store(int64(len(buf)))
 	w.mu.Unlock()
 	if wasEmpty && len(buf) > 0 {
 		select {
@@ -135,6 +141,7 @@ func (w *writer) writeBatch(spare []byte) ([]byte, bool) {
 	w.mu.Lock()
 	batch := w.pending
 	w.pending = spare[:0]
+	w.pendingLen.Store(0)
 	if w.drained != nil {
 		close(w.drained)
 		w.drained = nil
