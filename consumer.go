@@ -29,6 +29,7 @@ type Consumer struct {
 	queue      []*Delivery   // buffered deliveries; head at queue[head]
 	head       int           //
 	ready      chan struct{} // cap 1: a delivery arrived or the consumer ended
+	waiting    int           // Next calls blocked on ready: push signals only then
 	room       chan struct{} // non-nil while the reader waits for the queue to shrink; closed by Next
 	done       chan struct{}
 	err        error // why the consumer ended, set before done is closed
@@ -181,6 +182,9 @@ func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 			return d, nil
 		}
 		err := c.err
+		if err == nil {
+			c.waiting++
+		}
 		c.mu.Unlock()
 		if err != nil {
 			return nil, err
@@ -188,7 +192,13 @@ func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 		select {
 		case <-c.ready:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			err = ctx.Err()
+		}
+		c.mu.Lock()
+		c.waiting--
+		c.mu.Unlock()
+		if err != nil {
+			return nil, err
 		}
 	}
 }
@@ -247,9 +257,11 @@ func (c *Consumer) push(d *Delivery) (full chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.queue = append(c.queue, d)
-	select {
-	case c.ready <- struct{}{}:
-	default:
+	if c.waiting > 0 { // a busy reader of Next finds it without being woken
+		select {
+		case c.ready <- struct{}{}:
+		default:
+		}
 	}
 	if len(c.queue)-c.head >= c.limit && c.err == nil && !c.cancelling {
 		if c.room == nil {

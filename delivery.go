@@ -208,9 +208,18 @@ func (a *assembly) active() bool { return a.method != nil }
 
 func (a *assembly) begin(m Method) { *a = assembly{method: m} }
 
-// smallBody is the size up to which a message's body is allocated together
-// with its Delivery, in one allocation.
-const smallBody = 128
+// Bodies up to smallBody bytes are allocated together with their Delivery,
+// in one allocation, in one of two sizes so a tiny body does not pay for a
+// large inline buffer.
+const (
+	tinyBody  = 32
+	smallBody = 128
+)
+
+type deliveryWithTinyBody struct {
+	d   Delivery
+	buf [tinyBody]byte
+}
 
 type deliveryWithBody struct {
 	d   Delivery
@@ -223,24 +232,36 @@ func (a *assembly) header(payload []byte, maxBody uint64, strings *stringCache) 
 	if a.method == nil || a.msg != nil {
 		return false, unexpectedFrame(0, "content header frame without a content method")
 	}
-	h, err := decodeContentHeaderWith(payload, strings)
-	if err != nil {
-		return false, err
+	d := decoder{buf: payload, strings: strings}
+	d.short() // class id
+	d.short() // weight: unused, always 0
+	size := d.longlong()
+	if d.err != nil {
+		return false, fmt.Errorf("decoding content header: %w", d.err)
 	}
-	if h.BodySize > maxBody {
+	if size > maxBody {
 		return false, fmt.Errorf("%w: %s announced a %d-byte body, the limit is %d (Config.MaxBodySize)",
-			ErrBodyTooLarge, a.method.MethodName(), h.BodySize, maxBody)
+			ErrBodyTooLarge, a.method.MethodName(), size, maxBody)
 	}
-	if h.BodySize <= smallBody {
-		x := &deliveryWithBody{}
-		x.d.Body = x.buf[:0:h.BodySize]
+	switch {
+	case size <= tinyBody:
+		x := &deliveryWithTinyBody{}
+		x.d.Body = x.buf[:0:size]
 		a.msg = &x.d
-	} else {
-		a.msg = &Delivery{Body: make([]byte, 0, h.BodySize)}
+	case size <= smallBody:
+		x := &deliveryWithBody{}
+		x.d.Body = x.buf[:0:size]
+		a.msg = &x.d
+	default:
+		a.msg = &Delivery{Body: make([]byte, 0, size)}
 	}
-	a.msg.Properties = h.Properties
-	a.size = h.BodySize
-	return h.BodySize == 0, nil
+	// Straight into the delivery: no intermediate Properties to copy.
+	a.msg.Properties.decode(&d)
+	if err := d.finish(); err != nil {
+		return false, fmt.Errorf("decoding content header: %w", err)
+	}
+	a.size = size
+	return size == 0, nil
 }
 
 // body appends a body frame, reporting when the body is complete.
