@@ -42,7 +42,10 @@ type Channel struct {
 	consumers map[string]*Consumer // by consumer tag
 	confirms  confirmTracker
 	settle    tagWindow // which delivery tags of this generation are still unsettled
-	flow      gate      // shut while the server paused publishing (channel.flow active=false)
+	// confirmProgress is closed (and cleared) whenever confirmations resolve,
+	// waking Confirmation.Wait calls; created by the first waiter.
+	confirmProgress chan struct{}
+	flow            gate // shut while the server paused publishing (channel.flow active=false)
 
 	opened      bool // open-ok arrived
 	reopenSteps int  // replies of the reopen sequence still to come
@@ -51,8 +54,8 @@ type Channel struct {
 	listeners      channelListeners // guarded by mu
 	allowImmediate atomic.Bool
 
-	asm       assembly     // reader-owned: the content being assembled
-	rxDeliver BasicDeliver // reader-owned: basic.deliver is decoded into this, not a new struct
+	asm assembly  // reader-owned: the content being assembled
+	rx  rxScratch // reader-owned: deliver, ack and nack are decoded into this, not new structs
 }
 
 type channelState uint8
@@ -252,6 +255,7 @@ func (ch *Channel) end(err error, reserve bool) {
 	calls := ch.calls.drain()
 	consumers := ch.takeConsumersLocked()
 	ch.confirms.failAll(err)
+	ch.signalConfirmProgressLocked()
 	ch.flow.open() // waiting publishers see done
 	ch.mu.Unlock()
 	for _, p := range calls {
@@ -273,7 +277,7 @@ func (ch *Channel) handleFrame(f Frame) error {
 		if ch.asm.active() {
 			return unexpectedFrame(ch.id, "method frame in the middle of a message")
 		}
-		m, err := decodeMethodInto(f.Payload, &ch.conn.strings, &ch.rxDeliver)
+		m, err := decodeMethodInto(f.Payload, &ch.conn.strings, &ch.rx)
 		if err != nil {
 			return err
 		}
@@ -364,6 +368,7 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	calls := ch.calls.drain()
 	consumers := ch.takeConsumersLocked()
 	ch.confirms.failAll(cause)
+	ch.signalConfirmProgressLocked()
 	ch.generation++
 	ch.settle.reset()
 	ch.txSettled, ch.rollbacks = nil, nil

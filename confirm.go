@@ -14,6 +14,7 @@ import (
 type Confirmation struct {
 	seq       uint64 // the publish sequence number (the ack's delivery tag); 0 outside confirm mode
 	requested bool
+	ch        *Channel // for Wait's progress signal; nil for confirmations resolved at birth
 
 	mu   sync.Mutex
 	done chan struct{} // created on first need; closed when resolved
@@ -93,13 +94,50 @@ func (c *Confirmation) Done() <-chan struct{} {
 // connection's error when the channel closed before the outcome was known —
 // the message may or may not have been routed.
 func (c *Confirmation) Wait(ctx context.Context) error {
-	select {
-	case <-c.Done():
+	for {
+		progress, fin, err := c.progress()
+		if fin {
+			return err
+		}
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return fmt.Errorf("amqp: waiting for publisher confirmation %d: %w", c.seq, ctx.Err())
+		}
+	}
+}
+
+// progress returns the outcome if known, or else the channel's progress
+// signal, closed at the next ack, nack or failure on the channel. Waiting on
+// one shared signal instead of a channel per confirmation saves an
+// allocation per publish; waiters re-check on each ack frame.
+func (c *Confirmation) progress() (<-chan struct{}, bool, error) {
+	if c.ch == nil {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.err
-	case <-ctx.Done():
-		return fmt.Errorf("amqp: waiting for publisher confirmation %d: %w", c.seq, ctx.Err())
+		return nil, true, c.err
+	}
+	ch := c.ch
+	ch.mu.Lock() // resolution happens under ch.mu: fin and the signal are consistent
+	defer ch.mu.Unlock()
+	c.mu.Lock()
+	fin, err := c.fin, c.err
+	c.mu.Unlock()
+	if fin {
+		return nil, true, err
+	}
+	if ch.confirmProgress == nil {
+		ch.confirmProgress = make(chan struct{})
+	}
+	return ch.confirmProgress, false, nil
+}
+
+// signalConfirmProgressLocked wakes Wait calls after confirmations resolved.
+// ch.mu must be held.
+func (ch *Channel) signalConfirmProgressLocked() {
+	if ch.confirmProgress != nil {
+		close(ch.confirmProgress)
+		ch.confirmProgress = nil
 	}
 }
 
@@ -141,6 +179,7 @@ type confirmTracker struct {
 	// returned is a basic.return waiting for the ack that follows it; the
 	// server sends the return of a publish just before that publish's ack.
 	returned *Return
+	block    []Confirmation // preallocated: one allocation per 64 publishes
 }
 
 func (ch *Channel) enterConfirmModeLocked() {
@@ -152,8 +191,13 @@ func (ch *Channel) enterConfirmModeLocked() {
 }
 
 // add registers the next publish.
-func (t *confirmTracker) add() *Confirmation {
-	c := &Confirmation{seq: t.nextSeq, requested: true}
+func (t *confirmTracker) add(ch *Channel) *Confirmation {
+	if len(t.block) == 0 {
+		t.block = make([]Confirmation, 64)
+	}
+	c := &t.block[0]
+	t.block = t.block[1:]
+	c.seq, c.requested, c.ch = t.nextSeq, true, ch
 	t.nextSeq++
 	t.pending = append(t.pending, c)
 	return c
@@ -231,6 +275,7 @@ func (t *confirmTracker) unconfirmed() int {
 func (ch *Channel) confirmed(tag uint64, multiple, nack bool) {
 	ch.mu.Lock()
 	ch.confirms.resolve(tag, multiple, nack)
+	ch.signalConfirmProgressLocked()
 	listeners := ch.listeners.onAck
 	if nack {
 		listeners = ch.listeners.onNack

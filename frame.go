@@ -161,28 +161,47 @@ func DecodeMethod(payload []byte) (Method, error) {
 	return decodeMethodInto(payload, nil, nil)
 }
 
+// rxScratch holds the methods a channel receives at message rate, decoded
+// in place rather than allocated; the reader consumes each before the next.
+type rxScratch struct {
+	deliver BasicDeliver
+	ack     BasicAck
+	nack    BasicNack
+}
+
 // decodeMethodInto is DecodeMethod for the reader's hot path: strings go
-// through cache, and a basic.deliver is decoded into reuse instead of a new
-// struct (the caller consumes it before decoding the next method).
-func decodeMethodInto(payload []byte, cache *stringCache, reuse *BasicDeliver) (Method, error) {
+// through cache, and the methods in rx (when not nil) are decoded into it.
+func decodeMethodInto(payload []byte, cache *stringCache, rx *rxScratch) (Method, error) {
 	d := decoder{buf: payload, strings: cache}
 	classID, methodID := d.short(), d.short()
 	if d.err != nil {
 		return nil, d.err
 	}
 	k := keyOf(classID, methodID)
-	if k == keyBasicDeliver {
-		// A concrete call: d does not escape, so a delivery decodes without
-		// allocating the decoder (the generic path below needs a heap copy).
-		if reuse == nil {
-			reuse = new(BasicDeliver)
+	if rx != nil {
+		// Concrete calls: d does not escape, so these decode without
+		// allocating (the generic path below needs a heap copy).
+		var m Method
+		switch k {
+		case keyBasicDeliver:
+			rx.deliver = BasicDeliver{}
+			rx.deliver.decodeArgs(&d)
+			m = &rx.deliver
+		case keyBasicAck:
+			rx.ack = BasicAck{}
+			rx.ack.decodeArgs(&d)
+			m = &rx.ack
+		case keyBasicNack:
+			rx.nack = BasicNack{}
+			rx.nack.decodeArgs(&d)
+			m = &rx.nack
 		}
-		*reuse = BasicDeliver{}
-		reuse.decodeArgs(&d)
-		if err := d.finish(); err != nil {
-			return nil, fmt.Errorf("decoding basic.deliver: %w", err)
+		if m != nil {
+			if err := d.finish(); err != nil {
+				return nil, fmt.Errorf("decoding %s: %w", m.MethodName(), err)
+			}
+			return m, nil
 		}
-		return reuse, nil
 	}
 	m := newMethod(k)
 	if m == nil {

@@ -64,7 +64,7 @@ func (ch *Channel) Publish(ctx context.Context, msg Publishing) (*Confirmation, 
 	}
 	conf := settled
 	if ch.confirms.active {
-		conf = ch.confirms.add()
+		conf = ch.confirms.add(ch)
 	}
 	ch.mu.Unlock()
 	return conf, nil
