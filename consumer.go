@@ -300,6 +300,7 @@ func (c *Consumer) end(err error, dropAckable bool) {
 
 // takeConsumersLocked removes every consumer from the channel. ch.mu must be held.
 func (ch *Channel) takeConsumersLocked() []*Consumer {
+	ch.lastConsumer = nil
 	out := make([]*Consumer, 0, len(ch.consumers))
 	for tag, c := range ch.consumers {
 		out = append(out, c)
@@ -313,6 +314,9 @@ func (ch *Channel) removeConsumer(c *Consumer, err error) {
 	if ch.consumers[c.tag] == c {
 		delete(ch.consumers, c.tag)
 	}
+	if ch.lastConsumer == c {
+		ch.lastConsumer = nil
+	}
 	ch.mu.Unlock()
 	c.end(err, false)
 }
@@ -322,7 +326,11 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 	d.ConsumerTag, d.DeliveryTag, d.Redelivered = m.ConsumerTag, m.DeliveryTag, m.Redelivered
 	d.Exchange, d.RoutingKey = m.Exchange, m.RoutingKey
 	ch.mu.Lock()
-	c := ch.consumers[m.ConsumerTag]
+	c := ch.lastConsumer
+	if c == nil || c.tag != m.ConsumerTag {
+		c = ch.consumers[m.ConsumerTag]
+		ch.lastConsumer = c
+	}
 	d.ch, d.generation = ch, ch.generation
 	d.noAck = c == nil || c.noAck
 	ch.settle.received(m.DeliveryTag, d.noAck)
@@ -356,6 +364,9 @@ func (ch *Channel) serverCancelled(tag string) {
 	ch.mu.Lock()
 	c := ch.consumers[tag]
 	delete(ch.consumers, tag)
+	if ch.lastConsumer == c {
+		ch.lastConsumer = nil
+	}
 	ch.mu.Unlock()
 	if c == nil {
 		return

@@ -136,7 +136,9 @@ func (d *decoder) shortstr() string {
 // decoding a delivery does not allocate them each time. It is bounded: once
 // full, new strings are allocated as usual. Reader-owned; not synchronized.
 type stringCache struct {
-	m map[string]string
+	m      map[string]string
+	recent [4]string // the last strings returned: compared before hashing
+	next   int
 }
 
 const (
@@ -145,9 +147,23 @@ const (
 )
 
 func (c *stringCache) get(b []byte) string {
-	if s, ok := c.m[string(b)]; ok { // the conversion in a map index does not allocate
-		return s
+	// A delivery's consumer tag, exchange and routing key are usually the
+	// previous delivery's: comparing is cheaper than hashing.
+	for _, r := range c.recent {
+		if len(r) == len(b) && r == string(b) {
+			return r
+		}
 	}
+	s, ok := c.m[string(b)] // the conversion in a map index does not allocate
+	if !ok {
+		s = c.add(b)
+	}
+	c.recent[c.next] = s
+	c.next = (c.next + 1) % len(c.recent)
+	return s
+}
+
+func (c *stringCache) add(b []byte) string {
 	s := string(b)
 	if len(b) <= stringCacheMaxLen && len(c.m) < stringCacheEntries {
 		if c.m == nil {
