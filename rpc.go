@@ -105,9 +105,9 @@ func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callR
 		ch.mu.Unlock()
 		return callResult{}, err
 	}
-	err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
+	err := ch.conn.w.appendFramesWake(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, ch.id, req)
-	})
+	}, false)
 	if err != nil {
 		ch.mu.Unlock()
 		return callResult{}, ch.sendError(req, err)
@@ -118,6 +118,7 @@ func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callR
 		ch.calls.push(p)
 	}
 	ch.mu.Unlock()
+	ch.conn.w.flushDirect() // the caller waits anyway: write now, without a hand-off
 	if !wait {
 		return callResult{}, nil
 	}

@@ -23,6 +23,8 @@ type writer struct {
 	drained chan struct{} // closed when a batch is taken; created by waiters; guarded by mu
 	err     error         // first write failure; sticky; guarded by mu
 	closing bool          // no more frames accepted; guarded by mu
+	busy    bool          // a write to the socket is in progress; guarded by mu
+	spare   []byte        // the emptied buffer of the last batch, for reuse; guarded by mu
 
 	pendingLen atomic.Int64 // len(pending), for waitRoom's lock-free fast path
 
@@ -94,6 +96,12 @@ var errWriterDown = errors.New("amqp: connection writer stopped")
 // appended is kept. It never waits: callers that should feel backpressure
 // call waitRoom first (the reader, which must never block, does not).
 func (w *writer) appendFrames(encode func([]byte) ([]byte, error)) error {
+	return w.appendFramesWake(encode, true)
+}
+
+// appendFramesWake is appendFrames that, with wake false, leaves the socket
+// write to the caller, who must call flushDirect once it holds no lock.
+func (w *writer) appendFramesWake(encode func([]byte) ([]byte, error), wake bool) error {
 	w.mu.Lock()
 	if w.err != nil || w.closing {
 		w.mu.Unlock()
@@ -108,71 +116,136 @@ func (w *writer) appendFrames(encode func([]byte) ([]byte, error)) error {
 	w.pending = buf
 	w.pendingLen.Store(int64(len(buf)))
 	w.mu.Unlock()
-	if wasEmpty && len(buf) > 0 {
-		select {
-		case w.wake <- struct{}{}:
-		default:
-		}
+	if wake && wasEmpty && len(buf) > 0 {
+		w.signal()
 	}
 	return nil
 }
 
-// run is the writer goroutine: it writes batches until stopped or failed.
-func (w *writer) run() {
-	defer close(w.exited)
-	var spare []byte
-	for {
-		select {
-		case <-w.wake:
-		case <-w.stop:
-			w.flushFinal(spare)
-			return
-		}
-		var ok bool
-		if spare, ok = w.writeBatch(spare); !ok {
-			return
-		}
+func (w *writer) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
 	}
 }
 
-// writeBatch takes everything pending and writes it, returning the emptied
-// buffer for reuse next time, and false if the write failed.
-func (w *writer) writeBatch(spare []byte) ([]byte, bool) {
+// directWriteMax bounds what a caller writes itself in flushDirect; more
+// is left to the writer goroutine.
+const directWriteMax = 64 << 10
+
+// flushDirect writes what is pending on the calling goroutine when no write
+// is in progress, saving the hand-off to the writer goroutine: a synchronous
+// call's request reaches the socket without waiting for another goroutine to
+// be scheduled. The caller must hold no lock (the write may block while the
+// kernel's buffer is full). Otherwise it leaves the work to the writer goroutine.
+func (w *writer) flushDirect() {
 	w.mu.Lock()
+	if w.busy || w.closing || w.err != nil || len(w.pending) == 0 || len(w.pending) > directWriteMax {
+		more := len(w.pending) > 0
+		w.mu.Unlock()
+		if more {
+			w.signal()
+		}
+		return
+	}
+	batch := w.takeLocked()
+	w.mu.Unlock()
+	w.writeTaken(batch)
+}
+
+// takeLocked claims the socket and takes the pending batch. w.mu must be held.
+func (w *writer) takeLocked() []byte {
+	w.busy = true
 	batch := w.pending
-	w.pending = spare[:0]
+	w.pending = w.spare[:0]
+	w.spare = nil
 	w.pendingLen.Store(0)
 	if w.drained != nil {
 		close(w.drained)
 		w.drained = nil
 	}
+	return batch
+}
+
+// writeTaken writes a batch taken with takeLocked and releases the socket,
+// waking the writer goroutine if more frames arrived meanwhile. It reports
+// whether the write succeeded.
+func (w *writer) writeTaken(batch []byte) bool {
+	var err error
+	if len(batch) > 0 {
+		_, err = w.conn.Write(batch)
+	}
+	if err == nil {
+		w.lastWrite.Store(time.Now().UnixNano())
+	}
+	w.mu.Lock()
+	w.busy = false
+	if cap(batch) <= writerKeepCap {
+		w.spare = batch[:0]
+	}
+	more := len(w.pending) > 0
 	w.mu.Unlock()
-	if len(batch) == 0 {
-		return batch, true
-	}
-	if _, err := w.conn.Write(batch); err != nil {
+	if err != nil {
 		w.fail(err)
-		return nil, false
+		return false
 	}
-	w.lastWrite.Store(time.Now().UnixNano())
-	if cap(batch) > writerKeepCap {
-		return nil, true
+	if more {
+		w.signal()
 	}
-	return batch[:0], true
+	return true
+}
+
+// run is the writer goroutine: it writes batches until stopped or failed.
+func (w *writer) run() {
+	defer close(w.exited)
+	for {
+		select {
+		case <-w.wake:
+		case <-w.stop:
+			w.flushFinal()
+			return
+		}
+		if !w.writeBatch() {
+			return
+		}
+	}
+}
+
+// writeBatch takes everything pending and writes it, and reports false if the
+// write failed. If a caller is writing (flushDirect), it leaves the batch to
+// that caller, who wakes it again when done.
+func (w *writer) writeBatch() bool {
+	w.mu.Lock()
+	if w.busy || len(w.pending) == 0 {
+		w.mu.Unlock()
+		return true
+	}
+	batch := w.takeLocked()
+	w.mu.Unlock()
+	return w.writeTaken(batch)
 }
 
 // flushFinal writes what is still pending when the writer is stopped, such
 // as a close-ok, bounded by a deadline so a stuck peer cannot hold Close.
-func (w *writer) flushFinal(spare []byte) {
+func (w *writer) flushFinal() {
 	w.mu.Lock()
 	w.closing = true
-	empty := len(w.pending) == 0 || w.err != nil
 	w.mu.Unlock()
-	if empty {
-		return
-	}
 	_ = w.conn.SetWriteDeadline(time.Now().Add(finalFlushTimeout))
-	w.writeBatch(spare)
+	deadline := time.Now().Add(finalFlushTimeout)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		busy, empty := w.busy, len(w.pending) == 0 || w.err != nil
+		w.mu.Unlock()
+		switch {
+		case empty:
+			return
+		case busy: // a caller's direct write ends soon, or at the deadline
+			time.Sleep(time.Millisecond)
+		default:
+			w.writeBatch()
+		}
+	}
 }
 
 func (w *writer) fail(err error) {
