@@ -107,6 +107,13 @@ func TestCluster(t *testing.T) {
 		defer cancel()
 		_, _, err = a.Receive(rctx, "member")
 		require.ErrorIs(t, err, context.DeadlineExceeded, "no longer a member")
+		// Seen from node 2, the membership made on node 1 is gone
+		// entirely: queue, exchange, and the group's exchange with it.
+		raw := rawChannel(t, url2)
+		name := memberName(ns+"-x", "lapsing", "member")
+		require.False(t, queueExists(t, raw, name))
+		require.False(t, exchangeExists(t, raw, name))
+		require.False(t, exchangeExists(t, raw, groupExchange(ns+"-x", "lapsing")))
 	})
 
 	// Capacity is the queue's, enforced by the broker for senders on both nodes.

@@ -65,10 +65,10 @@ type Config struct {
 
 	// Namespace prefixes the names of everything the layer creates on the
 	// broker: queue "<ns>:channel:<channel>" for each channel, fanout
-	// exchange "<ns>:group:<group>" for each group, and queue
-	// "<ns>:member:<group>:<channel>" for each membership. Layers that
-	// talk to each other share it. Up to 32 of the characters allowed in
-	// group names, not starting with "amq.". Default "asgi".
+	// exchange "<ns>:group:<group>" for each group, and fanout exchange
+	// and queue "<ns>:member:<group>:<channel>" for each membership.
+	// Layers that talk to each other share it. Up to 32 of the characters
+	// allowed in group names, not starting with "amq.". Default "asgi".
 	Namespace string
 }
 

@@ -43,14 +43,21 @@
 //     ctx ends first, everything goes back: no message is lost.
 //     TryReceive uses basic.get on each queue in turn.
 //   - A group is a fanout exchange, "<ns>:group:<name>", which auto-deletes
-//     when its last member goes. A membership is a queue,
-//     "<ns>:member:<group>:<channel>", bound to it, with x-message-ttl 0
-//     and a dead-letter exchange that forwards every message at once to the
-//     channel's queue, and x-expires = GroupExpiry: the broker deletes it,
-//     and so ends the membership, GroupExpiry after the last GroupAdd,
-//     which redeclares it and so renews the lease. GroupDiscard deletes it.
-//     SendGroup publishes to the exchange; a group that does not exist has
-//     no members, and a member whose channel is full misses the message.
+//     when its last member goes. A membership is an exchange-to-exchange
+//     binding from it to a fanout exchange of the membership's own,
+//     "<ns>:member:<group>:<channel>", auto-delete, which is bound to a
+//     queue of the same name with x-message-ttl 0 and a dead-letter
+//     exchange that forwards every message at once to the channel's queue,
+//     and x-expires = GroupExpiry. GroupAdd declares them all and binds
+//     them, the group to the membership last; it redeclares the queue, and
+//     so renews its lease. GroupExpiry after the last GroupAdd the broker
+//     deletes the queue, and with it its binding; the membership's exchange,
+//     left without bindings, auto-deletes, and its binding from the group
+//     goes with it: the membership lapses on the broker, with no process
+//     watching. GroupDiscard unbinds the membership from the group and
+//     deletes its queue and exchange. SendGroup publishes to the group's
+//     exchange; a group that does not exist has no members, and a member
+//     whose channel is full misses the message.
 //   - A message is a msgpack map; with SymmetricEncryptionKeys it is a
 //     Fernet token of that map (see [Config]).
 //

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amqp-go/amqp"
 	"github.com/amqp-go/amqp/layer"
 	"github.com/stretchr/testify/require"
 )
@@ -344,6 +345,7 @@ func TestGroups(t *testing.T) {
 	ns := namespace(t)
 	a := newLayer(t, layer.Config{Namespace: ns})
 	b := newLayer(t, layer.Config{Namespace: ns})
+	raw := rawChannel(t, "")
 	ctx := ctxFor(t, 30*time.Second)
 
 	var members []string
@@ -369,6 +371,9 @@ func TestGroups(t *testing.T) {
 	}
 
 	require.NoError(t, b.GroupDiscard(ctx, "room", members[1]))
+	require.False(t, exchangeExists(t, raw, memberName(ns, "room", members[1])), "the membership's exchange is deleted")
+	require.False(t, queueExists(t, raw, memberName(ns, "room", members[1])), "and its queue")
+	require.True(t, exchangeExists(t, raw, memberName(ns, "room", members[0])), "the others' stay")
 	require.NoError(t, b.GroupDiscard(ctx, "room", members[1]), "discarding twice is fine")
 	require.NoError(t, b.GroupDiscard(ctx, "never", "nobody"), "discarding from an unknown group is fine")
 	require.NoError(t, a.SendGroup(ctx, "room", layer.Message{"text": "second"}))
@@ -402,6 +407,8 @@ func TestGroups(t *testing.T) {
 	for _, ch := range append(members, "worker") {
 		require.NoError(t, a.GroupDiscard(ctx, "room", ch))
 	}
+	require.False(t, exchangeExists(t, raw, groupExchange(ns, "room")), "the group's exchange went with its last member")
+	require.True(t, exchangeExists(t, raw, memberName(ns, "other-room", members[0])), "a membership of another group stays")
 	require.NoError(t, a.SendGroup(ctx, "room", layer.Message{"text": "nobody"}))
 	require.NoError(t, a.GroupAdd(ctx, "room", members[1]))
 	require.NoError(t, b.SendGroup(ctx, "room", layer.Message{"text": "back"}))
@@ -410,6 +417,83 @@ func TestGroups(t *testing.T) {
 	require.Equal(t, "back", m["text"])
 	require.NoError(t, a.GroupDiscard(ctx, "room", members[1]))
 	require.NoError(t, a.GroupDiscard(ctx, "other-room", members[0]))
+}
+
+// A group reaches a member through an exchange-to-exchange binding, from the
+// group's fanout exchange to the membership's auto-delete fanout exchange,
+// which is bound to the membership's queue: remove that binding behind the
+// layer's back and the member gets nothing; GroupAdd puts it back. Deleting
+// the membership's queue (as its expiry does) takes the membership's
+// exchange, its binding from the group and, with the last member, the
+// group's exchange.
+func TestGroupMembershipIsAnExchangeBinding(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	l := newLayer(t, layer.Config{Namespace: ns, GroupExpiry: time.Minute})
+	raw := rawChannel(t, "")
+	ctx := ctxFor(t, 30*time.Second)
+	g, mx, my := groupExchange(ns, "g"), memberName(ns, "g", "x"), memberName(ns, "g", "y")
+
+	require.NoError(t, l.GroupAdd(ctx, "g", "x"))
+	require.NoError(t, l.GroupAdd(ctx, "g", "y"))
+	require.True(t, exchangeExists(t, raw, g))
+	require.True(t, exchangeExists(t, raw, mx), "a membership has an exchange")
+	require.True(t, queueExists(t, raw, mx), "and a queue")
+	// The membership's exchange is a fanout that auto-deletes: the
+	// broker refuses a declaration that says otherwise.
+	err := raw.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: mx, Type: "fanout"})
+	require.ErrorIs(t, err, amqp.ErrPreconditionFailed)
+	require.NoError(t, raw.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: mx, Type: "fanout", AutoDelete: true}))
+
+	// receive reports whether each channel got the message.
+	receive := func(text string) (x, y bool) {
+		t.Helper()
+		got := func(ch string) bool {
+			rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer cancel()
+			_, m, err := l.Receive(rctx, ch)
+			if errors.Is(err, context.DeadlineExceeded) {
+				return false
+			}
+			require.NoError(t, err)
+			require.Equal(t, text, m["text"])
+			return true
+		}
+		return got("x"), got("y")
+	}
+	require.NoError(t, l.SendGroup(ctx, "g", layer.Message{"text": "both"}))
+	x, y := receive("both")
+	require.True(t, x)
+	require.True(t, y)
+
+	require.NoError(t, raw.ExchangeUnbind(ctx, amqp.ExchangeUnbind{Source: g, Destination: mx}))
+	require.NoError(t, l.SendGroup(ctx, "g", layer.Message{"text": "unbound"}))
+	x, y = receive("unbound")
+	require.False(t, x, "without its exchange-to-exchange binding, x is out of the group")
+	require.True(t, y)
+
+	require.NoError(t, l.GroupAdd(ctx, "g", "x"), "binds again")
+	require.NoError(t, l.SendGroup(ctx, "g", layer.Message{"text": "rebound"}))
+	x, y = receive("rebound")
+	require.True(t, x)
+	require.True(t, y)
+
+	// The broker's cascade, which expiry relies on: the queue goes, so
+	// does its binding from the membership's exchange, so does that
+	// exchange (auto-delete, no binding left), so does its binding from
+	// the group.
+	_, err = raw.QueueDelete(ctx, amqp.QueueDelete{Queue: mx})
+	require.NoError(t, err)
+	require.False(t, exchangeExists(t, raw, mx), "the membership's exchange went with its queue")
+	require.True(t, exchangeExists(t, raw, g), "the group still has y")
+	_, err = raw.QueueDelete(ctx, amqp.QueueDelete{Queue: my})
+	require.NoError(t, err)
+	require.False(t, exchangeExists(t, raw, my))
+	require.False(t, exchangeExists(t, raw, g), "the group's exchange went with its last member")
+	require.NoError(t, l.SendGroup(ctx, "g", layer.Message{"text": "nobody"}))
+	x, y = receive("nobody")
+	require.False(t, x)
+	require.False(t, y)
 }
 
 // A full member misses group messages without failing SendGroup.
@@ -446,6 +530,7 @@ func TestGroupExpiry(t *testing.T) {
 	const expiry = 2 * time.Second
 	adder := newLayer(t, layer.Config{Namespace: ns, GroupExpiry: expiry})
 	sender := newLayer(t, layer.Config{Namespace: ns, GroupExpiry: expiry})
+	raw := rawChannel(t, "")
 	ctx := ctxFor(t, 30*time.Second)
 
 	send := func(text string) {
@@ -484,10 +569,19 @@ func TestGroupExpiry(t *testing.T) {
 	send("t2.5")
 	require.True(t, got("kept", "t2.5", 5*time.Second), "renewed %v ago", time.Since(renewed))
 	require.False(t, got("dropped", "t2.5", 300*time.Millisecond), "lapsed %v after its only GroupAdd", time.Since(start))
+	// Nothing of the lapsed membership is left on the broker: its queue
+	// expired, and its exchange, with its binding from the group, went
+	// with it.
+	dropped := memberName(ns, "lapsing", "dropped")
+	require.False(t, queueExists(t, raw, dropped))
+	require.False(t, exchangeExists(t, raw, dropped), "the lapsed membership's exchange is gone")
+	require.True(t, exchangeExists(t, raw, memberName(ns, "lapsing", "kept")))
 
 	time.Sleep(time.Until(renewed.Add(expiry + 500*time.Millisecond)))
 	send("t3.5")
 	require.False(t, got("kept", "t3.5", 300*time.Millisecond), "lapsed %v after its last GroupAdd", time.Since(renewed))
+	require.False(t, exchangeExists(t, raw, memberName(ns, "lapsing", "kept")))
+	require.False(t, exchangeExists(t, raw, groupExchange(ns, "lapsing")), "the group's exchange went with its last membership")
 }
 
 func TestEncryption(t *testing.T) {

@@ -2,6 +2,7 @@ package layer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amqp-go/amqp"
 	"github.com/amqp-go/amqp/layer"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -95,3 +97,52 @@ func newLayer(t testing.TB, cfg layer.Config) *layer.Layer {
 	})
 	return l
 }
+
+// rawChannel opens a plain client channel on the broker at url (the test
+// broker when empty), to look at and tamper with what layers make there.
+func rawChannel(t testing.TB, url string) *amqp.Channel {
+	t.Helper()
+	if url == "" {
+		needBroker(t)
+		url = brokerURL()
+	}
+	ctx := ctxFor(t, 30*time.Second)
+	conn, err := amqp.Dial(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, conn.Close(ctx))
+	})
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	return ch
+}
+
+// exchangeExists and queueExists declare passively: 404 means no. (The 404
+// closes the channel; the client reopens it.)
+func exchangeExists(t testing.TB, ch *amqp.Channel, name string) bool {
+	t.Helper()
+	err := ch.ExchangeDeclare(ctxFor(t, 10*time.Second), amqp.ExchangeDeclare{Exchange: name, Passive: true})
+	if errors.Is(err, amqp.ErrNotFound) {
+		return false
+	}
+	require.NoError(t, err)
+	return true
+}
+
+func queueExists(t testing.TB, ch *amqp.Channel, name string) bool {
+	t.Helper()
+	_, err := ch.QueueDeclare(ctxFor(t, 10*time.Second), amqp.QueueDeclare{Queue: name, Passive: true})
+	if errors.Is(err, amqp.ErrNotFound) {
+		return false
+	}
+	require.NoError(t, err)
+	return true
+}
+
+// groupExchange and memberName are the broker names the layer gives a group
+// and a membership (its exchange and its queue) in namespace ns.
+func groupExchange(ns, group string) string { return ns + ":group:" + group }
+
+func memberName(ns, group, channel string) string { return ns + ":member:" + group + ":" + channel }

@@ -63,6 +63,10 @@ func (l *Layer) queueName(channel string) string { return l.cfg.Namespace + ":ch
 
 func (l *Layer) groupExchange(group string) string { return l.cfg.Namespace + ":group:" + group }
 
-func (l *Layer) memberQueue(group, channel string) string {
+// memberName names both objects of a channel's membership in a group: its
+// fanout exchange, which the group's exchange is bound to, and the queue
+// bound to that exchange, which forwards to the channel's queue. (RabbitMQ
+// keeps exchange and queue names apart.)
+func (l *Layer) memberName(group, channel string) string {
 	return l.cfg.Namespace + ":member:" + group + ":" + channel
 }
