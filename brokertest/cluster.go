@@ -19,8 +19,18 @@ type ClusterOptions struct {
 	Size int
 
 	// Node configures every node, as for [Start]. Its Name defaults to
-	// "brokertest-cluster".
+	// "brokertest-cluster". Its Port must be zero, since no two nodes can
+	// share a port: set Ports instead.
 	Node NodeOptions
+
+	// Ports sets the nodes' plain AMQP ports: node i listens on
+	// 127.0.0.1:Ports[i] if i < len(Ports) and Ports[i] is not zero, and on
+	// a free port chosen by the kernel otherwise (as when Ports is nil).
+	// Each port is subject to the rules of [NodeOptions].Port: the cluster
+	// fails to start if one is already listened on. Ports must not be
+	// longer than the cluster nor name a port twice. The nodes' AMQPS and
+	// Erlang distribution ports stay free-chosen.
+	Ports []int
 }
 
 // Cluster is a RabbitMQ cluster of nodes started by this package: nodes
@@ -54,7 +64,21 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 	if size < 1 {
 		return nil, fmt.Errorf("brokertest: cluster size %d", size)
 	}
+	if len(opts.Ports) > size {
+		return nil, fmt.Errorf("brokertest: %d ports for a cluster of %d nodes", len(opts.Ports), size)
+	}
+	seen := make(map[int]bool, len(opts.Ports))
+	for _, p := range opts.Ports {
+		if p != 0 && seen[p] {
+			return nil, fmt.Errorf("brokertest: cluster ports %v name port %d twice", opts.Ports, p)
+		}
+		seen[p] = true
+	}
 	nodeOpts := opts.Node
+	if nodeOpts.Port != 0 {
+		return nil, fmt.Errorf("brokertest: ClusterOptions.Node.Port is %d: set ClusterOptions.Ports, "+
+			"since the nodes cannot share a port", nodeOpts.Port)
+	}
 	if nodeOpts.Name == "" {
 		nodeOpts.Name = "brokertest-cluster"
 	}
@@ -66,7 +90,11 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 	errs := make([]error, size)
 	var wg sync.WaitGroup
 	for i := range size {
-		wg.Go(func() { c.nodes[i], errs[i] = Start(nodeOpts) })
+		o := nodeOpts
+		if i < len(opts.Ports) {
+			o.Port = opts.Ports[i]
+		}
+		wg.Go(func() { c.nodes[i], errs[i] = Start(o) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

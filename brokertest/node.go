@@ -29,6 +29,17 @@ type NodeOptions struct {
 	// Name-<pid>-<n>@localhost. Zero means "brokertest".
 	Name string
 
+	// Port is the node's plain AMQP port: the node listens on
+	// 127.0.0.1:Port. Zero means a free port chosen by the kernel, as for
+	// the node's other ports. A non-zero Port must be free: Start fails,
+	// before starting anything, if something already listens on it (on any
+	// interface), if another node of this process has it, or if it is a
+	// port brokertest never uses (4369, 5671, 5672, 15672, 25672 and the
+	// CLI's 35672-35682). Only the AMQP port can be chosen: the AMQPS and
+	// Erlang distribution ports stay free-chosen. Stop makes Port available
+	// to later nodes of this process.
+	Port int
+
 	// TLS adds an AMQPS listener on 127.0.0.1 with generated certificates
 	// (see [TLSFiles]), verify_peer without requiring a client certificate,
 	// and SASL EXTERNAL (plugin rabbitmq_auth_mechanism_ssl) next to PLAIN
@@ -125,7 +136,8 @@ type Node struct {
 	dir      string
 	binDir   string
 	port     int
-	tlsPort  int // 0 without TLS
+	portHeld bool // port came from NodeOptions.Port; Stop releases it
+	tlsPort  int  // 0 without TLS
 	distPort int
 	tls      *TLSFiles
 	pidFile  string
@@ -295,7 +307,12 @@ func (n *Node) prepare(opts NodeOptions) error {
 	}
 
 	var err error
-	if n.port, err = freePort(); err != nil {
+	if opts.Port != 0 {
+		if err := holdPort(opts.Port); err != nil {
+			return err
+		}
+		n.port, n.portHeld = opts.Port, true
+	} else if n.port, err = freePort(); err != nil {
 		return err
 	}
 	if n.distPort, err = freePort(); err != nil {
@@ -549,6 +566,12 @@ func (n *Node) Stop() error {
 	}
 	n.down = true
 	n.stopWatchdog()
+	if n.portHeld && len(errs) == 0 {
+		// The VM is gone, so its listener is: the port may be asked for
+		// again. (If the VM may still run, the port stays held.)
+		releasePort(n.port)
+		n.portHeld = false
+	}
 	if err := os.RemoveAll(n.dir); err != nil {
 		errs = append(errs, err)
 	}
@@ -659,6 +682,53 @@ var (
 	portsMu    sync.Mutex
 	portsGiven = map[int]bool{} // never hand the same port to two nodes of this process
 )
+
+// holdPort reserves port p, asked for with NodeOptions.Port, for a node of
+// this process until releasePort. It refuses a port that brokertest never
+// uses, one that another node of this process has (or that freePort handed
+// out, which stays given), and one that something already listens on.
+func holdPort(p int) error {
+	if p < 1 || p > 65535 {
+		return fmt.Errorf("AMQP port %d is not a TCP port", p)
+	}
+	if reservedPort(p) {
+		return fmt.Errorf("AMQP port %d is reserved: brokertest never uses 4369, 5671, 5672, 15672, "+
+			"25672 or 35672-35682 (epmd, the system node and the CLI)", p)
+	}
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	if portsGiven[p] {
+		return fmt.Errorf("AMQP port %d is already given to another node of this process", p)
+	}
+	if err := checkNotListening(p); err != nil {
+		return fmt.Errorf("AMQP port %d is not free: %w", p, err)
+	}
+	portsGiven[p] = true
+	return nil
+}
+
+// releasePort makes a port held by holdPort available again.
+func releasePort(p int) {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	delete(portsGiven, p)
+}
+
+// checkNotListening returns an error if something listens on TCP port p:
+// on 127.0.0.1, where a connection would reach it, or on any interface,
+// which a wildcard listener (the dual-stack [::]:p) would collide with.
+func checkNotListening(p int) error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("something already listens on %s", addr)
+	}
+	l, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+	if err != nil {
+		return fmt.Errorf("cannot listen on it: %w", err)
+	}
+	return l.Close()
+}
 
 // freePort returns a TCP port that nothing listens on, on any interface, as
 // the kernel chose it for a wildcard listener.

@@ -3,6 +3,8 @@ package layer_test
 import (
 	"context"
 	"errors"
+	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,10 +18,24 @@ import (
 // TestCluster runs layers on a two-node RabbitMQ cluster of its own: layer
 // A connects to the first node and layer B to the second, and whatever one
 // sends the other receives. Without rabbitmq-server installed the test
-// skips (it fails under CI=true); brokertest picks free ports for the nodes.
+// skips (it fails under CI=true). The nodes listen for AMQP on ports 5673
+// and 5674, as the issue this test resolves describes, or on free ports
+// brokertest picks if something already listens there.
 func TestCluster(t *testing.T) {
-	c := brokertest.StartCluster(t, brokertest.ClusterOptions{Size: 2, Node: brokertest.NodeOptions{Name: "layer-cluster"}})
+	ports := []int{5673, 5674}
+	for i, p := range ports {
+		if err := checkPortFree(p); err != nil {
+			t.Logf("AMQP port %d is taken (%v): node %d gets a free port instead", p, err, i+1)
+			ports[i] = 0
+		}
+	}
+	c := brokertest.StartCluster(t, brokertest.ClusterOptions{
+		Size:  2,
+		Node:  brokertest.NodeOptions{Name: "layer-cluster"},
+		Ports: ports,
+	})
 	node1, node2 := c.Node(0), c.Node(1)
+	t.Logf("cluster nodes listen for AMQP on %s and %s", node1.Addr(), node2.Addr())
 	ctx := ctxFor(t, 60*time.Second)
 	ns := namespace(t)
 	// "/%2F" is the default vhost, percent-encoded as in asgi_rabbitmq's URLs.
@@ -185,4 +201,19 @@ func TestCluster(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, int64(4), m["n"])
 	})
+}
+
+// checkPortFree returns an error saying so if something listens on TCP port p,
+// on 127.0.0.1 or on any interface: brokertest would refuse the port.
+func checkPortFree(p int) error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		return errors.New("something listens on " + addr)
+	}
+	l, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
