@@ -12,7 +12,8 @@
 //     (HOME points at the node's directory, so the CLI uses that cookie too);
 //   - its own AMQP, AMQPS and Erlang distribution ports, chosen free by the
 //     kernel (never 5671, 5672, 25672 or the CLI's 35672-35682), all
-//     listening on 127.0.0.1 only;
+//     listening on 127.0.0.1 only; NodeOptions.Port (ClusterOptions.Ports
+//     for a cluster) asks for a given AMQP port instead, if it is free;
 //   - its own directory under os.TempDir for mnesia, logs, the pid file,
 //     rabbitmq.conf, enabled_plugins, certificates and any erl_crash.dump;
 //   - RABBITMQ_CONF_ENV_FILE pointing at an empty file, so the machine's
