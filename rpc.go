@@ -105,9 +105,9 @@ func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callR
 		ch.mu.Unlock()
 		return callResult{}, err
 	}
-	err := ch.conn.w.appendFramesWake(func(b []byte) ([]byte, error) {
+	err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, ch.id, req)
-	}, false)
+	})
 	if err != nil {
 		ch.mu.Unlock()
 		return callResult{}, ch.sendError(req, err)
@@ -118,7 +118,6 @@ func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callR
 		ch.calls.push(p)
 	}
 	ch.mu.Unlock()
-	ch.conn.w.flushDirect() // the caller waits anyway: write now, without a hand-off
 	if !wait {
 		return callResult{}, nil
 	}
@@ -175,6 +174,10 @@ func (ch *Channel) sendLocked(m Method, then func(callResult)) {
 // reply to that call: anything else is the server breaking the protocol.
 func (ch *Channel) complete(m Method, msg *Delivery) error {
 	ch.mu.Lock()
+	if ch.state == chClosed { // ended meanwhile: its calls were failed already
+		ch.mu.Unlock()
+		return nil
+	}
 	p := ch.calls.peek()
 	if p == nil || !p.req.isReply(m.key()) {
 		ch.mu.Unlock()

@@ -23,7 +23,6 @@ type writer struct {
 	drained chan struct{} // closed when a batch is taken; created by waiters; guarded by mu
 	err     error         // first write failure; sticky; guarded by mu
 	closing bool          // no more frames accepted; guarded by mu
-	busy    bool          // a write to the socket is in progress; guarded by mu
 	spare   []byte        // the emptied buffer of the last batch, for reuse; guarded by mu
 
 	pendingLen atomic.Int64 // len(pending), for waitRoom's lock-free fast path
@@ -79,6 +78,8 @@ func (w *writer) waitRoom(ctx context.Context) error {
 		w.mu.Unlock()
 		select {
 		case <-drained:
+		case <-w.stop:
+			return nil // appendFrames reports the writer down
 		case <-w.exited:
 			return nil
 		case <-ctx.Done():
@@ -96,12 +97,6 @@ var errWriterDown = errors.New("amqp: connection writer stopped")
 // appended is kept. It never waits: callers that should feel backpressure
 // call waitRoom first (the reader, which must never block, does not).
 func (w *writer) appendFrames(encode func([]byte) ([]byte, error)) error {
-	return w.appendFramesWake(encode, true)
-}
-
-// appendFramesWake is appendFrames that, with wake false, leaves the socket
-// write to the caller, who must call flushDirect once it holds no lock.
-func (w *writer) appendFramesWake(encode func([]byte) ([]byte, error), wake bool) error {
 	w.mu.Lock()
 	if w.err != nil || w.closing {
 		w.mu.Unlock()
@@ -116,7 +111,7 @@ func (w *writer) appendFramesWake(encode func([]byte) ([]byte, error), wake bool
 	w.pending = buf
 	w.pendingLen.Store(int64(len(buf)))
 	w.mu.Unlock()
-	if wake && wasEmpty && len(buf) > 0 {
+	if wasEmpty && len(buf) > 0 {
 		w.signal()
 	}
 	return nil
@@ -129,33 +124,10 @@ func (w *writer) signal() {
 	}
 }
 
-// directWriteMax bounds what a caller writes itself in flushDirect; more
-// is left to the writer goroutine.
-const directWriteMax = 64 << 10
-
-// flushDirect writes what is pending on the calling goroutine when no write
-// is in progress, saving the hand-off to the writer goroutine: a synchronous
-// call's request reaches the socket without waiting for another goroutine to
-// be scheduled. The caller must hold no lock (the write may block while the
-// kernel's buffer is full). Otherwise it leaves the work to the writer goroutine.
-func (w *writer) flushDirect() {
-	w.mu.Lock()
-	if w.busy || w.closing || w.err != nil || len(w.pending) == 0 || len(w.pending) > directWriteMax {
-		more := len(w.pending) > 0
-		w.mu.Unlock()
-		if more {
-			w.signal()
-		}
-		return
-	}
-	batch := w.takeLocked()
-	w.mu.Unlock()
-	w.writeTaken(batch)
-}
-
-// takeLocked claims the socket and takes the pending batch. w.mu must be held.
+// takeLocked takes the pending batch. w.mu must be held.
+// Only the writer goroutine writes: a caller writing itself could not honour
+// its ctx once the write blocked on a peer that stopped reading.
 func (w *writer) takeLocked() []byte {
-	w.busy = true
 	batch := w.pending
 	w.pending = w.spare[:0]
 	w.spare = nil
@@ -167,7 +139,7 @@ func (w *writer) takeLocked() []byte {
 	return batch
 }
 
-// writeTaken writes a batch taken with takeLocked and releases the socket,
+// writeTaken writes a batch taken with takeLocked,
 // waking the writer goroutine if more frames arrived meanwhile. It reports
 // whether the write succeeded.
 func (w *writer) writeTaken(batch []byte) bool {
@@ -179,7 +151,6 @@ func (w *writer) writeTaken(batch []byte) bool {
 		w.lastWrite.Store(time.Now().UnixNano())
 	}
 	w.mu.Lock()
-	w.busy = false
 	if cap(batch) <= writerKeepCap {
 		w.spare = batch[:0]
 	}
@@ -212,11 +183,10 @@ func (w *writer) run() {
 }
 
 // writeBatch takes everything pending and writes it, and reports false if the
-// write failed. If a caller is writing (flushDirect), it leaves the batch to
-// that caller, who wakes it again when done.
+// write failed.
 func (w *writer) writeBatch() bool {
 	w.mu.Lock()
-	if w.busy || len(w.pending) == 0 {
+	if len(w.pending) == 0 {
 		w.mu.Unlock()
 		return true
 	}
@@ -226,26 +196,12 @@ func (w *writer) writeBatch() bool {
 }
 
 // flushFinal writes what is still pending when the writer is stopped, such
-// as a close-ok, bounded by a deadline so a stuck peer cannot hold Close.
+// as a close-ok, bounded by the deadline shutdown set.
 func (w *writer) flushFinal() {
 	w.mu.Lock()
 	w.closing = true
 	w.mu.Unlock()
-	_ = w.conn.SetWriteDeadline(time.Now().Add(finalFlushTimeout))
-	deadline := time.Now().Add(finalFlushTimeout)
-	for time.Now().Before(deadline) {
-		w.mu.Lock()
-		busy, empty := w.busy, len(w.pending) == 0 || w.err != nil
-		w.mu.Unlock()
-		switch {
-		case empty:
-			return
-		case busy: // a caller's direct write ends soon, or at the deadline
-			time.Sleep(time.Millisecond)
-		default:
-			w.writeBatch()
-		}
-	}
+	w.writeBatch()
 }
 
 func (w *writer) fail(err error) {
@@ -273,5 +229,8 @@ func (w *writer) shutdown() {
 		close(w.stop)
 	}
 	w.mu.Unlock()
+	// Bound the write in progress (a peer that stopped reading) and the
+	// final flush, so the socket is closed and nothing waits forever.
+	_ = w.conn.SetWriteDeadline(time.Now().Add(finalFlushTimeout))
 	<-w.exited
 }
