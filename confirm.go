@@ -16,6 +16,11 @@ type Confirmation struct {
 	requested bool
 	ch        *Channel // for Wait's progress signal; nil for confirmations resolved at birth
 
+	// For matching a basic.return to this publish; guarded by ch.mu.
+	mandatory         bool
+	exchange, rkey    string
+	returnedBeforeAck *Return // the return matched to this publish, awaiting its ack
+
 	mu   sync.Mutex
 	done chan struct{} // created on first need; closed when resolved
 	fin  bool          // resolved
@@ -176,10 +181,7 @@ type confirmTracker struct {
 	nextSeq uint64          // sequence number of the next publish; starts at 1
 	base    uint64          // sequence number of pending[0]
 	pending []*Confirmation // nil once resolved
-	// returned is a basic.return waiting for the ack that follows it; the
-	// server sends the return of a publish just before that publish's ack.
-	returned *Return
-	block    []Confirmation // preallocated: one allocation per 64 publishes
+	block   []Confirmation  // preallocated: one allocation per 64 publishes
 }
 
 func (ch *Channel) enterConfirmModeLocked() {
@@ -220,13 +222,10 @@ func (t *confirmTracker) resolve(tag uint64, multiple, nack bool) int {
 			continue
 		}
 		var err error
-		var ret *Return
-		if t.returned != nil && c.seq == tag {
-			ret = t.returned
+		ret := c.returnedBeforeAck
+		if ret != nil {
 			err = &ReturnedError{Return: *ret}
-			t.returned = nil
-		}
-		if nack && err == nil {
+		} else if nack {
 			err = ErrNacked
 		}
 		c.resolve(err, ret)
@@ -246,6 +245,22 @@ func (t *confirmTracker) compact() {
 	t.pending = t.pending[n:]
 	if len(t.pending) == 0 {
 		t.pending = t.pending[:0:0]
+	}
+}
+
+// matchReturn attaches a basic.return to the publish it belongs to, which
+// its ack will then resolve as returned. A return carries no sequence
+// number, but RabbitMQ sends returns in publish order and before the
+// publish's ack, so it belongs to the earliest outstanding mandatory publish
+// to the same exchange and routing key that has no return yet. (If a
+// binding changed between two such publishes, so that an earlier one was
+// routed and a later one returned, the two cannot be told apart.)
+func (t *confirmTracker) matchReturn(r *Return) {
+	for _, c := range t.pending {
+		if c != nil && c.mandatory && c.returnedBeforeAck == nil && c.exchange == r.Exchange && c.rkey == r.RoutingKey {
+			c.returnedBeforeAck = r
+			return
+		}
 	}
 }
 

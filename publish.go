@@ -65,6 +65,9 @@ func (ch *Channel) Publish(ctx context.Context, msg Publishing) (*Confirmation, 
 	conf := settled
 	if ch.confirms.active {
 		conf = ch.confirms.add(ch)
+		if msg.Mandatory {
+			conf.mandatory, conf.exchange, conf.rkey = true, msg.Exchange, msg.RoutingKey
+		}
 	}
 	ch.mu.Unlock()
 	return conf, nil

@@ -27,7 +27,7 @@ func (ch *Channel) returned(m *BasicReturn, msg *Delivery) {
 		Properties: msg.Properties, Body: msg.Body}
 	ch.mu.Lock()
 	if ch.confirms.active {
-		ch.confirms.returned = &ret
+		ch.confirms.matchReturn(&ret)
 	}
 	listeners := ch.listeners.onReturn
 	ch.mu.Unlock()
