@@ -201,6 +201,11 @@ func (ch *Channel) Close(ctx context.Context) error {
 		}
 	}
 	ch.state = chClosing
+	// The reader may be waiting for room in a consumer's buffer; it must
+	// go on, or it would never read the close-ok.
+	for _, c := range ch.consumers {
+		c.stopBackpressure()
+	}
 	p := &pendingCall{req: &ChannelClose{}, reply: make(chan callResult, 1)}
 	err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, ch.id, &ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"})
@@ -354,6 +359,12 @@ func (ch *Channel) handleContent(m Method, msg *Delivery) error {
 func (ch *Channel) serverClosed(m *ChannelClose) {
 	cause := &Error{Code: m.ReplyCode, Reason: m.ReplyText, ClassID: m.FailingClassID, MethodID: m.FailingMethodID, Server: true}
 	ch.mu.Lock()
+	if ch.state == chClosed {
+		// Ended meanwhile (the connection is going, or Close gave up on
+		// it); the reader still held it from the table.
+		ch.mu.Unlock()
+		return
+	}
 	ch.sendLocked(&ChannelCloseOk{}, nil)
 	// A close during Close, in answer to a reopen step, or before the channel
 	// ever opened is final: reopening again could fail the same way forever.

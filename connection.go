@@ -3,6 +3,7 @@ package amqp
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -46,15 +47,18 @@ type Connection struct {
 	lastRead atomic.Int64 // unix nanos of the last read from the socket
 	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)
 
-	closing atomic.Bool // Close was called: the application asked for the end
+	closing     atomic.Bool   // Close was called: the application asked for the end
+	closeCalled chan struct{} // closed by the first Close, releasing a reader paused by backpressure
+	closeOnceCC sync.Once
 	// knownCause is why the connection is about to end, recorded before a
 	// final frame (close-ok, or our connection.close) is queued: writing it
 	// may fail first, and the write error must not hide the real reason.
 	knownCause atomic.Pointer[error]
 	closeOnce  sync.Once
 	done       chan struct{}
-	err        error // why the connection ended; written once before done is closed
-	wg         sync.WaitGroup
+	err        error          // why the connection ended; written once before done is closed
+	wg         sync.WaitGroup // reader, writer, heartbeat and the closer
+	eventsWG   sync.WaitGroup // the callback goroutine, waited for separately (see wait)
 }
 
 // Blocking tells whether the server blocked publishing on the connection
@@ -155,11 +159,12 @@ func handshakeConn(ctx context.Context, cfg Config, conn net.Conn, addr string) 
 		conn = tlsConn
 	}
 	c := &Connection{
-		cfg:    cfg,
-		conn:   conn,
-		addr:   addr,
-		done:   make(chan struct{}),
-		events: newEventQueue(),
+		cfg:         cfg,
+		conn:        conn,
+		addr:        addr,
+		done:        make(chan struct{}),
+		closeCalled: make(chan struct{}),
+		events:      newEventQueue(),
 	}
 	c.ch0 = newChannel(c, 0)
 	c.lastRead.Store(time.Now().UnixNano())
@@ -188,10 +193,11 @@ func (r readTracker) Read(p []byte) (int, error) {
 // start launches the connection's goroutines once the handshake is done.
 func (c *Connection) start() {
 	c.w = newWriter(c.conn, func(err error) { c.shutdown(fmt.Errorf("%w: write: %w", ErrConnectionLost, err)) })
-	c.wg.Add(3)
+	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.w.run() }()
 	go func() { defer c.wg.Done(); c.readLoop() }()
-	go func() { defer c.wg.Done(); c.events.run() }()
+	c.eventsWG.Add(1)
+	go func() { defer c.eventsWG.Done(); c.events.run() }()
 	if c.heartbeat > 0 {
 		c.wg.Add(1)
 		go func() { defer c.wg.Done(); c.heartbeatLoop() }()
@@ -236,6 +242,13 @@ func (c *Connection) dispatch(f Frame) error {
 	if ch == nil {
 		// A frame for a channel we closed may still arrive; anything else on
 		// an unknown channel is the server's error, but not worth dying for.
+		// The late close-ok of a retired number makes it usable again.
+		if f.Type == FrameMethod && len(f.Payload) >= 4 &&
+			keyOf(binary.BigEndian.Uint16(f.Payload), binary.BigEndian.Uint16(f.Payload[2:])) == keyChannelCloseOk {
+			c.chMu.Lock()
+			delete(c.reserved, f.Channel)
+			c.chMu.Unlock()
+		}
 		return nil
 	}
 	return ch.handleFrame(f)
@@ -362,12 +375,15 @@ func (c *Connection) closedErr() error {
 }
 
 // Close closes the connection gracefully: connection.close, then the
-// server's close-ok, bounded by ctx. Channels, consumers and pending
+// server's close-ok, bounded by ctx. Close may be called from a callback
+// (OnBlocked, OnReturn, ...); it then returns without waiting for the
+// callback goroutine, which ends when the callback returns. Channels, consumers and pending
 // confirmations end with ErrClosed. When Close returns, every goroutine of
 // the connection has exited. It is idempotent; after the connection ended
 // for another reason it returns nil without sending anything.
 func (c *Connection) Close(ctx context.Context) error {
 	c.closing.Store(true)
+	c.closeOnceCC.Do(func() { close(c.closeCalled) })
 	select {
 	case <-c.done:
 		return c.wait(ctx)
@@ -384,10 +400,18 @@ func (c *Connection) Close(ctx context.Context) error {
 	return nil
 }
 
-// wait waits for the connection's goroutines to exit, bounded by ctx.
+// wait waits for the connection's goroutines to exit, bounded by ctx. While
+// a callback runs, the callback goroutine is not waited for: Close may have
+// been called from that very callback, and the goroutine ends when it returns.
 func (c *Connection) wait(ctx context.Context) error {
 	exited := make(chan struct{})
-	go func() { c.wg.Wait(); close(exited) }()
+	go func() {
+		c.wg.Wait()
+		if !c.events.inCallback.Load() {
+			c.eventsWG.Wait()
+		}
+		close(exited)
+	}()
 	select {
 	case <-exited:
 		return nil

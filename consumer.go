@@ -108,6 +108,7 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 		c.mu.Unlock()
 		ch.consumers[c.tag] = c
 		if abandoned {
+			c.stopBackpressure()
 			ch.cancelAbandonedLocked(c)
 		}
 	})
@@ -120,6 +121,7 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 		registered := c.registered
 		c.mu.Unlock()
 		if registered && ch.consumers[c.tag] == c {
+			c.stopBackpressure()
 			ch.cancelAbandonedLocked(c)
 		}
 		ch.mu.Unlock()
@@ -131,7 +133,11 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 // cancelAbandonedLocked cancels a consumer nobody will read and hands its
 // unread deliveries back. ch.mu must be held.
 func (ch *Channel) cancelAbandonedLocked(c *Consumer) {
-	ch.sendLocked(&BasicCancel{ConsumerTag: c.tag}, func(callResult) {
+	ch.sendLocked(&BasicCancel{ConsumerTag: c.tag}, func(r callResult) {
+		if r.err != nil {
+			c.end(r.err, true) // the channel ended: nothing to requeue on it
+			return
+		}
 		ch.removeConsumer(c, ErrConsumerCancelled)
 		ch.requeueUnread(c)
 	})
@@ -178,6 +184,9 @@ func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 				close(c.room)
 				c.room = nil
 			}
+			if c.waiting > 0 && c.head < len(c.queue) {
+				c.signalLocked() // another Next waits and there is more
+			}
 			c.mu.Unlock()
 			return d, nil
 		}
@@ -191,6 +200,7 @@ func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 		}
 		select {
 		case <-c.ready:
+		case <-c.done: // every waiter sees the end, not just the one a token wakes
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
@@ -231,14 +241,8 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 		return nil
 	default:
 	}
-	c.mu.Lock()
-	c.cancelling = true
-	if c.room != nil {
-		close(c.room)
-		c.room = nil
-	}
-	tag := c.tag
-	c.mu.Unlock()
+	c.stopBackpressure()
+	tag := c.Tag()
 	ch := c.ch
 	_, err := ch.callWithHook(ctx, &BasicCancel{ConsumerTag: tag}, func(r callResult) {
 		if r.err == nil {
@@ -248,7 +252,27 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 	if err != nil && c.Err() != nil {
 		return nil // it ended meanwhile, which is what the caller wanted
 	}
-	return err
+	return err // (backpressure stays off: the cancel may still be in flight)
+}
+
+func (c *Consumer) signalLocked() {
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+}
+
+// stopBackpressure lets the reader go past a full buffer from now on: the
+// consumer is being cancelled or its channel closed, and the reader must
+// read on to see the reply.
+func (c *Consumer) stopBackpressure() {
+	c.mu.Lock()
+	c.cancelling = true
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+	c.mu.Unlock()
 }
 
 // push buffers a delivery, or reports that the buffer is full (the reader
@@ -258,10 +282,7 @@ func (c *Consumer) push(d *Delivery) (full chan struct{}) {
 	defer c.mu.Unlock()
 	c.queue = append(c.queue, d)
 	if c.waiting > 0 { // a busy reader of Next finds it without being woken
-		select {
-		case c.ready <- struct{}{}:
-		default:
-		}
+		c.signalLocked()
 	}
 	if len(c.queue)-c.head >= c.limit && c.err == nil && !c.cancelling {
 		if c.room == nil {
@@ -341,7 +362,7 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 		return
 	}
 	ch.mu.Unlock()
-	if full := c.push(d); full != nil {
+	if full := c.push(d); full != nil && !ch.conn.closing.Load() {
 		ch.conn.waitForRoom(full, c.done)
 	}
 }
@@ -353,6 +374,7 @@ func (c *Connection) waitForRoom(room, consumerDone <-chan struct{}) {
 	select {
 	case <-room:
 	case <-consumerDone:
+	case <-c.closeCalled: // Close must be able to read its close-ok
 	case <-c.done:
 	}
 	c.lastRead.Store(nowNano()) // the silence was ours, not the server's

@@ -1,6 +1,9 @@
 package amqp
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // eventQueue runs user callbacks (blocked, return, ack/nack listeners,
 // OnCancel, OnError, OnFlow) in order on one goroutine of their own. The
@@ -13,6 +16,8 @@ type eventQueue struct {
 	queue  []func()
 	wake   chan struct{} // cap 1
 	closed bool
+
+	inCallback atomic.Bool // a callback is running: Close must not wait for run, which may be its caller
 }
 
 func newEventQueue() *eventQueue { return &eventQueue{wake: make(chan struct{}, 1)} }
@@ -52,7 +57,9 @@ func (q *eventQueue) run() {
 		closed := q.closed
 		q.mu.Unlock()
 		for i, fn := range batch {
+			q.inCallback.Store(true)
 			fn()
+			q.inCallback.Store(false)
 			batch[i] = nil
 		}
 		if len(batch) == 0 {
