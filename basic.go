@@ -24,8 +24,31 @@ var ErrEmpty = errors.New("amqp: queue is empty")
 // the queue has none. With NoAck the server considers the message
 // acknowledged at once; otherwise acknowledge it like a consumer's delivery.
 func (ch *Channel) Get(ctx context.Context, args BasicGet) (*Delivery, error) {
-	r, err := ch.call(ctx, &args)
+	// If ctx ends before the reply, the message the server hands out anyway
+	// is given back (rejected with requeue), not left unacknowledged until
+	// the channel closes. The hook and the caller meet under ch.mu.
+	var (
+		abandoned bool      // the caller gave up; guarded by ch.mu
+		got       *Delivery // what get-ok brought, if the hook ran first; guarded by ch.mu
+	)
+	giveBack := func(d *Delivery) { // ch.mu held
+		if d != nil && !d.noAck && d.generation == ch.generation && ch.settle.settle(d.DeliveryTag, false) == nil {
+			ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
+		}
+	}
+	r, err := ch.callWithHook(ctx, &args, func(r callResult) {
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		got = r.msg
+		if abandoned {
+			giveBack(got)
+		}
+	})
 	if err != nil {
+		ch.mu.Lock()
+		abandoned = true
+		giveBack(got) // get-ok arrived just as ctx ended: the caller never sees it
+		ch.mu.Unlock()
 		return nil, err
 	}
 	if r.msg == nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -350,4 +351,32 @@ func TestEveryTableTypeAndPropertyRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	d := getEventually(t, ch, q)
 	require.Equal(t, props, d.Properties, "every property and table type read back unchanged")
+}
+
+func TestAbandonedGetGivesMessageBack(t *testing.T) {
+	conn := dialBroker(t)
+	ch := openChannel(t, conn)
+	q := tempQueue(t, ch, nil)
+	for range 200 {
+		_, err := ch.Publish(testCtx(t), amqp.Publishing{RoutingKey: q, Body: []byte("m")})
+		require.NoError(t, err)
+	}
+	// Cancel many Gets at random points; none may leave a message unacked.
+	got := 0
+	for range 200 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rand.IntN(400))*time.Microsecond)
+		d, err := ch.Get(ctx, amqp.BasicGet{Queue: q})
+		cancel()
+		if err == nil {
+			require.NoError(t, d.Ack(testCtx(t), amqp.AckOptions{}))
+			got++
+		}
+	}
+	// Every message is either acked (got) or back in the queue: none stays
+	// unacked. (The last abandoned Get's message may be handed back just
+	// after a first count is taken, hence the polling.)
+	require.Eventually(t, func() bool {
+		ok, err := ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Queue: q, Passive: true})
+		return err == nil && ok.MessageCount == uint32(200-got)
+	}, 5*time.Second, 20*time.Millisecond, "%d acked; the rest must be ready again", got)
 }
