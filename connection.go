@@ -47,8 +47,7 @@ type Connection struct {
 	lastRead atomic.Int64 // unix nanos of the last read from the socket
 	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)
 
-	closing     atomic.Bool   // Close was called: the application asked for the end
-	closeCalled chan struct{} // closed by the first Close, releasing a reader paused by backpressure
+	closeCalled chan struct{} // closed by the first Close: the application asked for the end
 	closeOnceCC sync.Once
 	// knownCause is why the connection is about to end, recorded before a
 	// final frame (close-ok, or our connection.close) is queued: writing it
@@ -292,7 +291,7 @@ func (c *Connection) readFailed(err error) {
 	case errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrMalformedFrame):
 		c.protocolFailure(err)
 		return
-	case c.closing.Load() && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)):
+	case c.closeRequested() && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)):
 		c.shutdown(ErrClosed)
 		return
 	}
@@ -337,7 +336,8 @@ func (c *Connection) shutdown(cause error) {
 		c.wg.Add(1) // the closer goroutine below; added before anyone can see done and Wait
 		c.err = cause
 		close(c.done)
-		c.ch0.finish(c.closedErr())
+		closed := c.closedErr()
+		c.ch0.finish(closed)
 		c.chMu.Lock()
 		var chans []*Channel
 		for i := range c.channels {
@@ -348,7 +348,7 @@ func (c *Connection) shutdown(cause error) {
 		}
 		c.chMu.Unlock()
 		for _, ch := range chans {
-			ch.finish(c.closedErr())
+			ch.finish(closed)
 		}
 		c.blocked.open() // waiting publishers see done and return the cause
 		// The writer flushes and exits on its own goroutine; the reader ends
@@ -375,14 +375,13 @@ func (c *Connection) closedErr() error {
 }
 
 // Close closes the connection gracefully: connection.close, then the
-// server's close-ok, bounded by ctx. Close may be called from a callback
-// (OnBlocked, OnReturn, ...); it then returns without waiting for the
-// callback goroutine, which ends when the callback returns. Channels, consumers and pending
+// server's close-ok, bounded by ctx. Channels, consumers and pending
 // confirmations end with ErrClosed. When Close returns, every goroutine of
-// the connection has exited. It is idempotent; after the connection ended
-// for another reason it returns nil without sending anything.
+// the connection has exited, except that Close called from a callback
+// (OnBlocked, OnReturn, ...) does not wait for the callback goroutine, which
+// ends when the callback returns. It is idempotent; after the connection
+// ended for another reason it returns nil without sending anything.
 func (c *Connection) Close(ctx context.Context) error {
-	c.closing.Store(true)
 	c.closeOnceCC.Do(func() { close(c.closeCalled) })
 	select {
 	case <-c.done:
@@ -398,6 +397,16 @@ func (c *Connection) Close(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// closeRequested reports whether Close was called.
+func (c *Connection) closeRequested() bool {
+	select {
+	case <-c.closeCalled:
+		return true
+	default:
+		return false
+	}
 }
 
 // wait waits for the connection's goroutines to exit, bounded by ctx. While

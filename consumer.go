@@ -332,14 +332,23 @@ func (ch *Channel) takeConsumersLocked() []*Consumer {
 
 func (ch *Channel) removeConsumer(c *Consumer, err error) {
 	ch.mu.Lock()
+	ch.unregisterLocked(c)
+	ch.mu.Unlock()
+	c.end(err, false)
+}
+
+// unregisterLocked stops routing deliveries to c, if it is registered.
+// ch.mu must be held.
+func (ch *Channel) unregisterLocked(c *Consumer) {
+	if c == nil {
+		return
+	}
 	if ch.consumers[c.tag] == c {
 		delete(ch.consumers, c.tag)
 	}
 	if ch.lastConsumer == c {
 		ch.lastConsumer = nil
 	}
-	ch.mu.Unlock()
-	c.end(err, false)
 }
 
 // deliver hands a basic.deliver to its consumer, on the reader goroutine.
@@ -362,7 +371,7 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 		return
 	}
 	ch.mu.Unlock()
-	if full := c.push(d); full != nil && !ch.conn.closing.Load() {
+	if full := c.push(d); full != nil && !ch.conn.closeRequested() {
 		ch.conn.waitForRoom(full, c.done)
 	}
 }
@@ -385,10 +394,7 @@ func (c *Connection) waitForRoom(room, consumerDone <-chan struct{}) {
 func (ch *Channel) serverCancelled(tag string) {
 	ch.mu.Lock()
 	c := ch.consumers[tag]
-	delete(ch.consumers, tag)
-	if ch.lastConsumer == c {
-		ch.lastConsumer = nil
-	}
+	ch.unregisterLocked(c)
 	ch.mu.Unlock()
 	if c == nil {
 		return

@@ -215,9 +215,17 @@ func decodeMethodInto(payload []byte, cache *stringCache, rx *rxScratch) (Method
 	return m, nil
 }
 
-// decodeContentHeaderWith is DecodeContentHeader interning strings through cache.
-func decodeContentHeaderWith(payload []byte, cache *stringCache) (ContentHeader, error) {
-	d := decoder{buf: payload, strings: cache}
+// ContentHeader is the decoded payload of a content header frame.
+type ContentHeader struct {
+	ClassID    uint16
+	BodySize   uint64
+	Properties Properties
+}
+
+// DecodeContentHeader decodes a header frame's payload. The result does not alias payload.
+// (The reader decodes headers straight into its Delivery: assembly.header.)
+func DecodeContentHeader(payload []byte) (ContentHeader, error) {
+	d := newDecoder(payload)
 	var h ContentHeader
 	h.ClassID = d.short()
 	d.short() // weight: unused, always 0
@@ -227,18 +235,6 @@ func decodeContentHeaderWith(payload []byte, cache *stringCache) (ContentHeader,
 		return ContentHeader{}, fmt.Errorf("decoding content header: %w", err)
 	}
 	return h, nil
-}
-
-// ContentHeader is the decoded payload of a content header frame.
-type ContentHeader struct {
-	ClassID    uint16
-	BodySize   uint64
-	Properties Properties
-}
-
-// DecodeContentHeader decodes a header frame's payload. The result does not alias payload.
-func DecodeContentHeader(payload []byte) (ContentHeader, error) {
-	return decodeContentHeaderWith(payload, nil)
 }
 
 // beginFrame appends a frame header with a zero size and returns the buffer

@@ -23,7 +23,8 @@ type writer struct {
 	drained chan struct{} // closed when a batch is taken; created by waiters; guarded by mu
 	err     error         // first write failure; sticky; guarded by mu
 	closing bool          // no more frames accepted; guarded by mu
-	spare   []byte        // the emptied buffer of the last batch, for reuse; guarded by mu
+
+	spare []byte // the emptied buffer of the last batch, for reuse; owned by the writer goroutine
 
 	pendingLen atomic.Int64 // len(pending), for waitRoom's lock-free fast path
 
@@ -124,48 +125,6 @@ func (w *writer) signal() {
 	}
 }
 
-// takeLocked takes the pending batch. w.mu must be held.
-// Only the writer goroutine writes: a caller writing itself could not honour
-// its ctx once the write blocked on a peer that stopped reading.
-func (w *writer) takeLocked() []byte {
-	batch := w.pending
-	w.pending = w.spare[:0]
-	w.spare = nil
-	w.pendingLen.Store(0)
-	if w.drained != nil {
-		close(w.drained)
-		w.drained = nil
-	}
-	return batch
-}
-
-// writeTaken writes a batch taken with takeLocked,
-// waking the writer goroutine if more frames arrived meanwhile. It reports
-// whether the write succeeded.
-func (w *writer) writeTaken(batch []byte) bool {
-	var err error
-	if len(batch) > 0 {
-		_, err = w.conn.Write(batch)
-	}
-	if err == nil {
-		w.lastWrite.Store(time.Now().UnixNano())
-	}
-	w.mu.Lock()
-	if cap(batch) <= writerKeepCap {
-		w.spare = batch[:0]
-	}
-	more := len(w.pending) > 0
-	w.mu.Unlock()
-	if err != nil {
-		w.fail(err)
-		return false
-	}
-	if more {
-		w.signal()
-	}
-	return true
-}
-
 // run is the writer goroutine: it writes batches until stopped or failed.
 func (w *writer) run() {
 	defer close(w.exited)
@@ -183,16 +142,34 @@ func (w *writer) run() {
 }
 
 // writeBatch takes everything pending and writes it, and reports false if the
-// write failed.
+// write failed. Only the writer goroutine writes: a caller writing itself
+// could not honour its ctx once the write blocked on a peer that stopped
+// reading. Frames appended meanwhile wake it again (appendFrames signals when
+// it finds the buffer empty).
 func (w *writer) writeBatch() bool {
 	w.mu.Lock()
-	if len(w.pending) == 0 {
+	batch := w.pending
+	if len(batch) == 0 {
 		w.mu.Unlock()
 		return true
 	}
-	batch := w.takeLocked()
+	w.pending = w.spare[:0]
+	w.pendingLen.Store(0)
+	if w.drained != nil {
+		close(w.drained)
+		w.drained = nil
+	}
 	w.mu.Unlock()
-	return w.writeTaken(batch)
+	if _, err := w.conn.Write(batch); err != nil {
+		w.fail(err)
+		return false
+	}
+	w.lastWrite.Store(time.Now().UnixNano())
+	w.spare = nil
+	if cap(batch) <= writerKeepCap {
+		w.spare = batch[:0]
+	}
+	return true
 }
 
 // flushFinal writes what is still pending when the writer is stopped, such
