@@ -414,6 +414,10 @@ func (c *Connection) closeRequested() bool {
 // been called from that very callback, and the goroutine ends when it returns.
 func (c *Connection) wait(ctx context.Context) error {
 	exited := make(chan struct{})
+	// If ctx ends first this helper outlives the call, but not the
+	// connection: shutdown has run, so the goroutines it waits for end once
+	// the socket closes (within the writer's 2 s deadline) and the last
+	// callback returns.
 	go func() {
 		c.wg.Wait()
 		if !c.events.inCallback.Load() {
