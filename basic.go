@@ -32,7 +32,7 @@ func (ch *Channel) Get(ctx context.Context, args BasicGet) (*Delivery, error) {
 		got       *Delivery // what get-ok brought, if the hook ran first; guarded by ch.mu
 	)
 	giveBack := func(d *Delivery) { // ch.mu held
-		if d != nil && !d.noAck && d.generation == ch.generation && ch.settle.settle(d.DeliveryTag, false) == nil {
+		if d != nil && !d.noAck && d.generation == ch.generation.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
 			ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
 		}
 	}
@@ -69,7 +69,7 @@ func (ch *Channel) gotMessage(m *BasicGetOk, d *Delivery) {
 			d.noAck = get.NoAck
 		}
 	}
-	d.ch, d.generation = ch, ch.generation
+	d.ch, d.generation = ch, ch.generation.Load()
 	ch.settle.received(m.DeliveryTag, d.noAck)
 }
 

@@ -24,6 +24,8 @@ func BenchmarkAppendPublish(b *testing.B) {
 func BenchmarkReaderDeliver(b *testing.B) {
 	c := &Connection{done: make(chan struct{}), events: newEventQueue(), cfg: Config{MaxBodySize: 1 << 20}}
 	ch := newChannel(c, 1)
+	l := &link{c: c, done: make(chan struct{})}
+	ch.link.Store(l)
 	cons := &Consumer{ch: ch, tag: "ctag", noAck: true, limit: DefaultBufferLimit,
 		ready: make(chan struct{}, 1), done: make(chan struct{})}
 	ch.consumers["ctag"] = cons
@@ -41,7 +43,7 @@ func BenchmarkReaderDeliver(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, f := range parsed {
-			if err := ch.handleFrame(f); err != nil {
+			if err := ch.handleFrame(l, f); err != nil {
 				b.Fatal(err)
 			}
 		}

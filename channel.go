@@ -23,13 +23,18 @@ import (
 type Channel struct {
 	conn *Connection
 	id   uint16
+	// link is the socket incarnation the channel is open on. It changes only
+	// under mu, when the channel is reattached after a connection recovery;
+	// nil while the channel waits for a new one.
+	link atomic.Pointer[link]
 
 	mu         sync.Mutex
 	calls      callQueue     // pending synchronous calls, in request order
 	state      channelState  // see channelState
 	err        error         // why the channel ended; set before done is closed
 	done       chan struct{} // closed when the channel ends for good
-	generation uint64        // incremented on each reopen; deliveries carry the one they came in
+	generation atomic.Uint64 // incremented (under mu) on each reopen; deliveries carry the one they came in
+	recovered  chan struct{} // while recovering: closed when the channel is usable again
 
 	// State re-applied when the channel is reopened after a channel error.
 	prefetch       *BasicQos  // last basic.qos with global=false (per consumer)
@@ -48,9 +53,12 @@ type Channel struct {
 	confirmProgress chan struct{}
 	flow            gate // shut while the server paused publishing (channel.flow active=false)
 
-	opened      bool // open-ok arrived
+	opened      bool // open-ok arrived (on the current link)
 	reopenSteps int  // replies of the reopen sequence still to come
 	abandoned   bool // the Channel call that opened it gave up
+	internal    bool // the library's own (recovery): not recovered, its declarations not recorded
+
+	republish []*Confirmation // unconfirmed publishes kept across a connection loss (RecoveryConfig.Republish)
 
 	listeners      channelListeners // guarded by mu
 	allowImmediate atomic.Bool
@@ -62,10 +70,11 @@ type Channel struct {
 type channelState uint8
 
 const (
-	chOpen      channelState = iota // usable
-	chReopening                     // reopened after a server close; calls queue behind the reopen
-	chClosing                       // Close sent channel.close; no new calls
-	chClosed                        // ended for good
+	chOpen       channelState = iota // usable
+	chReopening                      // reopened after a server close; calls queue behind the reopen
+	chRecovering                     // its connection is being recovered; calls wait for recovered
+	chClosing                        // Close sent channel.close; no new calls
+	chClosed                         // ended for good
 )
 
 // Channel opens a new channel, bounded by ctx. Channel numbers are allocated
@@ -73,6 +82,15 @@ const (
 // channel closes. If ctx ends before open-ok arrives, the channel the server
 // opens anyway is closed again when it does.
 func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
+	if err := c.waitUp(ctx); err != nil {
+		return nil, err
+	}
+	return c.openChannel(ctx)
+}
+
+// openChannel opens a channel on the current link without waiting for a
+// recovery: recovery itself uses it.
+func (c *Connection) openChannel(ctx context.Context) (*Channel, error) {
 	ch, err := c.allocChannel()
 	if err != nil {
 		return nil, err
@@ -105,18 +123,18 @@ var ErrNoFreeChannel = errors.New("amqp: no free channel number (channel_max rea
 func (c *Connection) allocChannel() (*Channel, error) {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
-	select {
-	case <-c.done:
+	if c.isDone() {
 		return nil, c.closedErr()
-	default:
 	}
-	n := int(c.channelMax)
+	l := c.cur.Load()
+	n := min(int(l.channelMax), len(c.channels)-1)
 	for i := 0; i < n; i++ {
 		id := uint16((int(c.nextID)+i)%n + 1)
-		if c.channels[id].Load() == nil && !c.reserved[id] {
+		if c.channels[id].Load() == nil && !l.reserved[id] {
 			ch := newChannel(c, id)
+			ch.link.Store(l)
 			c.channels[id].Store(ch)
-			c.nextID = id % c.channelMax
+			c.nextID = id % uint16(n)
 			return ch, nil
 		}
 	}
@@ -131,11 +149,11 @@ func (c *Connection) releaseChannel(ch *Channel, reserve bool) {
 	if c.channels[ch.id].Load() == ch {
 		c.channels[ch.id].Store(nil)
 	}
-	if reserve {
-		if c.reserved == nil {
-			c.reserved = map[uint16]bool{}
+	if l := ch.link.Load(); reserve && l != nil && !l.ended() {
+		if l.reserved == nil {
+			l.reserved = map[uint16]bool{}
 		}
-		c.reserved[ch.id] = true
+		l.reserved[ch.id] = true
 	}
 }
 
@@ -200,6 +218,12 @@ func (ch *Channel) Close(ctx context.Context) error {
 			return ch.ctxError(&ChannelClose{}, ctx.Err())
 		}
 	}
+	if ch.state == chRecovering {
+		// Nothing to tell a server that has not seen the channel yet.
+		ch.mu.Unlock()
+		ch.finish(ErrClosed)
+		return nil
+	}
 	ch.state = chClosing
 	// The reader may be waiting for room in a consumer's buffer; it must
 	// go on, or it would never read the close-ok.
@@ -207,7 +231,7 @@ func (ch *Channel) Close(ctx context.Context) error {
 		c.stopBackpressure()
 	}
 	p := &pendingCall{req: &ChannelClose{}, reply: make(chan callResult, 1)}
-	err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
+	err := ch.link.Load().w.appendFrames(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, ch.id, &ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"})
 	})
 	if err == nil {
@@ -239,6 +263,8 @@ func (ch *Channel) usableLocked(m Method) error {
 		return fmt.Errorf("%w: channel %d is closing", ErrClosed, ch.id)
 	case chClosed:
 		return ch.err
+	case chRecovering:
+		return errRecovering
 	}
 	return nil
 }
@@ -258,6 +284,10 @@ func (ch *Channel) end(err error, reserve bool) {
 	ch.state = chClosed
 	ch.err = err
 	close(ch.done)
+	if ch.recovered != nil {
+		close(ch.recovered) // waiters see done
+		ch.recovered = nil
+	}
 	calls := ch.calls.drain()
 	consumers := ch.takeConsumersLocked()
 	ch.confirms.failAll(err)
@@ -277,13 +307,13 @@ func (ch *Channel) end(err error, reserve bool) {
 
 // handleFrame processes one frame for this channel on the reader goroutine.
 // It never blocks on user code; an error it returns ends the connection.
-func (ch *Channel) handleFrame(f Frame) error {
+func (ch *Channel) handleFrame(l *link, f Frame) error {
 	switch f.Type {
 	case FrameMethod:
 		if ch.asm.active() {
 			return unexpectedFrame(ch.id, "method frame in the middle of a message")
 		}
-		m, err := decodeMethodInto(f.Payload, &ch.conn.strings, &ch.rx)
+		m, err := decodeMethodInto(f.Payload, &l.strings, &ch.rx)
 		if err != nil {
 			return err
 		}
@@ -293,7 +323,7 @@ func (ch *Channel) handleFrame(f Frame) error {
 		}
 		return ch.handleMethod(m)
 	case FrameHeader:
-		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, &ch.conn.strings)
+		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, &l.strings)
 		if err != nil || !done {
 			return err
 		}
@@ -366,6 +396,17 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 		return
 	}
 	ch.sendLocked(&ChannelCloseOk{}, nil)
+	if ch.state == chRecovering {
+		// A step of the connection recovery failed: the recovery sees the
+		// error in its call and opens the channel again.
+		calls := ch.calls.drain()
+		ch.opened = false
+		ch.mu.Unlock()
+		for _, p := range calls {
+			p.resolve(callResult{err: cause})
+		}
+		return
+	}
 	// A close during Close, in answer to a reopen step, or before the channel
 	// ever opened is final: reopening again could fail the same way forever.
 	if ch.state == chClosing || ch.reopenSteps > 0 || !ch.opened {
@@ -381,7 +422,7 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	consumers := ch.takeConsumersLocked()
 	ch.confirms.failAll(cause)
 	ch.signalConfirmProgressLocked()
-	ch.generation++
+	ch.generation.Add(1)
 	ch.settle.reset()
 	ch.txSettled, ch.rollbacks = nil, nil
 	ch.asm = assembly{}
@@ -456,7 +497,7 @@ func (ch *Channel) noteReply(m Method) {
 	case *BasicRecover:
 		// The server requeued every unacknowledged delivery: their tags are
 		// void, and the redeliveries that follow get new ones.
-		ch.generation++
+		ch.generation.Add(1)
 		ch.settle.reset()
 		ch.txSettled = nil
 	case *TxRollback:
@@ -492,7 +533,7 @@ func (ch *Channel) noteSentLocked(m Method) {
 		// saw the request but that is read afterwards is misfiled as current;
 		// its ack then still gets the server's 406.)
 		if m.Requeue {
-			ch.generation++
+			ch.generation.Add(1)
 			ch.settle.reset()
 			ch.txSettled = nil
 		}

@@ -135,6 +135,14 @@ type Config struct {
 	// context carries the ConnectionTimeout deadline. Nil means a
 	// net.Dialer with default settings.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Recovery, when non-nil, turns on automatic connection recovery: a
+	// connection lost to a network failure, a heartbeat timeout or a
+	// recoverable server close is re-established behind the same
+	// *Connection, *Channel and *Consumer values. Nil (the default) means a
+	// lost connection stays lost. See [RecoveryConfig] and the package
+	// documentation's section on recovery.
+	Recovery *RecoveryConfig
 }
 
 // withDefaults returns a copy of c with every zero field replaced by its
@@ -197,6 +205,10 @@ func (c Config) withDefaults() (Config, error) {
 	if d.Dial == nil {
 		var dialer net.Dialer
 		d.Dial = dialer.DialContext
+	}
+	if c.Recovery != nil {
+		r := c.Recovery.withDefaults()
+		d.Recovery = &r
 	}
 	d.ClientProperties = c.clientProperties()
 	return d, nil
@@ -424,6 +436,9 @@ func (c Config) String() string {
 	if c.Dial != nil {
 		field("Dial", "custom")
 	}
+	if c.Recovery != nil {
+		field("Recovery", c.Recovery.String())
+	}
 	b.WriteByte('}')
 	return b.String()
 }
@@ -486,6 +501,9 @@ func (c Config) LogValue() slog.Value {
 	}
 	if c.Dial != nil {
 		attrs = append(attrs, slog.Bool("custom_dial", true))
+	}
+	if c.Recovery != nil {
+		attrs = append(attrs, slog.String("recovery", c.Recovery.String()))
 	}
 	return slog.GroupValue(attrs...)
 }

@@ -19,7 +19,8 @@ type Confirmation struct {
 	// For matching a basic.return to this publish; guarded by ch.mu.
 	mandatory         bool
 	exchange, rkey    string
-	returnedBeforeAck *Return // the return matched to this publish, awaiting its ack
+	returnedBeforeAck *Return     // the return matched to this publish, awaiting its ack
+	msg               *Publishing // kept for republishing after a connection loss (RecoveryConfig.Republish); guarded by ch.mu
 
 	mu   sync.Mutex
 	done chan struct{} // created on first need; closed when resolved
@@ -77,7 +78,13 @@ func (c *Confirmation) Requested() bool { return c.requested }
 
 // DeliveryTag returns the publish sequence number the server's ack or nack
 // carries (0 outside confirm mode).
-func (c *Confirmation) DeliveryTag() uint64 { return c.seq }
+// After a connection recovery with RecoveryConfig.Republish it is the
+// sequence number of the message's republication.
+func (c *Confirmation) DeliveryTag() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seq
+}
 
 // Done returns a channel closed when the outcome is known.
 func (c *Confirmation) Done() <-chan struct{} {
@@ -107,7 +114,7 @@ func (c *Confirmation) Wait(ctx context.Context) error {
 		select {
 		case <-progress:
 		case <-ctx.Done():
-			return fmt.Errorf("amqp: waiting for publisher confirmation %d: %w", c.seq, ctx.Err())
+			return fmt.Errorf("amqp: waiting for publisher confirmation %d: %w", c.DeliveryTag(), ctx.Err())
 		}
 	}
 }
@@ -205,6 +212,30 @@ func (t *confirmTracker) add(ch *Channel) *Confirmation {
 	return c
 }
 
+// readd registers a publish again after it was republished on a recovered
+// channel, with the next sequence number.
+func (t *confirmTracker) readd(c *Confirmation) {
+	c.mu.Lock()
+	c.seq = t.nextSeq
+	c.mu.Unlock()
+	c.returnedBeforeAck = nil
+	t.nextSeq++
+	t.pending = append(t.pending, c)
+}
+
+// takePending removes and returns the outstanding publishes that can be
+// republished (those whose message was kept), in sequence order.
+func (t *confirmTracker) takePending() []*Confirmation {
+	var out []*Confirmation
+	for i, c := range t.pending {
+		if c != nil && c.msg != nil {
+			out = append(out, c)
+			t.pending[i] = nil
+		}
+	}
+	return out
+}
+
 // resolve settles tag, or with multiple every publish up to tag, and returns
 // how many it settled.
 func (t *confirmTracker) resolve(tag uint64, multiple, nack bool) int {
@@ -229,6 +260,7 @@ func (t *confirmTracker) resolve(tag uint64, multiple, nack bool) int {
 			err = ErrNacked
 		}
 		c.resolve(err, ret)
+		c.msg = nil
 		t.pending[i] = nil
 		n++
 	}
@@ -270,6 +302,7 @@ func (t *confirmTracker) failAll(err error) {
 	for _, c := range t.pending {
 		if c != nil {
 			c.resolve(err, nil)
+			c.msg = nil
 		}
 	}
 	*t = confirmTracker{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"iter"
 	"sync"
+	"sync/atomic"
 )
 
 // Consumer receives the deliveries of one basic.consume subscription. Read
@@ -19,11 +20,15 @@ import (
 // server. While the reader waits, nothing else on the connection is read,
 // so read deliveries promptly or set a prefetch.
 type Consumer struct {
-	ch       *Channel
-	tag      string
-	noAck    bool
-	onCancel func(consumerTag string)
-	limit    int
+	ch          *Channel
+	tag         string
+	noAck       bool
+	onCancel    func(consumerTag string)
+	limit       int
+	resubscribe bool
+	seq         uint64 // creation order: a recovery subscribes consumers in this order
+
+	args BasicConsume // for subscribing again; Queue follows a renamed queue; guarded by mu
 
 	mu         sync.Mutex
 	queue      []*Delivery   // buffered deliveries; head at queue[head]
@@ -54,7 +59,19 @@ type ConsumerOptions struct {
 	// BufferLimit is how many deliveries may wait in the consumer's buffer
 	// before the connection stops reading. Zero means DefaultBufferLimit.
 	BufferLimit int
+
+	// Resubscribe makes a consumer that the server cancels (its queue was
+	// deleted, or the queue's node went down) subscribe again instead of
+	// ending: with the backoff of Config.Recovery (or its defaults), the
+	// library checks that the queue exists (passively, on a channel of its
+	// own) and then sends basic.consume with the same tag and arguments,
+	// until it succeeds or the consumer is cancelled or its channel ends.
+	// OnCancel, if set, is still told of each cancellation; OnRecovery
+	// listeners are told of each failed attempt and of the success.
+	Resubscribe bool
 }
+
+var consumerSeq atomic.Uint64
 
 var (
 	// ErrConsumerCancelled ends a consumer that was cancelled by
@@ -83,13 +100,16 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 		return nil, ErrNoWaitConsume
 	}
 	c := &Consumer{
-		ch:       ch,
-		tag:      args.ConsumerTag,
-		noAck:    args.NoAck,
-		onCancel: opt.OnCancel,
-		limit:    opt.BufferLimit,
-		ready:    make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		ch:          ch,
+		tag:         args.ConsumerTag,
+		noAck:       args.NoAck,
+		onCancel:    opt.OnCancel,
+		limit:       opt.BufferLimit,
+		resubscribe: opt.Resubscribe,
+		seq:         consumerSeq.Add(1),
+		args:        args,
+		ready:       make(chan struct{}, 1),
+		done:        make(chan struct{}),
 	}
 	if c.limit <= 0 {
 		c.limit = DefaultBufferLimit
@@ -103,6 +123,7 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 		defer ch.mu.Unlock()
 		c.mu.Lock()
 		c.tag = r.m.(*BasicConsumeOk).ConsumerTag
+		c.args.ConsumerTag = c.tag
 		abandoned := c.abandoned
 		c.registered = true
 		c.mu.Unlock()
@@ -319,6 +340,29 @@ func (c *Consumer) end(err error, dropAckable bool) {
 	}
 }
 
+// consumeArgs returns the basic.consume that subscribes the consumer again.
+func (c *Consumer) consumeArgs() BasicConsume {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.args
+}
+
+// dropAckable discards buffered deliveries that need an acknowledgement:
+// their channel was lost, so the server requeued them and their tags are void.
+func (c *Consumer) dropAckable() {
+	if c.noAck {
+		return
+	}
+	c.mu.Lock()
+	clear(c.queue)
+	c.queue, c.head = c.queue[:0], 0
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+	c.mu.Unlock()
+}
+
 // takeConsumersLocked removes every consumer from the channel. ch.mu must be held.
 func (ch *Channel) takeConsumersLocked() []*Consumer {
 	ch.lastConsumer = nil
@@ -361,7 +405,7 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 		c = ch.consumers[m.ConsumerTag]
 		ch.lastConsumer = c
 	}
-	d.ch, d.generation = ch, ch.generation
+	d.ch, d.generation = ch, ch.generation.Load()
 	d.noAck = c == nil || c.noAck
 	ch.settle.received(m.DeliveryTag, d.noAck)
 	if c == nil {
@@ -372,22 +416,10 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 	}
 	ch.mu.Unlock()
 	if full := c.push(d); full != nil && !ch.conn.closeRequested() {
-		ch.conn.waitForRoom(full, c.done)
+		if l := ch.link.Load(); l != nil {
+			l.waitForRoom(full, c.done)
+		}
 	}
-}
-
-// waitForRoom blocks the reader until a consumer's buffer has room: the
-// documented backpressure for consumers that outrun the application.
-func (c *Connection) waitForRoom(room, consumerDone <-chan struct{}) {
-	c.paused.Store(true)
-	select {
-	case <-room:
-	case <-consumerDone:
-	case <-c.closeCalled: // Close must be able to read its close-ok
-	case <-c.done:
-	}
-	c.lastRead.Store(nowNano()) // the silence was ours, not the server's
-	c.paused.Store(false)
 }
 
 // serverCancelled handles the server's basic.cancel for a consumer.
@@ -402,6 +434,16 @@ func (ch *Channel) serverCancelled(tag string) {
 	if c.onCancel != nil {
 		fn := c.onCancel
 		ch.conn.events.push(func() { fn(tag) })
+	}
+	if c.resubscribe {
+		ch.conn.wg.Add(1) // the reader is counted, so Close cannot be past its Wait
+		go func() {
+			defer ch.conn.wg.Done()
+			ch.resubscribe(c)
+		}()
+		return
+	}
+	if c.onCancel != nil {
 		c.end(ErrConsumerCancelled, false)
 		return
 	}
@@ -421,7 +463,7 @@ func (ch *Channel) requeueUnread(c *Consumer) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	for _, d := range unread {
-		if d.generation == ch.generation && ch.settle.settle(d.DeliveryTag, false) == nil {
+		if d.generation == ch.generation.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
 			ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
 		}
 	}

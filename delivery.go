@@ -87,7 +87,7 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 	}
 	ch := d.ch
 	return ch.sendIf(ctx, m, func() error {
-		if d.generation != ch.generation {
+		if d.generation != ch.generation.Load() {
 			return ErrStaleDelivery
 		}
 		var newly []uint64

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync/atomic"
 	"time"
 )
 
@@ -38,23 +37,23 @@ const maxSecureRounds = 16
 // handshake runs the opening of the connection on the raw socket, before any
 // of the connection's goroutines exist: protocol header, start/start-ok,
 // secure/secure-ok rounds, tune/tune-ok, open/open-ok.
-func (c *Connection) handshake(ctx context.Context) error {
-	if _, err := c.conn.Write(ProtocolHeader[:]); err != nil {
+func (l *link) handshake(ctx context.Context) error {
+	if _, err := l.conn.Write(ProtocolHeader[:]); err != nil {
 		return fmt.Errorf("amqp: sending protocol header: %w", err)
 	}
-	if err := c.checkProtocolHeaderReply(); err != nil {
+	if err := l.checkProtocolHeaderReply(); err != nil {
 		return err
 	}
 
-	start, err := expectMethod[*ConnectionStart](c, "connection.start")
+	start, err := expectMethod[*ConnectionStart](l, "connection.start")
 	if err != nil {
 		return err
 	}
 	if start.VersionMajor != 0 || start.VersionMinor != 9 {
 		return fmt.Errorf("%w: server speaks %d-%d", ErrProtocolVersion, start.VersionMajor, start.VersionMinor)
 	}
-	c.serverProperties = start.ServerProperties
-	mech, err := pickMechanism(start.Mechanisms, c.cfg.SASL)
+	l.serverProperties = start.ServerProperties
+	mech, err := pickMechanism(start.Mechanisms, l.c.cfg.SASL)
 	if err != nil {
 		return err
 	}
@@ -62,11 +61,11 @@ func (c *Connection) handshake(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("amqp: %s authentication: %w", mech.Name(), err)
 	}
-	if err := c.writeHandshakeMethod(&ConnectionStartOk{
-		ClientProperties: c.cfg.clientProperties(),
+	if err := l.writeHandshakeMethod(&ConnectionStartOk{
+		ClientProperties: l.c.cfg.clientProperties(),
 		Mechanism:        mech.Name(),
 		Response:         string(response),
-		Locale:           c.cfg.Locale,
+		Locale:           l.c.cfg.Locale,
 	}); err != nil {
 		return err
 	}
@@ -76,7 +75,7 @@ func (c *Connection) handshake(ctx context.Context) error {
 		if rounds > maxSecureRounds {
 			return fmt.Errorf("amqp: %s authentication: server sent more than %d connection.secure challenges", mech.Name(), maxSecureRounds)
 		}
-		m, err := c.readHandshakeMethod("connection.tune")
+		m, err := l.readHandshakeMethod("connection.tune")
 		if err != nil {
 			return err
 		}
@@ -89,7 +88,7 @@ func (c *Connection) handshake(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("amqp: %s authentication: %w", mech.Name(), err)
 			}
-			if err := c.writeHandshakeMethod(&ConnectionSecureOk{Response: string(response)}); err != nil {
+			if err := l.writeHandshakeMethod(&ConnectionSecureOk{Response: string(response)}); err != nil {
 				return err
 			}
 		case *ConnectionTune:
@@ -99,26 +98,25 @@ func (c *Connection) handshake(ctx context.Context) error {
 		}
 	}
 
-	tuned, err := c.cfg.negotiate(tune.ChannelMax, tune.FrameMax, tune.Heartbeat)
+	tuned, err := l.c.cfg.negotiate(tune.ChannelMax, tune.FrameMax, tune.Heartbeat)
 	if err != nil {
 		return err
 	}
-	c.channelMax, c.frameMax = tuned.channelMax, tuned.frameMax
-	c.heartbeat = time.Duration(tuned.heartbeat) * time.Second
-	if err := c.writeHandshakeMethod(&ConnectionTuneOk{
+	l.channelMax, l.frameMax = tuned.channelMax, tuned.frameMax
+	l.heartbeat = time.Duration(tuned.heartbeat) * time.Second
+	if err := l.writeHandshakeMethod(&ConnectionTuneOk{
 		ChannelMax: tuned.channelMax,
 		FrameMax:   tuned.frameMax,
 		Heartbeat:  tuned.heartbeat,
 	}); err != nil {
 		return err
 	}
-	c.fr.SetMaxFrameSize(c.frameMax)
-	c.channels = make([]atomic.Pointer[Channel], int(c.channelMax)+1)
+	l.fr.SetMaxFrameSize(l.frameMax)
 
-	if err := c.writeHandshakeMethod(&ConnectionOpen{VirtualHost: c.cfg.Vhost}); err != nil {
+	if err := l.writeHandshakeMethod(&ConnectionOpen{VirtualHost: l.c.cfg.Vhost}); err != nil {
 		return err
 	}
-	if _, err := expectMethod[*ConnectionOpenOk](c, "connection.open-ok"); err != nil {
+	if _, err := expectMethod[*ConnectionOpenOk](l, "connection.open-ok"); err != nil {
 		return err
 	}
 	return nil
@@ -126,8 +124,8 @@ func (c *Connection) handshake(ctx context.Context) error {
 
 // checkProtocolHeaderReply catches a server that answers our protocol header
 // with its own: it does not speak 0-9-1 and is about to close the socket.
-func (c *Connection) checkProtocolHeaderReply() error {
-	b, err := c.fr.r.Peek(4)
+func (l *link) checkProtocolHeaderReply() error {
+	b, err := l.fr.r.Peek(4)
 	if err != nil {
 		return handshakeReadError(err, "connection.start")
 	}
@@ -135,18 +133,18 @@ func (c *Connection) checkProtocolHeaderReply() error {
 		return nil
 	}
 	var perr ProtocolVersionError
-	if _, err := io.ReadFull(c.fr.r, perr.Header[:]); err != nil {
+	if _, err := io.ReadFull(l.fr.r, perr.Header[:]); err != nil {
 		return handshakeReadError(err, "connection.start")
 	}
 	return &perr
 }
 
-func (c *Connection) writeHandshakeMethod(m Method) error {
+func (l *link) writeHandshakeMethod(m Method) error {
 	buf, err := appendMethodFrame(nil, 0, m)
 	if err != nil {
 		return err
 	}
-	if _, err := c.conn.Write(buf); err != nil {
+	if _, err := l.conn.Write(buf); err != nil {
 		return fmt.Errorf("sending %s: %w", m.MethodName(), err)
 	}
 	return nil
@@ -155,9 +153,9 @@ func (c *Connection) writeHandshakeMethod(m Method) error {
 // readHandshakeMethod reads the next method on channel 0. A connection.close
 // from the server (such as 403 ACCESS_REFUSED or 530 NOT_ALLOWED) comes back
 // as its *Error after the close-ok is sent.
-func (c *Connection) readHandshakeMethod(want string) (Method, error) {
+func (l *link) readHandshakeMethod(want string) (Method, error) {
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := l.fr.ReadFrame()
 		if err != nil {
 			return nil, handshakeReadError(err, want)
 		}
@@ -172,7 +170,7 @@ func (c *Connection) readHandshakeMethod(want string) (Method, error) {
 			return nil, err
 		}
 		if cl, ok := m.(*ConnectionClose); ok {
-			_ = c.writeHandshakeMethod(&ConnectionCloseOk{})
+			_ = l.writeHandshakeMethod(&ConnectionCloseOk{})
 			return nil, &Error{Code: cl.ReplyCode, Reason: cl.ReplyText, ClassID: cl.FailingClassID, MethodID: cl.FailingMethodID,
 				Server: true, Connection: true}
 		}
@@ -180,8 +178,8 @@ func (c *Connection) readHandshakeMethod(want string) (Method, error) {
 	}
 }
 
-func expectMethod[M Method](c *Connection, want string) (M, error) {
-	m, err := c.readHandshakeMethod(want)
+func expectMethod[M Method](l *link, want string) (M, error) {
+	m, err := l.readHandshakeMethod(want)
 	if err != nil {
 		var zero M
 		return zero, err

@@ -9,29 +9,29 @@ import (
 // a heartbeat frame when nothing was written for half the negotiated interval
 // (so the server always hears from us in time), and it ends the connection
 // with ErrHeartbeatTimeout when nothing was read for two intervals.
-func (c *Connection) heartbeatLoop() {
-	interval := c.heartbeat
+func (l *link) heartbeatLoop() {
+	interval := l.heartbeat
 	sendAfter, deadAfter := interval/2, 2*interval
 	timer := time.NewTimer(sendAfter)
 	defer timer.Stop()
 	for {
 		select {
-		case <-c.done:
+		case <-l.done:
 			return
 		case <-timer.C:
 		}
 		now := time.Now()
-		lastWrite := time.Unix(0, c.w.lastWrite.Load())
+		lastWrite := time.Unix(0, l.w.lastWrite.Load())
 		if now.Sub(lastWrite) >= sendAfter {
-			_ = c.w.appendFrames(appendHeartbeat)
+			_ = l.w.appendFrames(appendHeartbeat)
 			lastWrite = now // the writer stamps the real time once it is written
 		}
-		lastRead := time.Unix(0, c.lastRead.Load())
-		if !c.paused.Load() && now.Sub(lastRead) >= deadAfter {
-			c.shutdown(ErrHeartbeatTimeout)
+		lastRead := time.Unix(0, l.lastRead.Load())
+		if !l.paused.Load() && now.Sub(lastRead) >= deadAfter {
+			l.shutdown(ErrHeartbeatTimeout)
 			return
 		}
-		if c.paused.Load() {
+		if l.paused.Load() {
 			lastRead = now // our own backpressure: count silence from when it ends
 		}
 		next := min(lastWrite.Add(sendAfter).Sub(now), lastRead.Add(deadAfter).Sub(now))
@@ -45,16 +45,19 @@ func appendHeartbeat(b []byte) ([]byte, error) { return AppendHeartbeatFrame(b),
 // their own liveness scheme on top of (or instead of) the negotiated one.
 // ctx bounds waiting for room in the write queue.
 func (c *Connection) SendHeartbeat(ctx context.Context) error {
-	select {
-	case <-c.done:
-		return c.closedErr()
-	default:
-	}
-	if err := c.w.waitRoom(ctx); err != nil {
+	if err := c.waitUp(ctx); err != nil {
 		return err
 	}
-	if err := c.w.appendFrames(appendHeartbeat); err != nil {
-		return c.closedErr()
+	l := c.cur.Load()
+	if err := l.w.waitRoom(ctx); err != nil {
+		return err
+	}
+	if err := l.w.appendFrames(appendHeartbeat); err != nil {
+		<-l.detached
+		if c.isDone() {
+			return c.closedErr()
+		}
+		return c.lostErr(l.err)
 	}
 	return nil
 }

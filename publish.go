@@ -43,34 +43,40 @@ func (ch *Channel) Publish(ctx context.Context, msg Publishing) (*Confirmation, 
 	if msg.Immediate && !ch.allowImmediate.Load() {
 		return failedConfirmation(ErrImmediateUnsupported), ErrImmediateUnsupported
 	}
-	if err := ch.waitPublishable(ctx); err != nil {
-		return failedConfirmation(err), err
-	}
 	method := BasicPublish{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
-	frameMax := ch.conn.frameMax
-
-	ch.mu.Lock()
-	if err := ch.usableLocked(&method); err != nil {
-		ch.mu.Unlock()
-		return failedConfirmation(err), err
-	}
-	err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
-		return appendPublishFrames(b, ch.id, &method, &msg.Properties, msg.Body, frameMax)
-	})
-	if err != nil {
-		ch.mu.Unlock()
-		err = ch.sendError(&method, err)
-		return failedConfirmation(err), err
-	}
-	conf := settled
-	if ch.confirms.active {
-		conf = ch.confirms.add(ch)
-		if msg.Mandatory {
-			conf.mandatory, conf.exchange, conf.rkey = true, msg.Exchange, msg.RoutingKey
+	for {
+		if err := ch.waitPublishable(ctx); err != nil {
+			return failedConfirmation(err), err
 		}
+		l, err := ch.lockForSend(ctx, &method)
+		if err != nil {
+			return failedConfirmation(err), err
+		}
+		frameMax := l.frameMax
+		err = l.w.appendFrames(func(b []byte) ([]byte, error) {
+			return appendPublishFrames(b, ch.id, &method, &msg.Properties, msg.Body, frameMax)
+		})
+		if err != nil {
+			ch.mu.Unlock()
+			if err = ch.sendError(l, &method, err); err == errRetry {
+				continue // never sent: it goes out once the connection has recovered
+			}
+			return failedConfirmation(err), err
+		}
+		conf := settled
+		if ch.confirms.active {
+			conf = ch.confirms.add(ch)
+			if msg.Mandatory {
+				conf.mandatory, conf.exchange, conf.rkey = true, msg.Exchange, msg.RoutingKey
+			}
+			if ch.conn.republishing() {
+				kept := msg
+				conf.msg = &kept
+			}
+		}
+		ch.mu.Unlock()
+		return conf, nil
 	}
-	ch.mu.Unlock()
-	return conf, nil
 }
 
 // appendPublishFrames encodes a whole message: method, header and body frames. The
@@ -97,7 +103,8 @@ func appendPublishFrames(b []byte, channel uint16, m *BasicPublish, p *Propertie
 }
 
 // waitPublishable waits while the connection is blocked or the channel's
-// flow is paused, bounded by ctx.
+// flow is paused, bounded by ctx. (Room in the write queue and a recovery in
+// progress are waited for by lockForSend.)
 func (ch *Channel) waitPublishable(ctx context.Context) error {
 	if err := ch.conn.waitUnblocked(ctx); err != nil {
 		return err
@@ -108,7 +115,7 @@ func (ch *Channel) waitPublishable(ctx context.Context) error {
 		}
 		return fmt.Errorf("amqp: publish: channel %d paused by the server (channel.flow): %w", ch.id, err)
 	}
-	return ch.conn.w.waitRoom(ctx)
+	return nil
 }
 
 // serverFlow handles the server's channel.flow: pause or resume publishing

@@ -96,30 +96,14 @@ func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callR
 	if err := ctx.Err(); err != nil {
 		return callResult{}, ch.ctxError(req, err)
 	}
-	if err := ch.conn.w.waitRoom(ctx); err != nil {
-		return callResult{}, ch.ctxError(req, err)
-	}
-	p := &pendingCall{req: req, reply: make(chan callResult, 1), hook: hook}
-	ch.mu.Lock()
-	if err := ch.usableLocked(req); err != nil {
-		ch.mu.Unlock()
-		return callResult{}, err
-	}
-	err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
-		return appendMethodFrame(b, ch.id, req)
-	})
-	if err != nil {
-		ch.mu.Unlock()
-		return callResult{}, ch.sendError(req, err)
-	}
-	ch.noteSentLocked(req)
 	wait := expectsReply(req)
+	var p *pendingCall
 	if wait {
-		ch.calls.push(p)
+		p = &pendingCall{req: req, reply: make(chan callResult, 1), hook: hook}
 	}
-	ch.mu.Unlock()
-	if !wait {
-		return callResult{}, nil
+	err := ch.queue(ctx, req, nil, p)
+	if err != nil || !wait {
+		return callResult{}, err
 	}
 	select {
 	case r := <-p.reply:
@@ -136,38 +120,102 @@ func (ch *Channel) send(ctx context.Context, m Method) error { return ch.sendIf(
 // sendIf is send with a precondition checked under the channel lock, right
 // before the frame is queued; if it fails, nothing is sent.
 func (ch *Channel) sendIf(ctx context.Context, m Method, precondition func() error) error {
-	if err := ch.conn.w.waitRoom(ctx); err != nil {
-		return ch.ctxError(m, err)
-	}
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if err := ch.usableLocked(m); err != nil {
-		return err
-	}
-	if precondition != nil {
-		if err := precondition(); err != nil {
+	return ch.queue(ctx, m, precondition, nil)
+}
+
+// queue queues m for the socket once the channel takes requests: it waits
+// for room in the write queue and while the connection recovers (or fails
+// fast, by Config.Recovery), bounded by ctx. With p, the request's reply is
+// awaited as p. A request the dying link refused was never sent, so it waits
+// for the recovery and goes out on the new link.
+func (ch *Channel) queue(ctx context.Context, m Method, precondition func() error, p *pendingCall) error {
+	for {
+		l, err := ch.lockForSend(ctx, m)
+		if err != nil {
 			return err
 		}
+		if precondition != nil {
+			if err := precondition(); err != nil {
+				ch.mu.Unlock()
+				return err
+			}
+		}
+		err = l.w.appendFrames(func(b []byte) ([]byte, error) {
+			return appendMethodFrame(b, ch.id, m)
+		})
+		if err != nil {
+			ch.mu.Unlock()
+			if err = ch.sendError(l, m, err); err != errRetry {
+				return err
+			}
+			continue
+		}
+		ch.noteSentLocked(m)
+		if p != nil {
+			ch.calls.push(p)
+		}
+		ch.mu.Unlock()
+		return nil
 	}
-	if err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
-		return appendMethodFrame(b, ch.id, m)
-	}); err != nil {
-		return ch.sendError(m, err)
+}
+
+// lockForSend returns with ch.mu held and the link to write to once the
+// channel can take a new request m. Meanwhile it waits for room in the
+// link's write queue and for a recovery to finish, bounded by ctx.
+func (ch *Channel) lockForSend(ctx context.Context, m Method) (*link, error) {
+	for {
+		if l := ch.link.Load(); l != nil {
+			if err := l.w.waitRoom(ctx); err != nil {
+				return nil, ch.ctxError(m, err)
+			}
+		}
+		ch.mu.Lock()
+		err := ch.usableLocked(m)
+		if err == nil {
+			return ch.link.Load(), nil
+		}
+		if err != errRecovering {
+			ch.mu.Unlock()
+			return nil, err
+		}
+		recovered := ch.recovered
+		ch.mu.Unlock()
+		if err := ch.waitRecovered(ctx, m, recovered); err != nil {
+			return nil, err
+		}
 	}
-	ch.noteSentLocked(m)
-	return nil
+}
+
+// waitRecovered waits for a recovering channel to be usable again (or to
+// end), bounded by ctx; with Config.Recovery.FailFast it fails at once.
+func (ch *Channel) waitRecovered(ctx context.Context, m Method, recovered <-chan struct{}) error {
+	if ch.conn.cfg.Recovery != nil && ch.conn.cfg.Recovery.FailFast {
+		return fmt.Errorf("amqp: %s on channel %d: %w", m.MethodName(), ch.id, ErrRecovering)
+	}
+	select {
+	case <-recovered:
+		return nil
+	case <-ch.done:
+		return nil // usableLocked reports why
+	case <-ctx.Done():
+		return fmt.Errorf("amqp: %s on channel %d: waiting for the connection to recover: %w", m.MethodName(), ch.id, ctx.Err())
+	}
 }
 
 // sendLocked queues frames for internal protocol traffic (close-ok, reopen)
 // from the reader, never waiting. ch.mu must be held.
 func (ch *Channel) sendLocked(m Method, then func(callResult)) {
-	err := ch.conn.w.appendFrames(func(b []byte) ([]byte, error) {
+	l := ch.link.Load()
+	if l == nil {
+		return // recovering: nothing to answer on, and the server forgot the channel
+	}
+	err := l.w.appendFrames(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, ch.id, m)
 	})
 	if err == nil && then != nil {
 		ch.calls.push(&pendingCall{req: m, then: then})
 	}
-	// A failed append means the connection is ending; shutdown fails everything.
+	// A failed append means the link is ending; its end fails everything.
 }
 
 // complete hands a reply to the oldest pending call, checking that it is a
@@ -199,15 +247,32 @@ func (ch *Channel) ctxError(m Method, err error) error {
 	return fmt.Errorf("amqp: %s on channel %d: %w", m.MethodName(), ch.id, err)
 }
 
-// sendError explains why a frame could not be queued: the connection ending,
-// or an encoding problem (after which the connection is fine).
-func (ch *Channel) sendError(m Method, err error) error {
-	if errors.Is(err, errWriterDown) {
-		<-ch.conn.done // the writer stops only as part of shutdown
-		return ch.conn.closedErr()
+// sendError explains why a frame could not be queued on link l: an
+// encoding problem (after which the connection is fine), or the link ending.
+// For the latter it waits until the channel has been ended or set to
+// recover, and returns errRetry when the request should go out after the
+// recovery instead.
+func (ch *Channel) sendError(l *link, m Method, err error) error {
+	if !errors.Is(err, errWriterDown) {
+		return err
 	}
-	return err
+	<-l.detached // the writer stops only as part of the link's end
+	if ch.Err() != nil || ch.conn.isDone() {
+		if ch.conn.isDone() {
+			return ch.conn.closedErr()
+		}
+		return ch.Err()
+	}
+	return errRetry
 }
+
+// errRetry tells a sender that its request was not sent and the channel is
+// recovering: it should wait and send it again.
+var errRetry = errors.New("amqp: retry after recovery")
+
+// errRecovering is usableLocked's report that the channel waits for a
+// connection recovery.
+var errRecovering = errors.New("amqp: channel is recovering")
 
 // callTyped is call for callers that want the reply as its concrete type.
 func callTyped[R any](ctx context.Context, ch *Channel, req Method) (*R, error) {

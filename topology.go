@@ -12,19 +12,24 @@ import "context"
 // arrives later as a channel error: the channel is reopened, [Channel.OnError]
 // listeners are told, and calls already waiting for a reply at that moment
 // return the *Error (calls made afterwards run on the reopened channel).
+//
+// With Config.Recovery on, successful declarations, bindings and deletions
+// are recorded so that a connection recovery can restore the topology;
+// passive declarations are not recorded, and a deletion forgets the entity
+// and its bindings.
 
 // ExchangeDeclare declares an exchange (exchange.declare): Type is "direct",
 // "fanout", "topic", "headers" or a plugin's type; Passive only checks that it
 // exists (404 NOT_FOUND if not).
 func (ch *Channel) ExchangeDeclare(ctx context.Context, args ExchangeDeclare) error {
-	_, err := ch.call(ctx, &args)
+	_, err := ch.callTopology(ctx, &args)
 	return err
 }
 
 // ExchangeDelete deletes an exchange (exchange.delete); with IfUnused, only
 // if it has no bindings (406 PRECONDITION_FAILED otherwise).
 func (ch *Channel) ExchangeDelete(ctx context.Context, args ExchangeDelete) error {
-	_, err := ch.call(ctx, &args)
+	_, err := ch.callTopology(ctx, &args)
 	return err
 }
 
@@ -32,13 +37,13 @@ func (ch *Channel) ExchangeDelete(ctx context.Context, args ExchangeDelete) erro
 // a RabbitMQ extension): messages routed by Source with a matching routing key
 // go on to Destination.
 func (ch *Channel) ExchangeBind(ctx context.Context, args ExchangeBind) error {
-	_, err := ch.call(ctx, &args)
+	_, err := ch.callTopology(ctx, &args)
 	return err
 }
 
 // ExchangeUnbind removes an exchange-to-exchange binding (exchange.unbind).
 func (ch *Channel) ExchangeUnbind(ctx context.Context, args ExchangeUnbind) error {
-	_, err := ch.call(ctx, &args)
+	_, err := ch.callTopology(ctx, &args)
 	return err
 }
 
@@ -51,22 +56,22 @@ func (ch *Channel) ExchangeUnbind(ctx context.Context, args ExchangeUnbind) erro
 // Names starting with "amq." are reserved: declaring one that does not exist
 // (other than passively) fails with 403 ACCESS_REFUSED.
 func (ch *Channel) QueueDeclare(ctx context.Context, args QueueDeclare) (QueueDeclareOk, error) {
-	ok, err := callTyped[QueueDeclareOk](ctx, ch, &args)
-	if err != nil || ok == nil {
+	r, err := ch.callTopology(ctx, &args)
+	if err != nil || r.m == nil {
 		return QueueDeclareOk{}, err
 	}
-	return *ok, nil
+	return *r.m.(*QueueDeclareOk), nil
 }
 
 // QueueBind binds a queue to an exchange (queue.bind).
 func (ch *Channel) QueueBind(ctx context.Context, args QueueBind) error {
-	_, err := ch.call(ctx, &args)
+	_, err := ch.callTopology(ctx, &args)
 	return err
 }
 
 // QueueUnbind removes a queue binding (queue.unbind; it has no no-wait form).
 func (ch *Channel) QueueUnbind(ctx context.Context, args QueueUnbind) error {
-	_, err := ch.call(ctx, &args)
+	_, err := ch.callTopology(ctx, &args)
 	return err
 }
 
@@ -85,9 +90,9 @@ func (ch *Channel) QueuePurge(ctx context.Context, args QueuePurge) (uint32, err
 // when the queue has consumers or messages. Consumers of a deleted queue are
 // cancelled by the server (see [ConsumerOptions.OnCancel]).
 func (ch *Channel) QueueDelete(ctx context.Context, args QueueDelete) (uint32, error) {
-	ok, err := callTyped[QueueDeleteOk](ctx, ch, &args)
-	if err != nil || ok == nil {
+	r, err := ch.callTopology(ctx, &args)
+	if err != nil || r.m == nil {
 		return 0, err
 	}
-	return ok.MessageCount, nil
+	return r.m.(*QueueDeleteOk).MessageCount, nil
 }

@@ -1,0 +1,333 @@
+package amqp
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// detach sets the channel to wait for a new link after its link was lost:
+// calls in flight fail with lost (they may or may not have taken effect),
+// unconfirmed publishes fail with ErrPublishLost or are kept for
+// republishing, deliveries not yet read that need an acknowledgement are
+// dropped (the server requeued them), and the generation moves on so that
+// older deliveries are stale. Consumers stay registered, to be subscribed
+// again. A channel that was opening, closing, or is the library's own ends.
+func (ch *Channel) detach(lost error) {
+	ch.mu.Lock()
+	if ch.state == chClosed {
+		ch.mu.Unlock()
+		return
+	}
+	if ch.state == chClosing || ch.internal || (!ch.opened && ch.state != chRecovering) {
+		ch.mu.Unlock()
+		ch.finish(lost)
+		return
+	}
+	ch.state = chRecovering
+	ch.link.Store(nil)
+	ch.opened = false
+	if ch.recovered == nil {
+		ch.recovered = make(chan struct{})
+	}
+	calls := ch.calls.drain()
+	ch.generation.Add(1)
+	ch.settle.reset()
+	ch.txSettled, ch.rollbacks = nil, nil
+	ch.asm = assembly{}
+	ch.reopenSteps = 0
+	ch.lastConsumer = nil
+	if ch.conn.republishing() && ch.confirms.active {
+		ch.republish = append(ch.republish, ch.confirms.takePending()...)
+	}
+	ch.confirms.failAll(fmt.Errorf("%w: %w", ErrPublishLost, lost))
+	ch.signalConfirmProgressLocked()
+	consumers := make([]*Consumer, 0, len(ch.consumers))
+	for _, c := range ch.consumers {
+		consumers = append(consumers, c)
+	}
+	ch.mu.Unlock()
+	ch.flow.open()
+	for _, p := range calls {
+		p.resolve(callResult{err: lost})
+	}
+	for _, c := range consumers {
+		c.dropAckable()
+	}
+}
+
+// reattach opens the channel again on the new link l and restores it: qos,
+// confirm and tx mode, every consumer, and the publishes kept for
+// republishing. A consumer whose basic.consume fails ends with the error
+// (reported to OnRecovery listeners); the channel is then opened again for
+// the others. It returns an error only when l or ctx ends.
+func (ch *Channel) reattach(ctx context.Context, l *link) error {
+	ch.mu.Lock()
+	if ch.state != chRecovering {
+		ch.mu.Unlock()
+		return nil
+	}
+	if ch.id > l.channelMax {
+		ch.mu.Unlock()
+		err := fmt.Errorf("%w: channel %d is above the new connection's channel_max %d", ErrClosed, ch.id, l.channelMax)
+		ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: fmt.Sprintf("channel %d", ch.id), Err: err})
+		ch.finish(err)
+		return nil
+	}
+	ch.link.Store(l)
+	ch.mu.Unlock()
+
+	for {
+		if err := ch.reopenOn(ctx); err != nil {
+			if lerr := linkErr(ctx, l); lerr != nil {
+				return lerr
+			}
+			// The server refused a mode it accepted before; the channel
+			// cannot be what the application set up.
+			ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: fmt.Sprintf("channel %d", ch.id), Err: err})
+			ch.finish(fmt.Errorf("%w: %w", ErrClosed, err))
+			return nil
+		}
+		closed, err := ch.resubscribeAll(ctx, l)
+		if err != nil {
+			return err
+		}
+		if closed {
+			continue // a consumer's failure closed the channel: open it again for the rest
+		}
+		if err := ch.republishKept(ctx, l); err != nil {
+			return err
+		}
+		ch.mu.Lock()
+		if ch.state == chRecovering && ch.opened {
+			ch.state = chOpen
+			if ch.recovered != nil {
+				close(ch.recovered)
+				ch.recovered = nil
+			}
+			ch.mu.Unlock()
+			return nil
+		}
+		ch.mu.Unlock()
+		if lerr := linkErr(ctx, l); lerr != nil {
+			return lerr
+		}
+		// Closed by the server between the steps: start over.
+	}
+}
+
+// reopenOn sends channel.open and re-applies qos, confirm and tx mode.
+func (ch *Channel) reopenOn(ctx context.Context) error {
+	if _, err := ch.recoveryCall(ctx, &ChannelOpen{}); err != nil {
+		return err
+	}
+	ch.mu.Lock()
+	ch.opened = true
+	steps := make([]Method, 0, 4)
+	if ch.globalPrefetch != nil {
+		steps = append(steps, ch.globalPrefetch)
+	}
+	if ch.prefetch != nil {
+		steps = append(steps, ch.prefetch)
+	}
+	if ch.confirmMode {
+		steps = append(steps, &ConfirmSelect{})
+	}
+	if ch.txMode {
+		steps = append(steps, &TxSelect{})
+	}
+	ch.mu.Unlock()
+	for _, m := range steps {
+		if _, err := ch.recoveryCall(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resubscribeAll subscribes every registered consumer again, with its tag
+// and arguments (and its queue's new name, if the queue was renamed). It
+// reports closed when a failure closed the channel.
+func (ch *Channel) resubscribeAll(ctx context.Context, l *link) (closed bool, err error) {
+	ch.mu.Lock()
+	consumers := make([]*Consumer, 0, len(ch.consumers))
+	for _, c := range ch.consumers {
+		consumers = append(consumers, c)
+	}
+	ch.mu.Unlock()
+	slices.SortFunc(consumers, func(a, b *Consumer) int { return int(a.seq - b.seq) })
+	for _, c := range consumers {
+		args := c.consumeArgs()
+		if _, err := ch.recoveryCall(ctx, &args); err != nil {
+			if lerr := linkErr(ctx, l); lerr != nil {
+				return false, lerr
+			}
+			ch.removeConsumer(c, err)
+			ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Err: err,
+				Entity: fmt.Sprintf("consumer %q on queue %q", args.ConsumerTag, args.Queue)})
+			ch.mu.Lock()
+			closed := !ch.opened
+			ch.mu.Unlock()
+			if closed {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// republishKept sends again, in order, the publishes that were unconfirmed
+// when the link was lost (RecoveryConfig.Republish); each Confirmation gets
+// its new sequence number.
+func (ch *Channel) republishKept(ctx context.Context, l *link) error {
+	for {
+		if err := l.w.waitRoom(ctx); err != nil {
+			return err
+		}
+		ch.mu.Lock()
+		if len(ch.republish) == 0 {
+			ch.mu.Unlock()
+			return nil
+		}
+		conf := ch.republish[0]
+		msg := conf.msg
+		method := BasicPublish{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
+		err := l.w.appendFrames(func(b []byte) ([]byte, error) {
+			return appendPublishFrames(b, ch.id, &method, &msg.Properties, msg.Body, l.frameMax)
+		})
+		if err != nil {
+			ch.mu.Unlock()
+			return linkErr(ctx, l)
+		}
+		ch.republish = ch.republish[1:]
+		if ch.confirms.active {
+			ch.confirms.readd(conf)
+		} else {
+			conf.resolve(nil, nil) // confirm mode could not be restored; finish has run or will
+		}
+		ch.mu.Unlock()
+	}
+}
+
+// recoveryCall sends m on a recovering channel (where application calls
+// wait) and waits for its reply, bounded by ctx.
+func (ch *Channel) recoveryCall(ctx context.Context, m Method) (callResult, error) {
+	ch.mu.Lock()
+	if ch.state != chRecovering {
+		ch.mu.Unlock()
+		if err := ch.Err(); err != nil {
+			return callResult{}, err
+		}
+		return callResult{}, fmt.Errorf("%w: channel %d is not recovering", ErrClosed, ch.id)
+	}
+	l := ch.link.Load()
+	var p *pendingCall
+	if expectsReply(m) {
+		p = &pendingCall{req: m, reply: make(chan callResult, 1)}
+	}
+	err := l.w.appendFrames(func(b []byte) ([]byte, error) {
+		return appendMethodFrame(b, ch.id, m)
+	})
+	if err != nil {
+		ch.mu.Unlock()
+		return callResult{}, ch.conn.lostErr(err)
+	}
+	ch.noteSentLocked(m)
+	if p == nil {
+		ch.mu.Unlock()
+		return callResult{}, nil
+	}
+	ch.calls.push(p)
+	ch.mu.Unlock()
+	select {
+	case r := <-p.reply:
+		return r, r.err
+	case <-ctx.Done():
+		return callResult{}, ch.ctxError(m, ctx.Err())
+	}
+}
+
+// resubscribe subscribes a consumer the server cancelled again
+// (ConsumerOptions.Resubscribe), with backoff, until it succeeds or the
+// consumer, its channel or the connection ends.
+func (ch *Channel) resubscribe(c *Consumer) {
+	rc := RecoveryConfig{}.withDefaults()
+	if ch.conn.cfg.Recovery != nil {
+		rc = *ch.conn.cfg.Recovery
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // ends with the loop, or ends the loop
+		select {
+		case <-c.done:
+		case <-ch.done:
+		case <-ch.conn.closeCalled:
+		case <-stop:
+		}
+		cancel()
+	}()
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(rc.backoff(attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			if err := ch.Err(); err != nil {
+				c.end(err, true)
+			}
+			return
+		}
+		args := c.consumeArgs()
+		entity := fmt.Sprintf("consumer %q on queue %q", args.ConsumerTag, args.Queue)
+		err := ch.queueExists(ctx, args.Queue)
+		if err == nil {
+			err = ch.subscribeAgain(ctx, c, &args)
+		}
+		if ctx.Err() != nil {
+			continue // the select above ends the loop
+		}
+		if err != nil {
+			ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: entity, Err: err, Attempt: attempt})
+			continue
+		}
+		ch.conn.emit(RecoveryEvent{Kind: RecoveryConsumerResubscribed, Entity: entity, Attempt: attempt})
+		return
+	}
+}
+
+// queueExists checks with a passive declare, on a channel of its own so
+// that a 404 closes that channel and not the consumer's.
+func (ch *Channel) queueExists(ctx context.Context, queue string) error {
+	tmp, err := ch.conn.Channel(ctx)
+	if err != nil {
+		return err
+	}
+	tmp.mu.Lock()
+	tmp.internal = true
+	tmp.mu.Unlock()
+	defer tmp.Close(context.WithoutCancel(ctx))
+	_, err = tmp.call(ctx, &QueueDeclare{Queue: queue, Passive: true})
+	return err
+}
+
+// subscribeAgain sends basic.consume for c and registers it on consume-ok.
+func (ch *Channel) subscribeAgain(ctx context.Context, c *Consumer, args *BasicConsume) error {
+	_, err := ch.callWithHook(ctx, args, func(r callResult) {
+		if r.err != nil {
+			return
+		}
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		c.mu.Lock()
+		ended := c.err != nil
+		c.mu.Unlock()
+		ch.consumers[c.tag] = c
+		if ended { // cancelled meanwhile: undo
+			ch.cancelAbandonedLocked(c)
+		}
+	})
+	return err
+}

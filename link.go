@@ -1,0 +1,308 @@
+package amqp
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// link is one incarnation of a connection: a socket, the handshake's
+// outcome, and the reader, writer and heartbeat goroutines that serve it.
+// A [Connection] has one link at a time; with recovery on, a lost link is
+// replaced by a new one while the Connection, its Channels and Consumers stay
+// the same objects.
+type link struct {
+	c    *Connection
+	conn net.Conn
+	addr string
+	fr   *FrameReader // reader-owned after the handshake
+	w    *writer
+
+	// Negotiated in connection.tune; fixed afterwards.
+	frameMax         uint32
+	channelMax       uint16
+	heartbeat        time.Duration
+	serverProperties Table
+
+	ch0 *Channel // channel 0: connection-level calls (close, update-secret)
+
+	reserved map[uint16]bool // channel ids not to reuse on this link (a close-ok may still be in flight); guarded by c.chMu
+
+	strings  stringCache  // reader-owned: interned consumer tags, exchanges, routing keys
+	lastRead atomic.Int64 // unix nanos of the last read from the socket
+	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)
+
+	// knownCause is why the link is about to end, recorded before a final
+	// frame (close-ok, or our connection.close) is queued: writing it may
+	// fail first, and the write error must not hide the real reason.
+	knownCause atomic.Pointer[error]
+	closeOnce  sync.Once
+	done       chan struct{} // closed when the link starts to end
+	err        error         // why it ended; written once before done is closed
+	// detached is closed once the connection has handled the end: every
+	// channel was ended or set to recover, so none still treats this link as
+	// its own. A sender that found the link dead waits for it, then retries.
+	// With recovery that happens only after the reader has exited, so no
+	// frame of the old link can reach a channel that is already recovering.
+	detached     chan struct{}
+	detachedOnce sync.Once
+	readerDone   chan struct{} // closed when the reader goroutine has returned
+}
+
+func (l *link) markDetached() { l.detachedOnce.Do(func() { close(l.detached) }) }
+
+// dialLink connects to addr and completes the handshake, bounded by ctx and
+// cfg.ConnectionTimeout. The link's goroutines are not started.
+func (c *Connection) dialLink(ctx context.Context, addr string) (*link, error) {
+	cfg := c.cfg
+	if cfg.ConnectionTimeout > 0 { // negative: bounded by ctx alone
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.ConnectionTimeout)
+		defer cancel()
+	}
+	conn, err := cfg.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// Until the handshake is done every read and write must end when ctx
+	// does: a silent peer cannot hold the dial past its deadline.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	l, err := c.handshakeLink(ctx, conn, addr)
+	if !stop() || err != nil {
+		conn.Close()
+		if err == nil || ctx.Err() != nil {
+			err = errors.Join(ctx.Err(), err)
+		}
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return l, nil
+}
+
+func (c *Connection) handshakeLink(ctx context.Context, conn net.Conn, addr string) (*link, error) {
+	if tc := c.cfg.tlsConfigFor(addr); tc != nil {
+		tlsConn := tls.Client(conn, tc)
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("tls handshake: %w", err)
+		}
+		conn = tlsConn
+	}
+	l := &link{
+		c:          c,
+		conn:       conn,
+		addr:       addr,
+		done:       make(chan struct{}),
+		detached:   make(chan struct{}),
+		readerDone: make(chan struct{}),
+	}
+	l.ch0 = newChannel(c, 0)
+	l.ch0.link.Store(l)
+	l.lastRead.Store(time.Now().UnixNano())
+	l.fr = NewFrameReader(readTracker{conn, &l.lastRead})
+	if err := l.handshake(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// readTracker records when the socket last delivered bytes, for the
+// heartbeat monitor, at the cost of one atomic store per read system call.
+type readTracker struct {
+	net.Conn
+	last *atomic.Int64
+}
+
+func (r readTracker) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	if n > 0 {
+		r.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// start launches the link's goroutines once the handshake is done. They are
+// counted in the connection's wait group, which Close waits for.
+func (l *link) start() {
+	c := l.c
+	l.w = newWriter(l.conn, func(err error) { l.shutdown(fmt.Errorf("%w: write: %w", ErrConnectionLost, err)) })
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); l.w.run() }()
+	go func() { defer c.wg.Done(); defer close(l.readerDone); l.readLoop() }()
+	if l.heartbeat > 0 {
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); l.heartbeatLoop() }()
+	}
+}
+
+// readLoop is the reader goroutine: the only code that reads the socket. It
+// decodes each frame and hands it to channel 0 or to its channel; no handler
+// it calls blocks on user code.
+func (l *link) readLoop() {
+	for {
+		f, err := l.fr.ReadFrame()
+		if err != nil {
+			l.readFailed(err)
+			return
+		}
+		if err := l.dispatch(f); err != nil {
+			l.protocolFailure(err)
+			return
+		}
+	}
+}
+
+func (l *link) dispatch(f Frame) error {
+	if f.Type == FrameHeartbeat {
+		if f.Channel != 0 {
+			return &Error{Code: CodeCommandInvalid, Reason: fmt.Sprintf("heartbeat frame on channel %d", f.Channel), Connection: true}
+		}
+		return nil // its arrival already counted in lastRead
+	}
+	if f.Channel == 0 {
+		if f.Type != FrameMethod {
+			return &Error{Code: CodeCommandInvalid, Reason: fmt.Sprintf("%s frame on channel 0", f.Type), Connection: true}
+		}
+		m, err := DecodeMethod(f.Payload)
+		if err != nil {
+			return err
+		}
+		return l.handleConnectionMethod(m)
+	}
+	ch := l.c.channel(f.Channel)
+	if ch == nil || ch.link.Load() != l {
+		// A frame for a channel we closed may still arrive; anything else on
+		// an unknown channel is the server's error, but not worth dying for.
+		// The late close-ok of a retired number makes it usable again.
+		if f.Type == FrameMethod && len(f.Payload) >= 4 &&
+			keyOf(binary.BigEndian.Uint16(f.Payload), binary.BigEndian.Uint16(f.Payload[2:])) == keyChannelCloseOk {
+			l.c.chMu.Lock()
+			delete(l.reserved, f.Channel)
+			l.c.chMu.Unlock()
+		}
+		return nil
+	}
+	return ch.handleFrame(l, f)
+}
+
+func (l *link) handleConnectionMethod(m Method) error {
+	switch m := m.(type) {
+	case *ConnectionClose:
+		// Answer, then end: the close-ok is flushed by shutdown.
+		var cause error = &Error{Code: m.ReplyCode, Reason: m.ReplyText, ClassID: m.FailingClassID, MethodID: m.FailingMethodID,
+			Server: true, Connection: true}
+		l.knownCause.Store(&cause)
+		_ = l.w.appendFrames(func(b []byte) ([]byte, error) {
+			return appendMethodFrame(b, 0, &ConnectionCloseOk{})
+		})
+		l.shutdown(cause)
+		return nil
+	case *ConnectionBlocked:
+		l.c.setBlocked(true, m.Reason)
+		return nil
+	case *ConnectionUnblocked:
+		l.c.setBlocked(false, "")
+		return nil
+	}
+	if isReplyKey(m.key()) {
+		return l.ch0.complete(m, nil)
+	}
+	return &Error{Code: CodeCommandInvalid, Reason: "unexpected " + m.MethodName() + " on channel 0", Connection: true}
+}
+
+// readFailed ends the link after the reader's error.
+func (l *link) readFailed(err error) {
+	switch {
+	case errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrMalformedFrame):
+		l.protocolFailure(err)
+		return
+	case l.c.closeRequested() && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)):
+		l.shutdown(ErrClosed)
+		return
+	}
+	l.shutdown(fmt.Errorf("%w: read: %w", ErrConnectionLost, err))
+}
+
+// protocolFailure ends the link because the server broke the protocol (or
+// sent what our limits refuse): tell the server why with connection.close,
+// then shut down without waiting for its close-ok.
+func (l *link) protocolFailure(err error) {
+	var amqpErr *Error
+	code := CodeFrameError
+	switch {
+	case errors.As(err, &amqpErr):
+		code = amqpErr.Code
+	case errors.Is(err, ErrUnknownMethod), errors.Is(err, ErrMalformedFrame):
+		code = CodeSyntaxError
+	}
+	reason := err.Error()
+	if len(reason) > maxShortstr {
+		reason = reason[:maxShortstr]
+	}
+	if amqpErr == nil {
+		err = fmt.Errorf("%w (sent connection.close %d %s)", err, uint16(code), code)
+	}
+	l.knownCause.Store(&err)
+	_ = l.w.appendFrames(func(b []byte) ([]byte, error) {
+		return appendMethodFrame(b, 0, &ConnectionClose{ReplyCode: code, ReplyText: reason})
+	})
+	l.shutdown(err)
+}
+
+// shutdown ends the link with cause: the connection either ends with it or,
+// with recovery on, sets its channels to recover and starts reconnecting
+// (see Connection.linkEnded). What is queued for the socket (such as a
+// close-ok) is flushed, then the socket closes and the link's goroutines
+// stop. Only the first cause counts.
+func (l *link) shutdown(cause error) {
+	if known := l.knownCause.Load(); known != nil {
+		cause = *known
+	}
+	l.closeOnce.Do(func() {
+		c := l.c
+		c.wg.Add(1) // the closer goroutine below; added before anyone can see done and Wait
+		l.err = cause
+		close(l.done)
+		c.linkEnded(l, cause) // closes l.detached, at once or once the reader has exited
+		// The writer flushes and exits on its own goroutine; the reader ends
+		// when the socket closes. Neither may be waited for here, since
+		// shutdown can run on either of them.
+		go func() {
+			defer c.wg.Done()
+			if l.w != nil {
+				l.w.shutdown()
+			}
+			l.conn.Close()
+		}()
+	})
+}
+
+// ended reports whether the link has started to end.
+func (l *link) ended() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitForRoom blocks the reader until a consumer's buffer has room: the
+// documented backpressure for consumers that outrun the application.
+func (l *link) waitForRoom(room, consumerDone <-chan struct{}) {
+	l.paused.Store(true)
+	select {
+	case <-room:
+	case <-consumerDone:
+	case <-l.c.closeCalled: // Close must be able to read its close-ok
+	case <-l.done:
+	}
+	l.lastRead.Store(nowNano()) // the silence was ours, not the server's
+	l.paused.Store(false)
+}

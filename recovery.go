@@ -1,0 +1,441 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+)
+
+// RecoveryConfig turns on and tunes automatic connection recovery
+// ([Config.Recovery]). The zero value is a working configuration: unlimited
+// attempts with backoff from 100 ms to 10 s, topology recovery on, and
+// calls that wait for the recovery (bounded by their context).
+type RecoveryConfig struct {
+	// MinBackoff is the delay before the first reconnection attempt; it
+	// doubles with each failed attempt up to MaxBackoff. Each delay is
+	// jittered (between half and all of it) so that many clients do not
+	// reconnect in step. Zero means 100 ms.
+	MinBackoff time.Duration
+	// MaxBackoff caps the delay between attempts. Zero means 10 s.
+	MaxBackoff time.Duration
+	// MaxAttempts is how many reconnection attempts (each trying every
+	// address once) are made before the connection ends with the last
+	// attempt's error. Zero means no limit.
+	MaxAttempts int
+
+	// FailFast makes calls made while the connection is recovering fail at
+	// once with an error matching ErrRecovering, instead of waiting for the
+	// recovery bounded by their context.
+	FailFast bool
+
+	// Republish makes publishes that were awaiting their confirmation when
+	// the connection was lost go out again on the recovered channel, in
+	// their original order; their Confirmation then resolves with the new
+	// ack or nack (DeliveryTag changes to the new sequence number). The
+	// library keeps each unconfirmed Publishing, body included, until it is
+	// confirmed, so the body must not be modified until then. Without
+	// Republish such a Confirmation resolves with an error matching
+	// ErrPublishLost, and the application decides. Either way the message
+	// may have reached the queue before the connection was lost, so
+	// consumers can see it twice.
+	Republish bool
+
+	// SkipTopology turns off topology recovery: exchanges, queues and
+	// bindings declared through the connection are not declared again.
+	// Channels and consumers are still recovered.
+	SkipTopology bool
+}
+
+func (r RecoveryConfig) withDefaults() RecoveryConfig {
+	if r.MinBackoff <= 0 {
+		r.MinBackoff = 100 * time.Millisecond
+	}
+	if r.MaxBackoff <= 0 {
+		r.MaxBackoff = 10 * time.Second
+	}
+	r.MaxBackoff = max(r.MaxBackoff, r.MinBackoff)
+	return r
+}
+
+// backoff returns the jittered delay before the given attempt (from 1).
+func (r RecoveryConfig) backoff(attempt int) time.Duration {
+	d := r.MinBackoff
+	for i := 1; i < attempt && d < r.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, r.MaxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// String describes the configuration.
+func (r RecoveryConfig) String() string {
+	return fmt.Sprintf("{MinBackoff:%s MaxBackoff:%s MaxAttempts:%d FailFast:%t Republish:%t SkipTopology:%t}",
+		r.MinBackoff, r.MaxBackoff, r.MaxAttempts, r.FailFast, r.Republish, r.SkipTopology)
+}
+
+var (
+	// ErrRecovering reports a call made while the connection was being
+	// recovered, with RecoveryConfig.FailFast set. It is recoverable: the
+	// same call may succeed once the recovery is done.
+	ErrRecovering = errors.New("amqp: connection is recovering")
+
+	// ErrPublishLost resolves the Confirmation of a publish that was
+	// awaiting its confirmation when the connection was lost (without
+	// RecoveryConfig.Republish). The message may or may not have reached
+	// its queues.
+	ErrPublishLost = errors.New("amqp: publish lost in reconnect: the connection dropped before the server confirmed it")
+)
+
+// RecoveryEventKind tells what a [RecoveryEvent] reports.
+type RecoveryEventKind uint8
+
+const (
+	// RecoveryStarted: the connection was lost (Err says why) and recovery began.
+	RecoveryStarted RecoveryEventKind = iota + 1
+	// RecoveryAttemptFailed: one reconnection attempt failed (Err); another follows after a backoff.
+	RecoveryAttemptFailed
+	// RecoverySucceeded: a new connection to Addr is open and every channel,
+	// entity and consumer that could be recovered is.
+	RecoverySucceeded
+	// RecoveryFailed: recovery gave up (Err: a fatal error such as 403
+	// ACCESS_REFUSED, or the last attempt's error after MaxAttempts); the
+	// connection has ended with Err.
+	RecoveryFailed
+	// RecoveryEntityFailed: one entity (Entity names it) could not be
+	// recovered (Err). A consumer that failed has ended with Err; a channel
+	// that failed has ended.
+	RecoveryEntityFailed
+	// RecoveryQueueRenamed: a server-named queue was declared again and got
+	// a new name (OldName, NewName); its bindings and consumers follow it.
+	RecoveryQueueRenamed
+	// RecoveryConsumerResubscribed: a consumer the server had cancelled
+	// (ConsumerOptions.Resubscribe) is subscribed again (Entity names it).
+	RecoveryConsumerResubscribed
+)
+
+var recoveryEventNames = [...]string{"", "started", "attempt failed", "succeeded", "failed", "entity failed", "queue renamed", "consumer resubscribed"}
+
+func (k RecoveryEventKind) String() string {
+	if int(k) < len(recoveryEventNames) {
+		return recoveryEventNames[k]
+	}
+	return fmt.Sprintf("RecoveryEventKind(%d)", uint8(k))
+}
+
+// RecoveryEvent reports a step of connection recovery, or of a consumer's
+// resubscription; see [Connection.OnRecovery].
+type RecoveryEvent struct {
+	Kind    RecoveryEventKind
+	Err     error  // why: the lost connection's cause, the failed attempt's or entity's error
+	Attempt int    // the reconnection attempt, from 1 (AttemptFailed, Succeeded, Failed)
+	Addr    string // the node reconnected to (Succeeded)
+	Entity  string // what failed or was resubscribed, e.g. `queue "jobs"` or `consumer "ctag-1" on queue "jobs"`
+
+	OldName, NewName string // RecoveryQueueRenamed
+}
+
+func (e RecoveryEvent) String() string {
+	s := "amqp: recovery " + e.Kind.String()
+	if e.Entity != "" {
+		s += ": " + e.Entity
+	}
+	if e.OldName != "" || e.NewName != "" {
+		s += fmt.Sprintf(": queue %q is now %q", e.OldName, e.NewName)
+	}
+	if e.Addr != "" {
+		s += " (" + e.Addr + ")"
+	}
+	if e.Attempt > 0 {
+		s += fmt.Sprintf(" [attempt %d]", e.Attempt)
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// OnRecovery registers fn to be told of each recovery step: start, each
+// failed attempt, success or giving up, and each entity that could not be
+// recovered or was renamed. Calls run in order on the connection's
+// callback goroutine, never on the reader.
+func (c *Connection) OnRecovery(fn func(RecoveryEvent)) {
+	c.rec.mu.Lock()
+	c.rec.listeners = append(c.rec.listeners, fn)
+	c.rec.mu.Unlock()
+}
+
+// Recovering reports whether the connection is being recovered right now.
+func (c *Connection) Recovering() bool { return c.rec.active() }
+
+func (c *Connection) emit(ev RecoveryEvent) {
+	c.rec.mu.Lock()
+	listeners := c.rec.listeners
+	c.rec.mu.Unlock()
+	for _, fn := range listeners {
+		c.events.push(func() { fn(ev) })
+	}
+}
+
+// recoveryState is the connection's side of recovery: whether one runs,
+// who listens, and the topology to declare again.
+type recoveryState struct {
+	mu         sync.Mutex
+	recovering bool                  // guarded by mu
+	up         chan struct{}         // closed while not recovering; guarded by mu
+	listeners  []func(RecoveryEvent) // guarded by mu
+	topo       topology
+}
+
+func (r *recoveryState) init() {
+	r.up = make(chan struct{})
+	close(r.up)
+	r.topo.init()
+}
+
+func (r *recoveryState) active() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.recovering
+}
+
+// begin marks a recovery as running; false if one already runs.
+func (r *recoveryState) begin() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.recovering {
+		return false
+	}
+	r.recovering = true
+	r.up = make(chan struct{})
+	return true
+}
+
+// end marks the recovery as done on link l, unless l has already ended too,
+// in which case the recovery must go on (false).
+func (r *recoveryState) end(l *link) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l.ended() {
+		return false
+	}
+	r.recovering = false
+	close(r.up)
+	return true
+}
+
+// finish releases waiters when the connection has ended.
+func (r *recoveryState) finish() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.recovering {
+		r.recovering = false
+		close(r.up)
+	}
+}
+
+func (r *recoveryState) upChan() chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.up
+}
+
+// waitUp waits while the connection recovers, bounded by ctx (or fails
+// fast, by config), and reports an ended connection.
+func (c *Connection) waitUp(ctx context.Context) error {
+	for {
+		if c.isDone() {
+			return c.closedErr()
+		}
+		up := c.rec.upChan()
+		select {
+		case <-up:
+			if l := c.cur.Load(); l.ended() && !c.isDone() {
+				<-l.detached // the link just died: recovery starts, or the connection ends
+				continue
+			}
+			return nil
+		default:
+		}
+		if c.cfg.Recovery.FailFast {
+			return ErrRecovering
+		}
+		select {
+		case <-up:
+		case <-c.done:
+		case <-ctx.Done():
+			return fmt.Errorf("amqp: waiting for the connection to recover: %w", ctx.Err())
+		}
+	}
+}
+
+func (c *Connection) republishing() bool {
+	return c.cfg.Recovery != nil && c.cfg.Recovery.Republish
+}
+
+// shouldReconnect reports whether a link that ended with cause is worth
+// replacing: network failures, heartbeat timeouts and the server closes that
+// a new connection may not meet again (320 CONNECTION_FORCED, 506
+// RESOURCE_ERROR, 541 INTERNAL_ERROR). Protocol errors and refusals are not.
+func shouldReconnect(cause error) bool {
+	var e *Error
+	if errors.As(cause, &e) {
+		switch e.Code {
+		case CodeConnectionForced, CodeResourceError, CodeInternalError:
+			return e.Server
+		}
+		return false
+	}
+	return errors.Is(cause, ErrConnectionLost) || errors.Is(cause, ErrHeartbeatTimeout)
+}
+
+// fatalDialError reports a reconnection failure that retrying cannot fix:
+// the server refused the credentials or the vhost.
+func fatalDialError(err error) bool {
+	return errors.Is(err, ErrAccessRefused) || errors.Is(err, ErrNotAllowed) || errors.Is(err, ErrAuthentication)
+}
+
+// startRecovery begins replacing link l, unless a recovery already runs (it
+// is then restoring onto l, and handles l's end itself).
+func (c *Connection) startRecovery(l *link, cause error) {
+	if !c.rec.begin() {
+		return
+	}
+	c.wg.Add(1)
+	go c.recoverLoop(l, cause)
+}
+
+// recoverLoop is the reconnecting goroutine: it retires the lost link,
+// then dials with backoff until a new link is up and everything is restored
+// on it, or the connection ends.
+func (c *Connection) recoverLoop(lost *link, cause error) {
+	defer c.wg.Done()
+	rc := c.cfg.Recovery
+	ctx, cancel := context.WithCancel(context.Background())
+	var helper sync.WaitGroup
+	helper.Add(1)
+	go func() { // Close stops the recovery wherever it is
+		defer helper.Done()
+		select {
+		case <-c.closeCalled:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer helper.Wait()
+	defer cancel()
+
+	c.retire(lost, cause)
+	c.emit(RecoveryEvent{Kind: RecoveryStarted, Err: cause})
+	start := (slices.Index(c.cfg.Addrs, lost.addr) + 1) % len(c.cfg.Addrs)
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		if rc.MaxAttempts > 0 && attempt > rc.MaxAttempts {
+			err := fmt.Errorf("amqp: recovery gave up after %d attempts: %w", rc.MaxAttempts, lastErr)
+			c.emit(RecoveryEvent{Kind: RecoveryFailed, Err: err, Attempt: attempt - 1})
+			c.finalize(err)
+			return
+		}
+		t := time.NewTimer(rc.backoff(attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			c.finalize(ErrClosed)
+			return
+		}
+		l, idx, err := c.dialAny(ctx, start)
+		if err != nil {
+			if c.closeRequested() {
+				c.finalize(ErrClosed)
+				return
+			}
+			if fatalDialError(err) {
+				c.emit(RecoveryEvent{Kind: RecoveryFailed, Err: err, Attempt: attempt})
+				c.finalize(err)
+				return
+			}
+			lastErr = err
+			c.emit(RecoveryEvent{Kind: RecoveryAttemptFailed, Err: err, Attempt: attempt})
+			continue
+		}
+		start = idx
+		c.cur.Store(l)
+		l.start()
+		err = c.restore(ctx, l)
+		if err == nil && c.rec.end(l) {
+			c.emit(RecoveryEvent{Kind: RecoverySucceeded, Attempt: attempt, Addr: l.addr})
+			return
+		}
+		// The new link failed while we restored onto it (or Close was called).
+		if c.closeRequested() {
+			return // Close ends the connection (via the link's end)
+		}
+		if err == nil {
+			err = l.err
+		}
+		<-l.done
+		if !shouldReconnect(l.err) {
+			return // linkEnded ended the connection
+		}
+		c.retire(l, l.err)
+		lastErr = err
+		c.emit(RecoveryEvent{Kind: RecoveryAttemptFailed, Err: err, Attempt: attempt})
+	}
+}
+
+// retire detaches every channel from the lost link l once its reader has
+// exited, so that no frame of l can reach a channel after it was set to
+// recover. Channels then wait for the new link.
+func (c *Connection) retire(l *link, cause error) {
+	<-l.readerDone
+	lost := c.lostErr(cause)
+	for _, ch := range c.channelList() {
+		if ch.link.Load() == l {
+			ch.detach(lost)
+		}
+	}
+	l.markDetached()
+}
+
+// channelList returns the connection's channels in id order.
+func (c *Connection) channelList() []*Channel {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	var out []*Channel
+	for i := range c.channels {
+		if ch := c.channels[i].Load(); ch != nil {
+			out = append(out, ch)
+		}
+	}
+	return out
+}
+
+// restore brings everything back on the new link l: the topology, then each
+// channel with its modes, consumers and (with Republish) unconfirmed
+// publishes. An entity that fails is reported and skipped; an error is
+// returned only when l or ctx ends.
+func (c *Connection) restore(ctx context.Context, l *link) error {
+	if !c.cfg.Recovery.SkipTopology {
+		if err := c.restoreTopology(ctx, l); err != nil {
+			return err
+		}
+	}
+	for _, ch := range c.channelList() {
+		if err := ch.reattach(ctx, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// linkErr returns the error that ended l or ctx, if either has ended.
+func linkErr(ctx context.Context, l *link) error {
+	if l.ended() {
+		return l.c.lostErr(l.err)
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,293 @@
+package amqp
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// topology records the exchanges, queues and bindings the application
+// declared through a connection with recovery on, so that a recovery can
+// declare them again. Deleting an entity forgets it, with its bindings.
+type topology struct {
+	mu        sync.Mutex
+	seq       uint64 // declaration order
+	exchanges map[string]recordedExchange
+	queues    map[string]recordedQueue
+	bindings  map[string]recordedBinding // by bindingKey
+}
+
+type recordedExchange struct {
+	seq  uint64
+	args ExchangeDeclare
+}
+
+type recordedQueue struct {
+	seq         uint64
+	args        QueueDeclare // Queue is the current name
+	serverNamed bool         // declared with an empty name: a recovery asks for a new one
+}
+
+type recordedBinding struct {
+	seq      uint64
+	queue    *QueueBind    // a queue binding, or
+	exchange *ExchangeBind // an exchange-to-exchange binding
+}
+
+func (t *topology) init() {
+	t.exchanges = map[string]recordedExchange{}
+	t.queues = map[string]recordedQueue{}
+	t.bindings = map[string]recordedBinding{}
+}
+
+func (t *topology) next() uint64 { t.seq++; return t.seq }
+
+// bindingKey identifies a binding as the server does: kind, source,
+// destination, routing key and arguments.
+func bindingKey(kind, source, destination, key string, args Table) string {
+	enc, _ := appendTable(nil, args) // it was encoded once already to be sent
+	return strings.Join([]string{kind, source, destination, key, string(enc)}, "\x00")
+}
+
+// recording reports whether declarations on ch are to be recorded.
+func (ch *Channel) recording() bool {
+	rc := ch.conn.cfg.Recovery
+	return rc != nil && !rc.SkipTopology && !ch.internal
+}
+
+// recordTopology runs, on the reader as the reply arrives (or as a no-wait
+// request is sent), the bookkeeping for a successful topology method.
+func (ch *Channel) recordTopology(req Method, reply Method) {
+	t := &ch.conn.rec.topo
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch m := req.(type) {
+	case *ExchangeDeclare:
+		if m.Passive || m.Exchange == "" || strings.HasPrefix(m.Exchange, "amq.") {
+			return
+		}
+		seq := t.next()
+		if old, ok := t.exchanges[m.Exchange]; ok {
+			seq = old.seq
+		}
+		t.exchanges[m.Exchange] = recordedExchange{seq: seq, args: *m}
+	case *ExchangeDelete:
+		delete(t.exchanges, m.Exchange)
+		for k, b := range t.bindings {
+			if b.queue != nil && b.queue.Exchange == m.Exchange ||
+				b.exchange != nil && (b.exchange.Source == m.Exchange || b.exchange.Destination == m.Exchange) {
+				delete(t.bindings, k)
+			}
+		}
+	case *QueueDeclare:
+		if m.Passive {
+			return
+		}
+		args, serverNamed := *m, m.Queue == ""
+		if ok, isOk := reply.(*QueueDeclareOk); isOk {
+			args.Queue = ok.Queue
+		}
+		if args.Queue == "" {
+			return // server-named with no-wait: the name is unknown
+		}
+		args.NoWait = false
+		seq := t.next()
+		if old, ok := t.queues[args.Queue]; ok {
+			seq, serverNamed = old.seq, old.serverNamed
+		}
+		t.queues[args.Queue] = recordedQueue{seq: seq, args: args, serverNamed: serverNamed}
+	case *QueueDelete:
+		delete(t.queues, m.Queue)
+		for k, b := range t.bindings {
+			if b.queue != nil && b.queue.Queue == m.Queue {
+				delete(t.bindings, k)
+			}
+		}
+	case *QueueBind:
+		b := *m
+		b.NoWait = false
+		t.bindings[bindingKey("q", m.Exchange, m.Queue, m.RoutingKey, m.Arguments)] = recordedBinding{seq: t.next(), queue: &b}
+	case *QueueUnbind:
+		delete(t.bindings, bindingKey("q", m.Exchange, m.Queue, m.RoutingKey, m.Arguments))
+	case *ExchangeBind:
+		b := *m
+		b.NoWait = false
+		t.bindings[bindingKey("e", m.Source, m.Destination, m.RoutingKey, m.Arguments)] = recordedBinding{seq: t.next(), exchange: &b}
+	case *ExchangeUnbind:
+		delete(t.bindings, bindingKey("e", m.Source, m.Destination, m.RoutingKey, m.Arguments))
+	}
+}
+
+// callTopology runs a topology method and records its effect for recovery.
+// The record is made by a hook on the reader, so a call whose ctx ended
+// after the request went out is still recorded if the server carried it out.
+func (ch *Channel) callTopology(ctx context.Context, req Method) (callResult, error) {
+	if !ch.recording() {
+		return ch.call(ctx, req)
+	}
+	if !expectsReply(req) { // no-wait: assume success, as the server reports failure as a channel error
+		r, err := ch.call(ctx, req)
+		if err == nil {
+			ch.recordTopology(req, nil)
+		}
+		return r, err
+	}
+	return ch.callWithHook(ctx, req, func(r callResult) {
+		if r.err == nil {
+			ch.recordTopology(req, r.m)
+		}
+	})
+}
+
+// snapshot returns the recorded topology in declaration order.
+func (t *topology) snapshot() ([]recordedExchange, []recordedQueue, []recordedBinding) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	bySeq := func(a, b uint64) int { return cmp.Compare(a, b) }
+	ex := slices.SortedFunc(maps.Values(t.exchanges), func(a, b recordedExchange) int { return bySeq(a.seq, b.seq) })
+	qs := slices.SortedFunc(maps.Values(t.queues), func(a, b recordedQueue) int { return bySeq(a.seq, b.seq) })
+	bs := slices.SortedFunc(maps.Values(t.bindings), func(a, b recordedBinding) int { return bySeq(a.seq, b.seq) })
+	return ex, qs, bs
+}
+
+// rename moves a server-named queue's record, and its bindings, to the name
+// the server gave it on recovery.
+func (t *topology) rename(oldName, newName string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	q, ok := t.queues[oldName]
+	if !ok {
+		return
+	}
+	delete(t.queues, oldName)
+	q.args.Queue = newName
+	t.queues[newName] = q
+	for k, b := range t.bindings {
+		if b.queue != nil && b.queue.Queue == oldName {
+			nb := *b.queue
+			nb.Queue = newName
+			delete(t.bindings, k)
+			t.bindings[bindingKey("q", nb.Exchange, nb.Queue, nb.RoutingKey, nb.Arguments)] = recordedBinding{seq: b.seq, queue: &nb}
+		}
+	}
+}
+
+// exclusiveRetryFor bounds how long a recovery retries declaring an
+// exclusive queue that the broker still holds for the lost connection (405
+// RESOURCE_LOCKED): the broker releases it once it notices that connection
+// is gone, which after a network failure takes up to its heartbeat timeout.
+const exclusiveRetryFor = 30 * time.Second
+
+// restoreTopology declares the recorded exchanges, queues and bindings
+// again on a channel of its own, so that a failing entity cannot disturb
+// the application's channels. Failures are reported to OnRecovery
+// listeners; only the end of l or ctx stops it.
+func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
+	exchanges, queues, bindings := c.rec.topo.snapshot()
+	if len(exchanges)+len(queues)+len(bindings) == 0 {
+		return nil
+	}
+	tmp, err := c.openChannel(ctx)
+	if err != nil {
+		if lerr := linkErr(ctx, l); lerr != nil {
+			return lerr
+		}
+		return err
+	}
+	tmp.mu.Lock()
+	tmp.internal = true
+	tmp.mu.Unlock()
+	defer tmp.Close(context.WithoutCancel(ctx))
+
+	failed := func(entity string, err error) error {
+		if lerr := linkErr(ctx, l); lerr != nil {
+			return lerr
+		}
+		c.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: entity, Err: err})
+		return nil
+	}
+	for _, e := range exchanges {
+		args := e.args
+		if _, err := tmp.call(ctx, &args); err != nil {
+			if err := failed(fmt.Sprintf("exchange %q", args.Exchange), err); err != nil {
+				return err
+			}
+		}
+	}
+	for _, q := range queues {
+		args := q.args
+		oldName := args.Queue
+		if q.serverNamed {
+			args.Queue = ""
+		}
+		r, err := c.declareForRecovery(ctx, tmp, &args)
+		if err != nil {
+			if err := failed(fmt.Sprintf("queue %q", oldName), err); err != nil {
+				return err
+			}
+			continue
+		}
+		if newName := r.m.(*QueueDeclareOk).Queue; newName != oldName {
+			c.rec.topo.rename(oldName, newName)
+			c.renameConsumersQueue(oldName, newName)
+			c.emit(RecoveryEvent{Kind: RecoveryQueueRenamed, OldName: oldName, NewName: newName})
+		}
+	}
+	_, _, bindings = c.rec.topo.snapshot() // with renamed queues
+	for _, b := range bindings {
+		var req Method
+		var entity string
+		if b.queue != nil {
+			req, entity = b.queue, fmt.Sprintf("binding of queue %q to exchange %q (key %q)", b.queue.Queue, b.queue.Exchange, b.queue.RoutingKey)
+		} else {
+			req, entity = b.exchange, fmt.Sprintf("binding of exchange %q to exchange %q (key %q)", b.exchange.Destination, b.exchange.Source, b.exchange.RoutingKey)
+		}
+		if _, err := tmp.call(ctx, req); err != nil {
+			if err := failed(entity, err); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// declareForRecovery declares a queue, retrying while the broker still
+// holds an exclusive queue of the same name for the lost connection.
+func (c *Connection) declareForRecovery(ctx context.Context, tmp *Channel, args *QueueDeclare) (callResult, error) {
+	deadline := time.Now().Add(exclusiveRetryFor)
+	for {
+		r, err := tmp.call(ctx, args)
+		if err == nil || !args.Exclusive || !errors.Is(err, ErrResourceLocked) || time.Now().After(deadline) {
+			return r, err
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return r, err
+		}
+	}
+}
+
+// renameConsumersQueue points consumers of a renamed queue to its new name,
+// so that they subscribe to it when their channels are restored.
+func (c *Connection) renameConsumersQueue(oldName, newName string) {
+	for _, ch := range c.channelList() {
+		ch.mu.Lock()
+		for _, cons := range ch.consumers {
+			cons.mu.Lock()
+			if cons.args.Queue == oldName {
+				cons.args.Queue = newName
+			}
+			cons.mu.Unlock()
+		}
+		ch.mu.Unlock()
+	}
+}
