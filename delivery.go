@@ -86,6 +86,9 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 		return ErrNoAckDelivery
 	}
 	ch := d.ch
+	if d.generation != ch.generation.Load() {
+		return ErrStaleDelivery // also while recovering: no need to wait to know
+	}
 	return ch.sendIf(ctx, m, func() error {
 		if d.generation != ch.generation.Load() {
 			return ErrStaleDelivery

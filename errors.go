@@ -62,8 +62,9 @@ func (e *Error) Is(target error) bool {
 // error) may succeed without changing the request. Protocol errors that a
 // retry would repeat (403 access refused, 404 not found, 406 precondition
 // failed, 530 not allowed, ...) and misuse of the API are not recoverable;
-// network failures, heartbeat timeouts, forced closes (320) and resource
-// limits (311, 313, 405, 506) are.
+// network failures, heartbeat timeouts, forced closes (320), resource
+// limits (311, 313, 405, 506), a call refused while the connection recovers
+// (ErrRecovering) and a publish lost in a reconnect (ErrPublishLost) are.
 func Recoverable(err error) bool {
 	if err == nil {
 		return false
@@ -73,7 +74,8 @@ func Recoverable(err error) bool {
 		return e.Code.Recoverable()
 	}
 	switch {
-	case errors.Is(err, ErrHeartbeatTimeout), errors.Is(err, ErrConnectionLost):
+	case errors.Is(err, ErrHeartbeatTimeout), errors.Is(err, ErrConnectionLost),
+		errors.Is(err, ErrRecovering), errors.Is(err, ErrPublishLost):
 		return true
 	}
 	return false
