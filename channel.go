@@ -40,7 +40,9 @@ type Channel struct {
 	prefetch       *BasicQos  // last basic.qos with global=false (per consumer)
 	globalPrefetch *BasicQos  // last basic.qos with global=true (per channel)
 	confirmMode    bool       // confirm.select was sent
-	txMode         bool       // tx.select was sent (not re-applied: a transaction's work is lost)
+	txMode         bool       // tx.select was sent (re-applied by a connection recovery, not after a channel error)
+	txWork         bool       // a publish or acknowledgement was sent in the open transaction
+	txLost         bool       // a recovery discarded the open transaction's work: the next commit fails
 	txSettled      []uint64   // tags settled in the open transaction, unsettled again by a rollback
 	rollbacks      [][]uint64 // per tx.rollback awaiting its rollback-ok: the tags it will unsettle
 
@@ -523,10 +525,12 @@ func (ch *Channel) noteSentLocked(m Method) {
 		ch.txMode = true
 	case *TxCommit:
 		ch.txSettled = nil // acks after this belong to the next transaction
+		ch.txWork = false
 	case *TxRollback:
 		// Snapshot now: acks sent after the rollback are not rolled back.
 		ch.rollbacks = append(ch.rollbacks, ch.txSettled)
 		ch.txSettled = nil
+		ch.txWork = false
 	case *BasicRecoverAsync:
 		// No reply marks the point, so the tags handed out so far are void
 		// from the moment it is sent. (A delivery the server sent before it

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -35,6 +36,8 @@ func (ch *Channel) detach(lost error) {
 	ch.generation.Add(1)
 	ch.settle.reset()
 	ch.txSettled, ch.rollbacks = nil, nil
+	ch.txLost = ch.txLost || ch.txWork
+	ch.txWork = false
 	ch.asm = assembly{}
 	ch.reopenSteps = 0
 	ch.lastConsumer = nil
@@ -257,18 +260,20 @@ func (ch *Channel) resubscribe(c *Consumer) {
 		rc = *ch.conn.cfg.Recovery
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() { // ends with the loop, or ends the loop
+	var helper sync.WaitGroup
+	helper.Add(1)
+	go func() { // ends the loop when the consumer, channel or connection ends
+		defer helper.Done()
 		select {
 		case <-c.done:
 		case <-ch.done:
 		case <-ch.conn.closeCalled:
-		case <-stop:
+		case <-ctx.Done():
 		}
 		cancel()
 	}()
+	defer helper.Wait()
+	defer cancel()
 	for attempt := 1; ; attempt++ {
 		t := time.NewTimer(rc.backoff(attempt))
 		select {

@@ -101,6 +101,7 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 			return err
 		}
 		ch.txSettled = append(ch.txSettled, newly...)
+		ch.txWork = ch.txWork || ch.txMode
 		return nil
 	})
 }

@@ -63,6 +63,7 @@ func (ch *Channel) Publish(ctx context.Context, msg Publishing) (*Confirmation, 
 			}
 			return failedConfirmation(err), err
 		}
+		ch.txWork = ch.txWork || ch.txMode
 		conf := settled
 		if ch.confirms.active {
 			conf = ch.confirms.add(ch)

@@ -368,11 +368,17 @@ func (c *Connection) recoverLoop(lost *link, cause error) {
 		err = c.restore(ctx, l)
 		if err == nil && c.rec.end(l) {
 			c.emit(RecoveryEvent{Kind: RecoverySucceeded, Attempt: attempt, Addr: l.addr})
+			if c.closeRequested() {
+				// Close may have seen the old link and be waiting for the
+				// end, not knowing about this one.
+				l.shutdown(ErrClosed)
+			}
 			return
 		}
-		// The new link failed while we restored onto it (or Close was called).
+		// The new link failed while we restored onto it, or Close was called.
 		if c.closeRequested() {
-			return // Close ends the connection (via the link's end)
+			l.shutdown(ErrClosed) // ends the connection (linkEnded sees closeRequested)
+			return
 		}
 		if err == nil {
 			err = l.err

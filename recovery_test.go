@@ -513,3 +513,29 @@ func TestResubscribeAfterServerCancel(t *testing.T) {
 	require.Equal(t, "back", string(d.Body))
 	require.NoError(t, cons.Cancel(ctx))
 }
+
+// TestRecoveryLosesTransaction checks that tx mode is re-applied and that a
+// transaction with uncommitted work at the drop cannot be committed as if
+// nothing had happened.
+func TestRecoveryLosesTransaction(t *testing.T) {
+	b := newRecordingBroker(t, amqptest.Options{})
+	ctx := t.Context()
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
+	require.NoError(t, err)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.TxSelect(ctx))
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("uncommitted")})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(b.methods(b.conn(t, 0))) >= 3 }, 5*time.Second, time.Millisecond)
+	b.conn(t, 0).Drop()
+	events.wait(t, amqp.RecoverySucceeded)
+	require.Equal(t, []string{"1 channel.open", "1 tx.select"}, b.methods(b.conn(t, 1)))
+	require.ErrorIs(t, ch.TxCommit(ctx), amqp.ErrTransactionLost)
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("again")})
+	require.NoError(t, err)
+	require.NoError(t, ch.TxCommit(ctx))
+	require.Equal(t, []string{"1 channel.open", "1 tx.select", "1 basic.publish q again", "1 tx.commit"}, b.methods(b.conn(t, 1)))
+}

@@ -93,6 +93,16 @@ func (ch *Channel) call(ctx context.Context, req Method) (callResult, error) {
 // callWithHook is call with a hook that runs on the reader when the reply
 // (or the failure) arrives, whether or not the caller still waits.
 func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callResult)) (callResult, error) {
+	return ch.callFull(ctx, req, nil, hook)
+}
+
+// callIf is call with a precondition checked under the channel lock right
+// before the request is queued; if it fails, nothing is sent.
+func (ch *Channel) callIf(ctx context.Context, req Method, precondition func() error) (callResult, error) {
+	return ch.callFull(ctx, req, precondition, nil)
+}
+
+func (ch *Channel) callFull(ctx context.Context, req Method, precondition func() error, hook func(callResult)) (callResult, error) {
 	if err := ctx.Err(); err != nil {
 		return callResult{}, ch.ctxError(req, err)
 	}
@@ -101,7 +111,7 @@ func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callR
 	if wait {
 		p = &pendingCall{req: req, reply: make(chan callResult, 1), hook: hook}
 	}
-	err := ch.queue(ctx, req, nil, p)
+	err := ch.queue(ctx, req, precondition, p)
 	if err != nil || !wait {
 		return callResult{}, err
 	}

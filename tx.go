@@ -1,6 +1,16 @@
 package amqp
 
-import "context"
+import (
+	"context"
+	"errors"
+)
+
+// ErrTransactionLost reports a TxCommit after a connection
+// recovery on a channel whose transaction had uncommitted publishes or
+// acknowledgements when the connection was lost: the server discarded
+// them. Nothing was committed; the channel is in transaction mode again and
+// the next transaction starts empty.
+var ErrTransactionLost = errors.New("amqp: transaction lost in a reconnect: its uncommitted publishes and acknowledgements were discarded")
 
 // TxSelect puts the channel in transaction mode (tx.select): publishes and
 // acknowledgements take effect only on TxCommit. A channel error ends the
@@ -13,12 +23,25 @@ func (ch *Channel) TxSelect(ctx context.Context) error {
 
 // TxCommit commits the current transaction (tx.commit).
 func (ch *Channel) TxCommit(ctx context.Context) error {
-	_, err := ch.call(ctx, &TxCommit{})
+	_, err := ch.callIf(ctx, &TxCommit{}, ch.checkTxLostLocked)
 	return err
 }
 
 // TxRollback abandons the current transaction (tx.rollback).
 func (ch *Channel) TxRollback(ctx context.Context) error {
-	_, err := ch.call(ctx, &TxRollback{})
+	_, err := ch.callIf(ctx, &TxRollback{}, func() error {
+		ch.txLost = false // the lost work is discarded either way, as asked
+		return nil
+	})
 	return err
+}
+
+// checkTxLostLocked fails the first commit after a recovery
+// discarded the transaction's work, and clears the mark. ch.mu must be held.
+func (ch *Channel) checkTxLostLocked() error {
+	if ch.txLost {
+		ch.txLost = false
+		return ErrTransactionLost
+	}
+	return nil
 }

@@ -182,6 +182,7 @@ type stream struct {
 	redelivered int          // deliveries flagged redelivered
 	publishLost int          // confirmations resolved with ErrPublishLost
 	nacked      int          // confirmations resolved with a nack
+	reopens     int          // publishing channels replaced after a nack
 	confOther   int          // confirmations resolved with another error
 	publishErrs int          // Publish calls that failed (the message was retried)
 	staleAcks   int          // Ack returned ErrStaleDelivery
@@ -278,6 +279,10 @@ func (s *stream) progressLocked() {
 // publish publishes numbered messages, keeping up to 32 unconfirmed, until
 // stopPub is closed and every message it published is confirmed. A message
 // whose confirmation failed (ErrPublishLost, a nack) is published again.
+// After a nack the publisher lets its window drain and moves to a new
+// channel: RabbitMQ 3.10 nacks every later publish on a channel that
+// published to a quorum queue while the queue had no leader (see
+// TestRecoveryClusterNodeKilled), while a new channel works.
 func (s *stream) publish(ctx context.Context, ch *amqp.Channel) {
 	defer close(s.pubDone)
 	type inflight struct {
@@ -286,7 +291,7 @@ func (s *stream) publish(ctx context.Context, ch *amqp.Channel) {
 	}
 	var window []inflight
 	var retry []int
-	stopping := false
+	stopping, reopen := false, false
 	for {
 		if !stopping {
 			select {
@@ -298,7 +303,7 @@ func (s *stream) publish(ctx context.Context, ch *amqp.Channel) {
 		if stopping && len(retry) == 0 && len(window) == 0 {
 			return
 		}
-		if len(window) > 0 && (len(window) >= 32 || stopping && len(retry) == 0) {
+		if len(window) > 0 && (len(window) >= 32 || reopen || stopping && len(retry) == 0) {
 			w := window[0]
 			window = window[1:]
 			err := w.conf.Wait(ctx)
@@ -316,10 +321,33 @@ func (s *stream) publish(ctx context.Context, ch *amqp.Channel) {
 			case errors.Is(err, amqp.ErrNacked):
 				s.nacked++
 				retry = append(retry, w.id)
+				reopen = true
 			default:
 				s.confOther++
 				s.noteErr("confirmation of %d: %v", w.id, err)
 				retry = append(retry, w.id)
+			}
+			s.mu.Unlock()
+			continue
+		}
+		if reopen {
+			time.Sleep(100 * time.Millisecond) // no hot loop while the queue has no leader
+			next, err := s.pubConn.Channel(ctx)
+			if err == nil {
+				if err = next.ConfirmSelect(ctx, amqp.ConfirmSelect{}); err != nil {
+					next.Close(ctx)
+				}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.mu.Lock()
+			if err != nil {
+				s.noteErr("reopening the publishing channel: %v", err)
+			} else {
+				ch.Close(ctx)
+				ch, reopen = next, false
+				s.reopens++
 			}
 			s.mu.Unlock()
 			continue
@@ -452,9 +480,9 @@ func (s *stream) summary() string {
 func (s *stream) summaryLocked() string {
 	dups := s.deliveries - len(s.consumed) - s.unknownIDs
 	return fmt.Sprintf("ids %d, published %d, confirmed %d, consumed %d unique (%d deliveries, %d duplicates, %d redelivered), "+
-		"publish-lost %d, nacked %d, other confirmation errors %d, publish errors %d, stale acks %d, other ack errors %d",
+		"publish-lost %d, nacked %d (channel reopened %d times), other confirmation errors %d, publish errors %d, stale acks %d, other ack errors %d",
 		s.nextID, s.published, len(s.confirmed), len(s.consumed), s.deliveries, dups, s.redelivered,
-		s.publishLost, s.nacked, s.confOther, s.publishErrs, s.staleAcks, s.ackErrs)
+		s.publishLost, s.nacked, s.reopens, s.confOther, s.publishErrs, s.staleAcks, s.ackErrs)
 }
 
 // finish stops the publisher once every message it published is confirmed,
