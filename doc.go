@@ -42,7 +42,64 @@
 // same number with its qos and confirm mode re-applied: the same *Channel
 // serves the next call. Consumers on it end with the error, and outstanding
 // publisher confirmations resolve with it. A hard error (or an I/O failure or
-// heartbeat timeout) ends the connection and everything on it.
+// heartbeat timeout) ends the connection and everything on it, unless
+// recovery is on.
+//
+// # Recovery
+//
+// With [Config.Recovery] set (or recovery=on in the URL), a connection lost
+// to an I/O error, a heartbeat timeout, or a server close that a new
+// connection may not meet again (320 CONNECTION_FORCED, 506, 541) is
+// replaced behind the same *Connection, *Channel and *Consumer values. The
+// client reconnects with jittered exponential backoff, without a limit unless
+// [RecoveryConfig].MaxAttempts sets one, trying every address of
+// Config.Addrs in turn. Close, a fatal refusal on reconnecting (403
+// ACCESS_REFUSED, 530 NOT_ALLOWED, bad credentials) or a protocol error ends
+// the connection instead, with that error.
+//
+// What is recovered, in this order:
+//   - the topology declared through the connection: exchanges, queues,
+//     queue bindings and exchange-to-exchange bindings, in declaration
+//     order. Deleting an entity (or unbinding) forgets it, with its
+//     bindings; passive declarations are not recorded. A server-named queue
+//     is declared again with an empty name, and its bindings and consumers
+//     follow the new name (told as [RecoveryQueueRenamed]). Set
+//     SkipTopology to leave the topology to the application.
+//   - every channel, on its old number, with its qos, confirm mode and tx
+//     mode; then its consumers, with the same consumer tags and arguments,
+//     delivering into the same *Consumer.
+//   - with Republish, the publishes that were unconfirmed at the loss, in
+//     order.
+//
+// What each handle reports for the work in flight at the loss:
+//   - a call waiting for its reply returns an error matching ErrClosed and
+//     the cause (such as ErrConnectionLost); the server may or may not have
+//     acted on it. [Recoverable] reports true for it.
+//   - an unconfirmed publish's [Confirmation] resolves with an error matching
+//     [ErrPublishLost], or with Republish is published again and resolves
+//     with the new ack (its DeliveryTag changes). Either way the message may
+//     already be in the queue: consumers must tolerate duplicates. A publish
+//     outside confirm mode that was queued before the loss may be lost
+//     without a trace; use confirms to know.
+//   - a delivery received before the loss cannot be acknowledged any more:
+//     Ack, Nack and Reject return [ErrStaleDelivery] (the server has
+//     requeued it and will deliver it again). Buffered deliveries that need
+//     an acknowledgement are dropped from the consumer for the same reason.
+//   - a transaction with uncommitted work is lost: the next
+//     [Channel.TxCommit] returns [ErrTransactionLost].
+//   - a channel that could not be restored, and a consumer whose queue is
+//     gone, end with the error ([RecoveryEntityFailed]).
+//
+// Calls made while the connection is being recovered wait for it, bounded by
+// their ctx, or with FailFast return [ErrRecovering] at once. Done and Err of
+// the Connection, Channel and Consumer report only the final end;
+// [Connection.Recovering] and [Connection.IsAlive] tell the state, and
+// [Connection.OnRecovery] listeners are told each step. Recovery
+// authenticates again with the Config's mechanisms: for expiring tokens,
+// give a [Mechanism] that fetches the current one.
+//
+// A consumer the server cancels (its queue was deleted, or its node went
+// down) can subscribe again by itself: see [ConsumerOptions].Resubscribe.
 //
 // # Publishing
 //

@@ -462,3 +462,76 @@ func ExampleConsumerOptions_onCancel() {
 	// cancelled by the server: worker-1
 	// true
 }
+
+// A connection that recovers by itself: channels, consumers and the topology
+// declared through it come back after a network failure or a broker
+// restart. The publisher republishes what the loss left unconfirmed, and the
+// consumer tolerates the duplicates that can cause.
+func ExampleConfig_recovery() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg, err := amqp.ParseURL("amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg.Recovery = &amqp.RecoveryConfig{MaxBackoff: 5 * time.Second}
+	conn, err := amqp.DialConfig(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	conn.OnRecovery(func(ev amqp.RecoveryEvent) {
+		log.Println(ev) // started, attempt failed, succeeded, queue renamed, ...
+	})
+
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}); err != nil {
+		log.Fatal(err)
+	}
+	// Recorded, and declared again by a recovery: a server-named queue gets
+	// a new name, which its consumers follow.
+	q, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	cons, err := ch.Consume(ctx, amqp.BasicConsume{Queue: q.Queue})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	publish := func(body string) error {
+		for {
+			conf, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: q.Queue, Body: []byte(body)})
+			if err == nil {
+				err = conf.Wait(ctx)
+			}
+			if errors.Is(err, amqp.ErrPublishLost) {
+				continue // the connection dropped before the ack: send it again
+			}
+			return err
+		}
+	}
+	for _, body := range []string{"one", "two"} {
+		if err := publish(body); err != nil {
+			log.Fatal(err)
+		}
+	}
+	for range 2 {
+		d, err := cons.Next(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("received", string(d.Body))
+		// A delivery from before a reconnect can no longer be acked; the
+		// broker delivers it again.
+		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil && !errors.Is(err, amqp.ErrStaleDelivery) {
+			log.Fatal(err)
+		}
+	}
+	// Output:
+	// received one
+	// received two
+}

@@ -38,7 +38,7 @@ func (e *URLError) Unwrap() error { return e.Err }
 
 // The query parameters ParseURL knows, in the order its errors list them.
 var urlParams = []string{
-	"heartbeat", "frame_max", "channel_max", "connection_timeout", "auth_mechanism", "connection_name",
+	"heartbeat", "frame_max", "channel_max", "connection_timeout", "auth_mechanism", "connection_name", "recovery",
 	"cacertfile", "certfile", "keyfile", "server_name_indication", "verify",
 }
 
@@ -78,6 +78,9 @@ var urlParams = []string{
 //     preference; it sets SASL, with the URL's credentials (guest/guest
 //     without userinfo).
 //   - connection_name: ConnectionName.
+//   - recovery: on turns on automatic connection recovery with the defaults
+//     of [RecoveryConfig] (Recovery set to a zero RecoveryConfig); off, the
+//     default, leaves it off.
 //   - cacertfile: a PEM file of the CA certificates that verify the server,
 //     instead of the system's.
 //   - certfile and keyfile (together): PEM files of the client certificate
@@ -376,6 +379,15 @@ func (p *urlParser) parseQuery(query string, c *Config, tp *tlsParams, username,
 			c.SASL = append(c.SASL, m)
 		case "connection_name":
 			c.ConnectionName = value
+		case "recovery":
+			switch value {
+			case "on":
+				c.Recovery = &RecoveryConfig{}
+			case "off":
+				c.Recovery = nil
+			default:
+				return p.failf(part, "%s is not on or off", p.show(value))
+			}
 		default: // the TLS parameters
 			if value == "" {
 				return p.failf(part, "empty")

@@ -88,6 +88,8 @@ func TestParseURL(t *testing.T) {
 		{"amqp://?connection_name=my%20app", Config{ConnectionName: "my app"}},
 		{"amqp://?connection_name=a+b%2Bc@d", Config{ConnectionName: "a b+c@d"}},
 		{"amqp://?connection_name=", Config{}},
+		{"amqp://?recovery=on", Config{Recovery: &RecoveryConfig{}}},
+		{"amqp://?recovery=off", Config{}},
 		{"amqp://?auth_mechanism=external", Config{SASL: []Mechanism{ExternalAuth{}}}},
 		{"amqp://?auth_mechanism=PLAIN", Config{SASL: []Mechanism{PlainAuth{Username: "guest", Password: "guest"}}}},
 		{"amqp://bob:pw@h?auth_mechanism=amqplain&auth_mechanism=plain&auth_mechanism=External", Config{
@@ -388,6 +390,7 @@ func TestParseURLErrors(t *testing.T) {
 		{base + "?connection_timeout=99999999999999999", "parameter connection_timeout", `"99999999999999999"`},
 		{base + "?auth_mechanism=scram-sha-256", "parameter auth_mechanism", `"scram-sha-256" is not plain, amqplain or external`},
 		{base + "?connection_name=a&connection_name=b", "parameter connection_name", "given more than once"},
+		{base + "?recovery=yes", "parameter recovery", "is not on or off"},
 		{base + "?foo=bar", "query", `unknown parameter "foo"; the parameters are heartbeat, frame_max, channel_max`},
 		{base + "?Heartbeat=5", "query", `unknown parameter "Heartbeat"`},
 		{base + "?f%C3%B6%3D=1", "query", `an unknown parameter;`},

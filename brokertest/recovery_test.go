@@ -808,6 +808,28 @@ func TestRecoveryTopology(t *testing.T) {
 	publish(ch, src, "to-dst", "before")
 	receive(cons, "before")
 
+	// A manual-ack consumer on a named queue on a second channel: a
+	// delivery received before the close but acknowledged after it is
+	// stale, and the server delivers the message again.
+	ackCh := openChannel(t, conn)
+	q3 := name + "-acks"
+	_, err = ackCh.QueueDeclare(ctx, amqp.QueueDeclare{Queue: q3})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if ackCh.Err() == nil {
+			_, err := ackCh.QueueDelete(ctxFor(t, 10*time.Second), amqp.QueueDelete{Queue: q3})
+			require.NoError(t, err)
+		}
+	})
+	require.NoError(t, ackCh.Qos(ctx, amqp.BasicQos{PrefetchCount: 10}))
+	cons3, err := ackCh.Consume(ctx, amqp.BasicConsume{Queue: q3})
+	require.NoError(t, err)
+	publish(ch, "", q3, "unacked")
+	held, err := cons3.Next(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "unacked", string(held.Body))
+	require.False(t, held.Redelivered)
+
 	require.NoError(t, node.CloseConnection(name, "topology recovery test"))
 	events.waitCount(t, amqp.RecoverySucceeded, 1, 30*time.Second)
 	renamed := events.waitFor(t, time.Second, "RecoveryQueueRenamed", func(ev amqp.RecoveryEvent) bool {
@@ -831,6 +853,14 @@ func TestRecoveryTopology(t *testing.T) {
 	receive(cons, "after")
 	require.Equal(t, tag, cons.Tag())
 	require.NoError(t, cons.Err())
+
+	require.ErrorIs(t, held.Ack(ctx, amqp.AckOptions{}), amqp.ErrStaleDelivery, "a delivery from before the reconnect")
+	again, err := cons3.Next(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "unacked", string(again.Body))
+	require.True(t, again.Redelivered, "the server requeued it when the old connection closed")
+	require.NoError(t, again.Ack(ctx, amqp.AckOptions{}))
+	require.ErrorIs(t, again.Ack(ctx, amqp.AckOptions{}), amqp.ErrAlreadySettled)
 	// The new queue is the one bound and consumed: the old name is gone.
 	other := dial(t, amqp.Config{Addrs: []string{node.Addr()}})
 	otherCh := openChannel(t, other)
