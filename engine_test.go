@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -422,6 +423,41 @@ func TestHostileFrames(t *testing.T) {
 		<-conn.Done()
 		require.ErrorIs(t, conn.Err(), amqp.ErrBodyTooLarge)
 	})
+}
+
+// TestHostileLimitsAllocateNothingLarge checks that a frame or a body that
+// claims to be huge ends the connection with a typed error before anything
+// of its size is allocated, and that recovery, when on, does not reconnect to
+// a peer that broke the protocol.
+func TestHostileLimitsAllocateNothingLarge(t *testing.T) {
+	const claimed = 1 << 30
+	header := func(ch uint16) []byte {
+		b, err := amqp.AppendMethodFrame(nil, ch, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1})
+		require.NoError(t, err)
+		b, err = amqp.AppendHeaderFrame(b, ch, 60, claimed, &amqp.Properties{})
+		require.NoError(t, err)
+		return b
+	}
+	for name, tc := range map[string]struct {
+		raw  func(ch uint16) []byte
+		want error
+	}{
+		"frame claiming 1 GiB": {func(uint16) []byte { return []byte{3, 0, 1, 0x40, 0, 0, 0} }, amqp.ErrFrameTooLarge},
+		"body claiming 1 GiB":  {header, amqp.ErrBodyTooLarge},
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{Recovery: &amqp.RecoveryConfig{}})
+			ch := openFakeChannel(t, conn, sc)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			require.NoError(t, sc.WriteRaw(t.Context(), tc.raw(ch.ID())))
+			<-conn.Done()
+			runtime.ReadMemStats(&after)
+			require.ErrorIs(t, conn.Err(), tc.want)
+			require.False(t, conn.Recovering())
+			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), "nothing near the claimed size is allocated")
+		})
+	}
 }
 
 func TestFieldErrorsSendNothing(t *testing.T) {

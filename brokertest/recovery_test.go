@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -617,11 +618,70 @@ func TestRecoveryForcedCloseStream(t *testing.T) {
 // TestRecoveryBrokerRestart runs the stream through two restarts of the
 // broker application (rabbitmqctl stop_app, then start_app) on a node of
 // its own: the durable queue and its persistent messages survive, and the
-// clients reconnect once the node listens again.
+// clients reconnect once the node listens again. While the node is down the
+// first time it also checks, on connections of their own, what calls do
+// during a recovery (FailFast, a context bound), that MaxAttempts ends a
+// recovery, and that Close stops one.
 func TestRecoveryBrokerRestart(t *testing.T) {
 	checkLeaks(t)
 	node := brokertest.StartNode(t, brokertest.NodeOptions{Name: "brokertest-restart"})
-	s := startStream(t, streamOptions{Addrs: []string{node.Addr()}})
+	addrs := []string{node.Addr()}
+	s := startStream(t, streamOptions{Addrs: addrs})
+
+	ffRC := recoveryConfig()
+	ffRC.FailFast = true
+	ffConn := dial(t, amqp.Config{Addrs: addrs, Recovery: ffRC})
+	ffEvents := watchRecovery(ffConn)
+	ffCh := openChannel(t, ffConn)
+	limConn := dial(t, amqp.Config{Addrs: addrs,
+		Recovery: &amqp.RecoveryConfig{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, MaxAttempts: 2}})
+	limEvents := watchRecovery(limConn)
+	closeConn := dial(t, amqp.Config{Addrs: addrs, Recovery: recoveryConfig()})
+	closeEvents := watchRecovery(closeConn)
+	closeCh := openChannel(t, closeConn)
+	appClosedCh := openChannel(t, s.pubConn) // closed by the application during the recovery
+
+	duringFirstOutage := func() {
+		ctx := ctxFor(t, 30*time.Second)
+		// FailFast: calls fail at once with ErrRecovering.
+		ffEvents.waitCount(t, amqp.RecoveryStarted, 1, 30*time.Second)
+		require.True(t, ffConn.Recovering())
+		require.False(t, ffConn.IsAlive())
+		require.NoError(t, ffConn.Err(), "a recovering connection has not ended")
+		_, err := ffConn.Channel(ctx)
+		require.ErrorIs(t, err, amqp.ErrRecovering)
+		_, err = ffCh.Publish(ctx, amqp.Publishing{RoutingKey: "nowhere"})
+		require.ErrorIs(t, err, amqp.ErrRecovering)
+		_, err = ffCh.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true})
+		require.ErrorIs(t, err, amqp.ErrRecovering)
+		require.True(t, amqp.Recoverable(err))
+
+		// Without FailFast a call waits, bounded by its context.
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err = s.pubConn.Channel(short)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+
+		// MaxAttempts: 2 refused attempts, then the connection ends.
+		within(t, limConn.Done(), 30*time.Second, "the connection with MaxAttempts 2 ending")
+		t.Logf("MaxAttempts 2: %v; events: %s", limConn.Err(), limEvents.kinds())
+		require.ErrorIs(t, limConn.Err(), syscall.ECONNREFUSED)
+		require.Equal(t, 2, limEvents.count(amqp.RecoveryAttemptFailed))
+		require.Equal(t, 1, limEvents.count(amqp.RecoveryFailed))
+		require.False(t, limConn.IsAlive())
+		require.False(t, limConn.Recovering())
+
+		// Close stops a recovery; so does closing a channel.
+		closeEvents.waitCount(t, amqp.RecoveryStarted, 1, 30*time.Second)
+		require.NoError(t, appClosedCh.Close(ctx))
+		within(t, appClosedCh.Done(), 5*time.Second, "a channel closed during the recovery")
+		require.NoError(t, closeConn.Close(ctx))
+		within(t, closeConn.Done(), 5*time.Second, "a connection closed during the recovery")
+		require.ErrorIs(t, closeConn.Err(), amqp.ErrClosed)
+		within(t, closeCh.Done(), 5*time.Second, "its channel")
+		require.Zero(t, closeEvents.count(amqp.RecoverySucceeded))
+	}
+
 	const restarts = 2
 	for i := range restarts {
 		s.waitProgress(200, time.Minute)
@@ -631,9 +691,12 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 		// While the application is down, connections are refused, and
 		// the recovering clients' attempts fail.
 		_, err := amqp.Dial(ctxFor(t, 10*time.Second), node.URL())
-		require.Error(t, err, "a dial while the application is stopped")
+		require.ErrorIs(t, err, syscall.ECONNREFUSED, "a dial while the application is stopped")
 		s.pubEvents.waitCount(t, amqp.RecoveryAttemptFailed, i+1, 30*time.Second)
 		s.subEvents.waitCount(t, amqp.RecoveryAttemptFailed, i+1, 30*time.Second)
+		if i == 0 {
+			duringFirstOutage()
+		}
 		t1 := time.Now()
 		require.NoError(t, node.StartApp())
 		started := time.Since(t1)
@@ -650,6 +713,16 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 		}
 	}
 	roundTrip(t, s.pubConn, "after the restarts")
+
+	// The FailFast connection recovered too, with its channel.
+	ffEvents.waitCount(t, amqp.RecoverySucceeded, restarts, 30*time.Second)
+	ctx := ctxFor(t, 30*time.Second)
+	_, err := ffCh.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true})
+	require.NoError(t, err)
+	roundTrip(t, ffConn, "fail-fast connection after the restarts")
+	require.Error(t, appClosedCh.Err(), "the channel closed during the recovery stays closed")
+	_, err = appClosedCh.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true})
+	require.ErrorIs(t, err, amqp.ErrClosed)
 }
 
 // TestRecoveryProxyFaults runs the stream through toxiproxy: the network
@@ -663,6 +736,31 @@ func TestRecoveryProxyFaults(t *testing.T) {
 	s := startStream(t, streamOptions{Addrs: []string{proxy.Listen}, Heartbeat: heartbeat, ConnTimout: 5 * time.Second})
 	require.Equal(t, heartbeat, s.pubConn.Heartbeat())
 	recoveries := 0
+
+	// A named exclusive queue on the consumer's connection: after a
+	// blackhole the server still holds it for the lost connection until it
+	// notices (by heartbeat) that the connection is dead, so the recovery
+	// retries its declaration (405 RESOURCE_LOCKED) until then.
+	ctx := ctxFor(t, 2*time.Minute)
+	exclusive := uniqueName(t) + "-exclusive"
+	exCh := openChannel(t, s.subConn)
+	_, err := exCh.QueueDeclare(ctx, amqp.QueueDeclare{Queue: exclusive, Exclusive: true})
+	require.NoError(t, err)
+	exCons, err := exCh.Consume(ctx, amqp.BasicConsume{Queue: exclusive, NoAck: true})
+	require.NoError(t, err)
+	checkExclusive := func(body string) {
+		t.Helper()
+		ch := openChannel(t, s.pubConn)
+		require.NoError(t, ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
+		conf, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: exclusive, Mandatory: true, Body: []byte(body)})
+		require.NoError(t, err)
+		require.NoError(t, conf.Wait(ctx), "routed to the exclusive queue")
+		d, err := exCons.Next(ctx)
+		require.NoError(t, err)
+		require.Equal(t, body, string(d.Body))
+		require.NoError(t, ch.Close(ctx))
+	}
+	checkExclusive("before the faults")
 
 	// waitLost waits for both connections to start recovering.
 	waitStarted := func(what string) {
@@ -721,6 +819,10 @@ func TestRecoveryProxyFaults(t *testing.T) {
 	s.waitProgress(200, time.Minute)
 	s.finish()
 	require.Equal(t, proxy.Listen, s.pubConn.Addr())
+	checkExclusive("after the faults")
+	for _, ev := range append(s.pubEvents.all(), s.subEvents.all()...) {
+		require.NotEqual(t, amqp.RecoveryEntityFailed, ev.Kind, "every entity recovered: %v", ev)
+	}
 }
 
 // TestRecoveryClusterNodeKilled runs the stream on a quorum queue in a
