@@ -199,6 +199,16 @@ func TestRecoveryRestoresEverything(t *testing.T) {
 	require.NoError(t, ch.ExchangeDelete(ctx, amqp.ExchangeDelete{Exchange: "gone"})) // forgotten, with its binding
 	_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: "durable-jobs", Durable: true})
 	require.NoError(t, err)
+	// Deleted or unbound entities are forgotten.
+	_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: "deleted"})
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(ctx, amqp.QueueBind{Queue: "deleted", Exchange: "dst", RoutingKey: "k"}))
+	_, err = ch.QueueDelete(ctx, amqp.QueueDelete{Queue: "deleted"})
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(ctx, amqp.QueueBind{Queue: "durable-jobs", Exchange: "src", RoutingKey: "u"}))
+	require.NoError(t, ch.QueueUnbind(ctx, amqp.QueueUnbind{Queue: "durable-jobs", Exchange: "src", RoutingKey: "u"}))
+	require.NoError(t, ch.ExchangeBind(ctx, amqp.ExchangeBind{Destination: "src", Source: "dst", RoutingKey: "loop"}))
+	require.NoError(t, ch.ExchangeUnbind(ctx, amqp.ExchangeUnbind{Destination: "src", Source: "dst", RoutingKey: "loop"}))
 	cons, err := ch.Consume(ctx, amqp.BasicConsume{Queue: q.Queue, ConsumerTag: "c1"})
 	require.NoError(t, err)
 

@@ -825,6 +825,52 @@ func TestRecoveryProxyFaults(t *testing.T) {
 	}
 }
 
+// TestRecoveryExclusiveQueueHeld checks the recovery of a named exclusive
+// queue that the server still holds for the lost connection: the client
+// detects a blackholed proxy by heartbeat and reconnects directly (its
+// second address), while the server keeps the old connection, and the queue,
+// until its own heartbeat check drops it. The recovery retries the
+// declaration (405 RESOURCE_LOCKED) until then, and the consumer goes on.
+func TestRecoveryExclusiveQueueHeld(t *testing.T) {
+	checkLeaks(t)
+	node := shared.Get(t)
+	proxy := startProxy(t, node.Addr())
+	name := uniqueName(t)
+	conn := dial(t, amqp.Config{Addrs: []string{proxy.Listen, node.Addr()}, Heartbeat: heartbeat,
+		ConnectionName: name, Recovery: recoveryConfig()})
+	require.Equal(t, proxy.Listen, conn.Addr())
+	events := watchRecovery(conn)
+	ctx := ctxFor(t, time.Minute)
+	ch := openChannel(t, conn)
+	require.NoError(t, ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
+	_, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: name, Exclusive: true})
+	require.NoError(t, err)
+	cons, err := ch.Consume(ctx, amqp.BasicConsume{Queue: name, NoAck: true})
+	require.NoError(t, err)
+	roundTripOn := func(body string) {
+		t.Helper()
+		conf, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: name, Mandatory: true, Body: []byte(body)})
+		require.NoError(t, err)
+		require.NoError(t, conf.Wait(ctx))
+		d, err := cons.Next(ctx)
+		require.NoError(t, err)
+		require.Equal(t, body, string(d.Body))
+	}
+	roundTripOn("before")
+
+	t0 := time.Now()
+	blackhole(t, proxy, "upstream", "downstream")
+	events.waitCount(t, amqp.RecoveryStarted, 1, 30*time.Second)
+	detected := time.Since(t0)
+	events.waitCount(t, amqp.RecoverySucceeded, 1, time.Minute)
+	t.Logf("blackhole detected after %v; recovered on %s %v after the fault began; events: %s",
+		detected.Round(time.Millisecond), conn.Addr(), time.Since(t0).Round(time.Millisecond), events.kinds())
+	require.Equal(t, node.Addr(), conn.Addr())
+	require.Zero(t, events.count(amqp.RecoveryEntityFailed), "events:\n%s", events.dump())
+	roundTripOn("after")
+	require.NoError(t, cons.Err())
+}
+
 // TestRecoveryClusterNodeKilled runs the stream on a quorum queue in a
 // three-node cluster, with the clients given every node's address, and
 // kills (SIGKILL) the node the publisher is connected to: the clients
