@@ -125,7 +125,7 @@ var ErrNoFreeChannel = errors.New("amqp: no free channel number (channel_max rea
 func (c *Connection) allocChannel() (*Channel, error) {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
-	if c.isDone() {
+	if c.ending {
 		return nil, c.closedErr()
 	}
 	l := c.cur.Load()
@@ -220,8 +220,9 @@ func (ch *Channel) Close(ctx context.Context) error {
 			return ch.ctxError(&ChannelClose{}, ctx.Err())
 		}
 	}
-	if ch.state == chRecovering {
-		// Nothing to tell a server that has not seen the channel yet.
+	if ch.state == chRecovering && ch.link.Load() == nil {
+		// Nothing to tell a server that has not seen the channel yet. (Once
+		// the recovery has begun to reopen it, it is closed like any other.)
 		ch.mu.Unlock()
 		ch.finish(ErrClosed)
 		return nil
@@ -266,6 +267,16 @@ func (ch *Channel) usableLocked(m Method) error {
 	case chClosed:
 		return ch.err
 	case chRecovering:
+		switch m.(type) {
+		case *BasicAck, *BasicNack, *BasicReject:
+			if ch.opened {
+				// Deliveries already flow to consumers the recovery has
+				// subscribed again; acking them must not wait for the rest
+				// of the recovery, which may itself wait for the reader
+				// that those unacknowledged deliveries hold up.
+				return nil
+			}
+		}
 		return errRecovering
 	}
 	return nil
@@ -293,6 +304,11 @@ func (ch *Channel) end(err error, reserve bool) {
 	calls := ch.calls.drain()
 	consumers := ch.takeConsumersLocked()
 	ch.confirms.failAll(err)
+	for _, conf := range ch.republish { // kept across a connection loss, never sent again
+		conf.resolve(err, nil)
+		conf.msg = nil
+	}
+	ch.republish = nil
 	ch.signalConfirmProgressLocked()
 	ch.flow.open() // waiting publishers see done
 	ch.mu.Unlock()

@@ -42,7 +42,9 @@ func (ch *Channel) detach(lost error) {
 	ch.reopenSteps = 0
 	ch.lastConsumer = nil
 	if ch.conn.republishing() && ch.confirms.active {
-		ch.republish = append(ch.republish, ch.confirms.takePending()...)
+		// Those in the tracker were sent before those still waiting in
+		// ch.republish (a loss in the middle of republishing): keep the order.
+		ch.republish = append(ch.confirms.takePending(), ch.republish...)
 	}
 	ch.confirms.failAll(fmt.Errorf("%w: %w", ErrPublishLost, lost))
 	ch.signalConfirmProgressLocked()
@@ -86,6 +88,9 @@ func (ch *Channel) reattach(ctx context.Context, l *link) error {
 			if lerr := linkErr(ctx, l); lerr != nil {
 				return lerr
 			}
+			if !ch.isRecovering() {
+				return nil // closed by the application meanwhile
+			}
 			// The server refused a mode it accepted before; the channel
 			// cannot be what the application set up.
 			ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: fmt.Sprintf("channel %d", ch.id), Err: err})
@@ -95,6 +100,9 @@ func (ch *Channel) reattach(ctx context.Context, l *link) error {
 		closed, err := ch.resubscribeAll(ctx, l)
 		if err != nil {
 			return err
+		}
+		if !ch.isRecovering() {
+			return nil // closed by the application meanwhile
 		}
 		if closed {
 			continue // a consumer's failure closed the channel: open it again for the rest
@@ -118,6 +126,12 @@ func (ch *Channel) reattach(ctx context.Context, l *link) error {
 		}
 		// Closed by the server between the steps: start over.
 	}
+}
+
+func (ch *Channel) isRecovering() bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.state == chRecovering
 }
 
 // reopenOn sends channel.open and re-applies qos, confirm and tx mode.
@@ -161,10 +175,22 @@ func (ch *Channel) resubscribeAll(ctx context.Context, l *link) (closed bool, er
 	ch.mu.Unlock()
 	slices.SortFunc(consumers, func(a, b *Consumer) int { return int(a.seq - b.seq) })
 	for _, c := range consumers {
+		c.mu.Lock()
+		gone := c.err != nil || c.abandoned || c.cancelling
+		c.mu.Unlock()
+		if gone {
+			// Ended, or being cancelled or abandoned when the connection
+			// was lost: the application does not want it any more.
+			ch.removeConsumer(c, ErrConsumerCancelled)
+			continue
+		}
 		args := c.consumeArgs()
 		if _, err := ch.recoveryCall(ctx, &args); err != nil {
 			if lerr := linkErr(ctx, l); lerr != nil {
 				return false, lerr
+			}
+			if !ch.isRecovering() {
+				return false, nil // closed by the application meanwhile
 			}
 			ch.removeConsumer(c, err)
 			ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Err: err,

@@ -25,6 +25,7 @@ type Connection struct {
 	chMu     sync.Mutex
 	channels []atomic.Pointer[Channel] // indexed by channel id; read by the reader without chMu; sized by the first link
 	nextID   uint16                    // where the next free-id search starts; guarded by chMu
+	ending   bool                      // finalize has begun: no new channels; guarded by chMu
 
 	blocked   gate // shut while the server blocks publishing (connection.blocked)
 	blockMu   sync.Mutex
@@ -146,7 +147,9 @@ func (c *Connection) linkEnded(l *link, cause error) {
 		l.markDetached() // never became current: no channel uses it
 		return
 	}
-	c.blocked.open() // a new link starts unblocked; waiting publishers look again
+	// A new link starts unblocked: waiting publishers look again, and
+	// OnBlocked listeners hear that the block is over.
+	c.setBlocked(false, "")
 	if c.cfg.Recovery != nil && !c.closeRequested() && shouldReconnect(cause) {
 		c.startRecovery(l, cause)
 		return
@@ -162,8 +165,10 @@ func (c *Connection) finalize(cause error) {
 	c.closeOnce.Do(func() {
 		c.err = cause
 		closed := c.closedErr()
-		close(c.done)
+		// Everything is ended before done closes, so that whoever wakes on
+		// Done sees channels, consumers and recovery state already final.
 		c.chMu.Lock()
+		c.ending = true // no new channels
 		var chans []*Channel
 		for i := range c.channels {
 			if ch := c.channels[i].Load(); ch != nil {
@@ -175,8 +180,9 @@ func (c *Connection) finalize(cause error) {
 		for _, ch := range chans {
 			ch.finish(closed)
 		}
-		c.blocked.open() // waiting publishers see done and return the cause
 		c.rec.finish()
+		close(c.done)
+		c.blocked.open() // waiting publishers see done and return the cause
 		c.events.close()
 	})
 }

@@ -83,6 +83,7 @@ func (c *Connection) dialLink(ctx context.Context, addr string) (*link, error) {
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
+	l.w = newWriter(l.conn, func(err error) { l.shutdown(fmt.Errorf("%w: write: %w", ErrConnectionLost, err)) })
 	return l, nil
 }
 
@@ -131,7 +132,6 @@ func (r readTracker) Read(p []byte) (int, error) {
 // counted in the connection's wait group, which Close waits for.
 func (l *link) start() {
 	c := l.c
-	l.w = newWriter(l.conn, func(err error) { l.shutdown(fmt.Errorf("%w: write: %w", ErrConnectionLost, err)) })
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); l.w.run() }()
 	go func() { defer c.wg.Done(); defer close(l.readerDone); l.readLoop() }()

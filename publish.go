@@ -58,7 +58,7 @@ func (ch *Channel) Publish(ctx context.Context, msg Publishing) (*Confirmation, 
 		})
 		if err != nil {
 			ch.mu.Unlock()
-			if err = ch.sendError(l, &method, err); err == errRetry {
+			if err = ch.sendError(ctx, l, &method, err); err == errRetry {
 				continue // never sent: it goes out once the connection has recovered
 			}
 			return failedConfirmation(err), err

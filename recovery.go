@@ -169,7 +169,7 @@ func (c *Connection) OnRecovery(fn func(RecoveryEvent)) {
 }
 
 // Recovering reports whether the connection is being recovered right now.
-func (c *Connection) Recovering() bool { return c.rec.active() }
+func (c *Connection) Recovering() bool { return !c.isDone() && c.rec.active() }
 
 func (c *Connection) emit(ev RecoveryEvent) {
 	c.rec.mu.Lock()
@@ -377,7 +377,11 @@ func (c *Connection) recoverLoop(lost *link, cause error) {
 		}
 		// The new link failed while we restored onto it, or Close was called.
 		if c.closeRequested() {
-			l.shutdown(ErrClosed) // ends the connection (linkEnded sees closeRequested)
+			// If l was still up, its end sees closeRequested and ends the
+			// connection; if it had died already, its end left it to us.
+			l.shutdown(ErrClosed)
+			c.finalize(ErrClosed)
+			l.markDetached()
 			return
 		}
 		if err == nil {
@@ -425,6 +429,21 @@ func (c *Connection) channelList() []*Channel {
 // publishes. An entity that fails is reported and skipped; an error is
 // returned only when l or ctx ends.
 func (c *Connection) restore(ctx context.Context, l *link) error {
+	// Replies stop coming when l ends, and the calls waiting for them are
+	// failed only once the recovery retires l: stop waiting at l's end.
+	ctx, cancel := context.WithCancel(ctx)
+	var watcher sync.WaitGroup
+	watcher.Add(1)
+	go func() {
+		defer watcher.Done()
+		select {
+		case <-l.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer watcher.Wait()
+	defer cancel()
 	if !c.cfg.Recovery.SkipTopology {
 		if err := c.restoreTopology(ctx, l); err != nil {
 			return err

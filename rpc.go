@@ -155,7 +155,7 @@ func (ch *Channel) queue(ctx context.Context, m Method, precondition func() erro
 		})
 		if err != nil {
 			ch.mu.Unlock()
-			if err = ch.sendError(l, m, err); err != errRetry {
+			if err = ch.sendError(ctx, l, m, err); err != errRetry {
 				return err
 			}
 			continue
@@ -262,11 +262,15 @@ func (ch *Channel) ctxError(m Method, err error) error {
 // For the latter it waits until the channel has been ended or set to
 // recover, and returns errRetry when the request should go out after the
 // recovery instead.
-func (ch *Channel) sendError(l *link, m Method, err error) error {
+func (ch *Channel) sendError(ctx context.Context, l *link, m Method, err error) error {
 	if !errors.Is(err, errWriterDown) {
 		return err
 	}
-	<-l.detached // the writer stops only as part of the link's end
+	select {
+	case <-l.detached: // the writer stops only as part of the link's end
+	case <-ctx.Done():
+		return ch.ctxError(m, ctx.Err())
+	}
 	if ch.Err() != nil || ch.conn.isDone() {
 		if ch.conn.isDone() {
 			return ch.conn.closedErr()

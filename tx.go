@@ -8,8 +8,9 @@ import (
 // ErrTransactionLost reports a TxCommit after a connection
 // recovery on a channel whose transaction had uncommitted publishes or
 // acknowledgements when the connection was lost: the server discarded
-// them. Nothing was committed; the channel is in transaction mode again and
-// the next transaction starts empty.
+// them. Nothing was committed: TxCommit rolls back what was done since the
+// recovery too, so the channel is in transaction mode with an empty
+// transaction, ready for the application to redo its work.
 var ErrTransactionLost = errors.New("amqp: transaction lost in a reconnect: its uncommitted publishes and acknowledgements were discarded")
 
 // TxSelect puts the channel in transaction mode (tx.select): publishes and
@@ -24,6 +25,13 @@ func (ch *Channel) TxSelect(ctx context.Context) error {
 // TxCommit commits the current transaction (tx.commit).
 func (ch *Channel) TxCommit(ctx context.Context) error {
 	_, err := ch.callIf(ctx, &TxCommit{}, ch.checkTxLostLocked)
+	if err == ErrTransactionLost {
+		// Work done since the recovery belongs to the broken transaction:
+		// discard it too, so that the next transaction starts empty.
+		if rerr := ch.TxRollback(ctx); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
 	return err
 }
 
