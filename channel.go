@@ -84,11 +84,28 @@ const (
 // channel closes. If ctx ends before open-ok arrives, the channel the server
 // opens anyway is closed again when it does.
 func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
-	if err := c.waitUp(ctx); err != nil {
-		return nil, err
+	for {
+		if err := c.waitUp(ctx); err != nil {
+			return nil, err
+		}
+		ch, err := c.openChannel(ctx)
+		var down errLinkDown
+		if !errors.As(err, &down) {
+			return ch, err
+		}
+		if err := down.l.waitDetached(ctx); err != nil {
+			return nil, err
+		}
 	}
-	return c.openChannel(ctx)
 }
+
+// errLinkDown reports that the current link has ended, before a recovery
+// (or the connection's end) took over: wait for l's detachment and retry.
+type errLinkDown struct{ l *link }
+
+func (e errLinkDown) Error() string { return "amqp: connection lost: " + fmt.Sprint(e.l.err) }
+
+func (e errLinkDown) Unwrap() error { return ErrConnectionLost }
 
 // openChannel opens a channel on the current link without waiting for a
 // recovery: recovery itself uses it.
@@ -129,6 +146,11 @@ func (c *Connection) allocChannel() (*Channel, error) {
 		return nil, c.closedErr()
 	}
 	l := c.cur.Load()
+	if l.ended() {
+		// A channel added now could miss the recovery's retirement of l,
+		// which lists the channels after l ended.
+		return nil, errLinkDown{l}
+	}
 	n := min(int(l.channelMax), len(c.channels)-1)
 	for i := 0; i < n; i++ {
 		id := uint16((int(c.nextID)+i)%n + 1)
@@ -416,12 +438,17 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	ch.sendLocked(&ChannelCloseOk{}, nil)
 	if ch.state == chRecovering {
 		// A step of the connection recovery failed: the recovery sees the
-		// error in its call and opens the channel again.
+		// error in its call and opens the channel again, from scratch.
 		calls := ch.calls.drain()
 		ch.opened = false
+		ch.resetForReopenLocked(cause)
+		consumers := ch.consumerListLocked()
 		ch.mu.Unlock()
 		for _, p := range calls {
 			p.resolve(callResult{err: cause})
+		}
+		for _, c := range consumers {
+			c.dropAckable()
 		}
 		return
 	}

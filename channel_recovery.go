@@ -33,25 +33,11 @@ func (ch *Channel) detach(lost error) {
 		ch.recovered = make(chan struct{})
 	}
 	calls := ch.calls.drain()
-	ch.generation.Add(1)
-	ch.settle.reset()
-	ch.txSettled, ch.rollbacks = nil, nil
 	ch.txLost = ch.txLost || ch.txWork
 	ch.txWork = false
-	ch.asm = assembly{}
 	ch.reopenSteps = 0
-	ch.lastConsumer = nil
-	if ch.conn.republishing() && ch.confirms.active {
-		// Those in the tracker were sent before those still waiting in
-		// ch.republish (a loss in the middle of republishing): keep the order.
-		ch.republish = append(ch.confirms.takePending(), ch.republish...)
-	}
-	ch.confirms.failAll(fmt.Errorf("%w: %w", ErrPublishLost, lost))
-	ch.signalConfirmProgressLocked()
-	consumers := make([]*Consumer, 0, len(ch.consumers))
-	for _, c := range ch.consumers {
-		consumers = append(consumers, c)
-	}
+	ch.resetForReopenLocked(fmt.Errorf("%w: %w", ErrPublishLost, lost))
+	consumers := ch.consumerListLocked()
 	ch.mu.Unlock()
 	ch.flow.open()
 	for _, p := range calls {
@@ -60,6 +46,34 @@ func (ch *Channel) detach(lost error) {
 	for _, c := range consumers {
 		c.dropAckable()
 	}
+}
+
+// resetForReopenLocked voids what the server forgot with the channel:
+// delivery tags (older deliveries become stale), a half-assembled message,
+// and confirm sequence numbers. Unconfirmed publishes fail with lostErr, or
+// with RecoveryConfig.Republish wait in ch.republish to be sent again in
+// their order. ch.mu must be held.
+func (ch *Channel) resetForReopenLocked(lostErr error) {
+	ch.generation.Add(1)
+	ch.settle.reset()
+	ch.txSettled, ch.rollbacks = nil, nil
+	ch.asm = assembly{}
+	ch.lastConsumer = nil
+	if ch.conn.republishing() && ch.confirms.active {
+		// Those in the tracker were sent before those still waiting in
+		// ch.republish (a loss in the middle of republishing): keep the order.
+		ch.republish = append(ch.confirms.takePending(), ch.republish...)
+	}
+	ch.confirms.failAll(lostErr) // and leaves confirm mode: the reopen enters it anew
+	ch.signalConfirmProgressLocked()
+}
+
+func (ch *Channel) consumerListLocked() []*Consumer {
+	out := make([]*Consumer, 0, len(ch.consumers))
+	for _, c := range ch.consumers {
+		out = append(out, c)
+	}
+	return out
 }
 
 // reattach opens the channel again on the new link l and restores it: qos,
@@ -227,7 +241,7 @@ func (ch *Channel) republishKept(ctx context.Context, l *link) error {
 		})
 		if err != nil {
 			ch.mu.Unlock()
-			return linkErr(ctx, l)
+			return l.deadErr(ctx)
 		}
 		ch.republish = ch.republish[1:]
 		if ch.confirms.active {
@@ -260,7 +274,7 @@ func (ch *Channel) recoveryCall(ctx context.Context, m Method) (callResult, erro
 	})
 	if err != nil {
 		ch.mu.Unlock()
-		return callResult{}, ch.conn.lostErr(err)
+		return callResult{}, l.deadErr(ctx)
 	}
 	ch.noteSentLocked(m)
 	if p == nil {

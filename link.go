@@ -283,6 +283,31 @@ func (l *link) shutdown(cause error) {
 	})
 }
 
+// deadErr is the error for a write the link's writer refused: the link is
+// ending (a failed writer always ends it), so wait for that, bounded by ctx,
+// and report it as linkErr does.
+func (l *link) deadErr(ctx context.Context) error {
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+	}
+	if err := linkErr(ctx, l); err != nil {
+		return err
+	}
+	return l.c.lostErr(ErrConnectionLost)
+}
+
+// waitDetached waits, bounded by ctx, until the connection has handled the
+// link's end (see detached).
+func (l *link) waitDetached(ctx context.Context) error {
+	select {
+	case <-l.detached:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("amqp: waiting for the connection to recover: %w", ctx.Err())
+	}
+}
+
 // ended reports whether the link has started to end.
 func (l *link) ended() bool {
 	select {

@@ -254,7 +254,10 @@ func (c *Connection) waitUp(ctx context.Context) error {
 		select {
 		case <-up:
 			if l := c.cur.Load(); l.ended() && !c.isDone() {
-				<-l.detached // the link just died: recovery starts, or the connection ends
+				// The link just died: recovery starts, or the connection ends.
+				if err := l.waitDetached(ctx); err != nil {
+					return err
+				}
 				continue
 			}
 			return nil

@@ -182,7 +182,20 @@ func (ch *Channel) lockForSend(ctx context.Context, m Method) (*link, error) {
 		ch.mu.Lock()
 		err := ch.usableLocked(m)
 		if err == nil {
-			return ch.link.Load(), nil
+			l := ch.link.Load()
+			if !l.ended() {
+				return l, nil
+			}
+			// Known dead: what it accepted now could never be written.
+			// Wait until the channel is set to recover (or has ended).
+			ch.mu.Unlock()
+			if err := l.waitDetached(ctx); err != nil {
+				return nil, ch.ctxError(m, ctx.Err())
+			}
+			if ch.link.Load() == l && ch.Err() == nil && !ch.conn.isDone() && ch.conn.cfg.Recovery != nil {
+				return nil, ch.conn.lostErr(l.err) // never detached (cannot happen): do not spin
+			}
+			continue
 		}
 		if err != errRecovering {
 			ch.mu.Unlock()
@@ -266,9 +279,7 @@ func (ch *Channel) sendError(ctx context.Context, l *link, m Method, err error) 
 	if !errors.Is(err, errWriterDown) {
 		return err
 	}
-	select {
-	case <-l.detached: // the writer stops only as part of the link's end
-	case <-ctx.Done():
+	if err := l.waitDetached(ctx); err != nil { // the writer stops only as part of the link's end
 		return ch.ctxError(m, ctx.Err())
 	}
 	if ch.Err() != nil || ch.conn.isDone() {

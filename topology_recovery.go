@@ -203,7 +203,8 @@ func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
 	tmp.mu.Lock()
 	tmp.internal = true
 	tmp.mu.Unlock()
-	defer tmp.Close(context.WithoutCancel(ctx))
+	// ctx ends with l, so a close-ok that never comes cannot hold the recovery.
+	defer tmp.Close(ctx)
 
 	failed := func(entity string, err error) error {
 		if lerr := linkErr(ctx, l); lerr != nil {
