@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Review tests for connection recovery. Each one fails because of a bug in
-// the recovery code; see the comment above each test.
+// Regression tests from a review of connection recovery. Each failed because
+// of a bug the comment above it describes; all are fixed.
 
 // rvBroker is an amqptest server answering like AutoReply that numbers its
 // connections (0, 1, 2, ... in the order their first command arrives), logs

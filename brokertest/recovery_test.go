@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +33,16 @@ import (
 // tests spend their time on faults rather than waiting to reconnect.
 func recoveryConfig() *amqp.RecoveryConfig {
 	return &amqp.RecoveryConfig{MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
+}
+
+// knownBug skips t because of a library bug described in
+// /tmp/recovery-findings.md, unless BROKERTEST_KNOWN_BUGS is set (to check
+// a fix). Temporary: the skip goes once the bug is fixed.
+func knownBug(t *testing.T, finding string) {
+	t.Helper()
+	if os.Getenv("BROKERTEST_KNOWN_BUGS") == "" {
+		t.Skipf("known library bug %s: see /tmp/recovery-findings.md; set BROKERTEST_KNOWN_BUGS=1 to run", finding)
+	}
 }
 
 // eventLog records the recovery events of one connection.
@@ -153,6 +168,7 @@ type streamOptions struct {
 	Heartbeat  time.Duration
 	QueueArgs  amqp.Table    // e.g. x-queue-type: quorum
 	ConnTimout time.Duration // Config.ConnectionTimeout
+	RPCLoop    bool          // a third goroutine makes synchronous calls (passive declares) on the publisher's connection
 }
 
 // stream is a publisher goroutine and a consumer goroutine exchanging
@@ -170,6 +186,7 @@ type stream struct {
 
 	stopPub     chan struct{}
 	pubDone     chan struct{}
+	rpcDone     chan struct{}
 	subDone     chan struct{}
 	cancelSub   context.CancelFunc
 	progressSig chan struct{} // closed and replaced on each confirm or consume
@@ -189,6 +206,8 @@ type stream struct {
 	staleAcks   int          // Ack returned ErrStaleDelivery
 	ackErrs     int          // Ack returned another error
 	unknownIDs  int          // deliveries whose id was never published
+	rpcCalls    int          // RPCLoop: calls made
+	rpcErrs     int          // RPCLoop: calls that failed, every one recoverable
 	firstErrs   []string     // the first few unexpected errors, for the log
 }
 
@@ -249,6 +268,7 @@ func startStream(t *testing.T, opts streamOptions) *stream {
 		cancelRun()
 		<-s.pubDone
 		<-s.subDone
+		<-s.rpcDone
 		if s.pubConn.Err() == nil {
 			ctx := ctxFor(t, 30*time.Second)
 			ch, err := s.pubConn.Channel(ctx)
@@ -261,9 +281,41 @@ func startStream(t *testing.T, opts streamOptions) *stream {
 			}
 		}
 	})
+	s.rpcDone = make(chan struct{})
+	if opts.RPCLoop {
+		rpcCh := openChannel(t, s.pubConn)
+		go s.rpcLoop(runCtx, rpcCh)
+	} else {
+		close(s.rpcDone)
+	}
 	go s.publish(runCtx, pubCh)
 	go s.consume(subCtx, cons)
 	return s
+}
+
+// rpcLoop makes passive queue declarations one after another until ctx
+// ends: a call in flight when the connection is lost fails with a
+// recoverable error, and later calls wait for the recovery.
+func (s *stream) rpcLoop(ctx context.Context, ch *amqp.Channel) {
+	defer close(s.rpcDone)
+	for ctx.Err() == nil {
+		_, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: s.queue, Passive: true})
+		if ctx.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		s.rpcCalls++
+		if err != nil {
+			s.rpcErrs++
+			if !amqp.Recoverable(err) || !errors.Is(err, amqp.ErrClosed) {
+				s.t.Errorf("passive declare during the stream: %v (Recoverable %t)", err, amqp.Recoverable(err))
+				s.mu.Unlock()
+				return
+			}
+		}
+		s.mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 func (s *stream) noteErr(format string, args ...any) {
@@ -537,6 +589,9 @@ func (s *stream) finish() {
 	slices.Sort(lost)
 	unconfirmed := s.nextID - len(s.confirmed)
 	t.Logf("stream: %s, lost %d (drained in %v)", s.summaryLocked(), len(lost), drained.Round(time.Millisecond))
+	if s.opts.RPCLoop {
+		t.Logf("synchronous calls during the stream: %d, failed (recoverable, in flight at a loss) %d", s.rpcCalls, s.rpcErrs)
+	}
 	t.Logf("publisher connection events: %s (now on %s)", s.pubEvents.kinds(), s.pubConn.Addr())
 	if !s.opts.Shared {
 		t.Logf("consumer connection events: %s (now on %s)", s.subEvents.kinds(), s.subConn.Addr())
@@ -586,6 +641,11 @@ func TestRecoveryForcedCloseStream(t *testing.T) {
 		s.waitProgress(100, time.Minute)
 		s.finish()
 		t.Logf("%d closes of the publisher's connection, %d of the consumer's, in %v", pubCloses, subCloses, time.Since(start).Round(time.Millisecond))
+		// The server sees the consumer with its tag and its channel's
+		// prefetch: basic.qos was applied again on every reopened channel.
+		out, err := node.Ctl("-q", "list_consumers", "--no-table-headers", "queue_name", "consumer_tag", "prefetch_count")
+		require.NoError(t, err)
+		require.Regexp(t, `(?m)^`+regexp.QuoteMeta(s.queue)+`\s+stream-consumer\s+200\s*$`, out)
 		require.Equal(t, pubCloses, s.pubEvents.count(amqp.RecoveryStarted))
 		require.Equal(t, pubCloses, s.pubEvents.count(amqp.RecoverySucceeded))
 		require.Equal(t, subCloses, s.subEvents.count(amqp.RecoveryStarted))
@@ -596,7 +656,7 @@ func TestRecoveryForcedCloseStream(t *testing.T) {
 	// republishes what was unconfirmed.
 	t.Run("SharedConnectionRepublish", func(t *testing.T) {
 		start := time.Now()
-		s := startStream(t, streamOptions{Addrs: []string{node.Addr()}, Shared: true, Republish: true})
+		s := startStream(t, streamOptions{Addrs: []string{node.Addr()}, Shared: true, Republish: true, RPCLoop: true})
 		for i := range closes {
 			s.waitProgress(100, time.Minute)
 			closeNamed(t, node, s.pubName, "recovery test")
@@ -640,6 +700,19 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 	closeEvents := watchRecovery(closeConn)
 	closeCh := openChannel(t, closeConn)
 	appClosedCh := openChannel(t, s.pubConn) // closed by the application during the recovery
+	cancelQueue := uniqueName(t) + "-cancelled"
+	cancelCh := openChannel(t, s.subConn)
+	_, err := cancelCh.QueueDeclare(ctxFor(t, 10*time.Second), amqp.QueueDeclare{Queue: cancelQueue, Durable: true})
+	require.NoError(t, err)
+	cancelled, err := cancelCh.Consume(ctxFor(t, 10*time.Second), amqp.BasicConsume{Queue: cancelQueue})
+	require.NoError(t, err)
+	// Calls made during the first outage, in goroutines.
+	type outageResult struct {
+		ch     *amqp.Channel
+		err    error
+		cancel bool
+	}
+	duringOutage := make(chan outageResult, 2)
 
 	duringFirstOutage := func() {
 		ctx := ctxFor(t, 30*time.Second)
@@ -671,6 +744,16 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 		require.False(t, limConn.IsAlive())
 		require.False(t, limConn.Recovering())
 
+		// Channel and Consumer.Cancel wait for the recovery: they return
+		// once it is done (checked after the restart).
+		go func() {
+			ch, err := s.subConn.Channel(ctxFor(t, time.Minute))
+			duringOutage <- outageResult{ch: ch, err: err}
+		}()
+		go func() {
+			duringOutage <- outageResult{err: cancelled.Cancel(ctxFor(t, time.Minute)), cancel: true}
+		}()
+
 		// Close stops a recovery; so does closing a channel.
 		closeEvents.waitCount(t, amqp.RecoveryStarted, 1, 30*time.Second)
 		require.NoError(t, appClosedCh.Close(ctx))
@@ -690,7 +773,7 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 		stopped := time.Since(t0)
 		// While the application is down, connections are refused, and
 		// the recovering clients' attempts fail.
-		_, err := amqp.Dial(ctxFor(t, 10*time.Second), node.URL())
+		_, err = amqp.Dial(ctxFor(t, 10*time.Second), node.URL())
 		require.ErrorIs(t, err, syscall.ECONNREFUSED, "a dial while the application is stopped")
 		s.pubEvents.waitCount(t, amqp.RecoveryAttemptFailed, i+1, 30*time.Second)
 		s.subEvents.waitCount(t, amqp.RecoveryAttemptFailed, i+1, 30*time.Second)
@@ -707,17 +790,51 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 	}
 	s.waitProgress(200, time.Minute)
 	s.finish()
-	for _, ev := range s.pubEvents.all() {
+	// stop_app closes connections with 320, then the socket. A client
+	// writing at that moment may get a reset first, which discards the
+	// unread connection.close (TCP drops received data on a reset): the
+	// publisher then sees the connection lost rather than forced.
+	forced, reset := 0, 0
+	for _, ev := range append(s.pubEvents.all(), s.subEvents.all()...) {
 		if ev.Kind == amqp.RecoveryStarted {
-			require.ErrorIs(t, ev.Err, amqp.ErrConnectionForced, "stop_app closes connections with 320")
+			switch {
+			case errors.Is(ev.Err, amqp.ErrConnectionForced):
+				forced++
+			case errors.Is(ev.Err, amqp.ErrConnectionLost):
+				reset++
+			default:
+				t.Errorf("recovery started by %v", ev.Err)
+			}
 		}
 	}
+	t.Logf("recoveries started by 320 CONNECTION_FORCED: %d, by a reset: %d", forced, reset)
 	roundTrip(t, s.pubConn, "after the restarts")
 
 	// The FailFast connection recovered too, with its channel.
 	ffEvents.waitCount(t, amqp.RecoverySucceeded, restarts, 30*time.Second)
 	ctx := ctxFor(t, 30*time.Second)
-	_, err := ffCh.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true})
+	_, err = ffCh.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true})
+	require.NoError(t, err)
+
+	// The Channel and Cancel calls made during the outage returned.
+	var during *amqp.Channel
+	for range 2 {
+		select {
+		case r := <-duringOutage:
+			require.NoError(t, r.err, "cancel %t", r.cancel)
+			if !r.cancel {
+				during = r.ch
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a call made during the recovery did not return after it")
+		}
+	}
+	within(t, cancelled.Done(), 5*time.Second, "a consumer cancelled during the recovery")
+	require.ErrorIs(t, cancelled.Err(), amqp.ErrConsumerCancelled)
+	ok, err := during.QueueDeclare(ctx, amqp.QueueDeclare{Queue: cancelQueue, Passive: true})
+	require.NoError(t, err)
+	require.Zero(t, ok.ConsumerCount, "the consumer cancelled during the recovery is not subscribed")
+	_, err = during.QueueDelete(ctx, amqp.QueueDelete{Queue: cancelQueue})
 	require.NoError(t, err)
 	roundTrip(t, ffConn, "fail-fast connection after the restarts")
 	require.Error(t, appClosedCh.Err(), "the channel closed during the recovery stays closed")
@@ -825,50 +942,161 @@ func TestRecoveryProxyFaults(t *testing.T) {
 	}
 }
 
+// zombieConn is a client socket that can be made to fail for the client
+// while it stays open for the server: after kill, the client's reads and
+// writes fail (so it starts a recovery), but the socket keeps sending the
+// server heartbeats for hold, then closes. The server thus keeps the old
+// connection, and its exclusive queues, for that long.
+type zombieConn struct {
+	net.Conn
+	mu       sync.Mutex // serializes writes with the zombie's heartbeats
+	killed   bool
+	released chan struct{} // closed when the socket really closes
+}
+
+func (z *zombieConn) Write(p []byte) (int, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if z.killed {
+		return 0, errors.New("zombieConn: killed")
+	}
+	return z.Conn.Write(p)
+}
+
+// Close is a no-op after kill: the zombie closes the socket when done.
+func (z *zombieConn) Close() error {
+	z.mu.Lock()
+	killed := z.killed
+	z.mu.Unlock()
+	if killed {
+		return nil
+	}
+	return z.Conn.Close()
+}
+
+// kill makes the client's pending and later reads and writes fail, and keeps
+// the socket alive for the server for hold.
+func (z *zombieConn) kill(hold time.Duration) {
+	z.mu.Lock()
+	z.killed = true
+	z.mu.Unlock()
+	z.Conn.SetReadDeadline(time.Now()) // the client's reader fails at once
+	go func() {
+		defer close(z.released)
+		time.Sleep(100 * time.Millisecond) // the client's reader has seen its error
+		z.Conn.SetReadDeadline(time.Time{})
+		drained := make(chan struct{})
+		go func() { // read what the server sends, so that it never blocks
+			defer close(drained)
+			io.Copy(io.Discard, z.Conn)
+		}()
+		end := time.After(hold)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+	loop:
+		for {
+			select {
+			case <-tick.C:
+				z.mu.Lock()
+				z.Conn.Write(heartbeatFrame)
+				z.mu.Unlock()
+			case <-end:
+				break loop
+			}
+		}
+		z.Conn.Close()
+		<-drained
+	}()
+}
+
 // TestRecoveryExclusiveQueueHeld checks the recovery of a named exclusive
-// queue that the server still holds for the lost connection: the client
-// detects a blackholed proxy by heartbeat and reconnects directly (its
-// second address), while the server keeps the old connection, and the queue,
-// until its own heartbeat check drops it. The recovery retries the
-// declaration (405 RESOURCE_LOCKED) until then, and the consumer goes on.
+// queue that the server still holds for the lost connection, as after a
+// network failure the client noticed first: the recovery retries the
+// declaration (405 RESOURCE_LOCKED) until the server lets the old
+// connection go, and the consumer goes on.
 func TestRecoveryExclusiveQueueHeld(t *testing.T) {
 	checkLeaks(t)
 	node := shared.Get(t)
-	proxy := startProxy(t, node.Addr())
-	name := uniqueName(t)
-	conn := dial(t, amqp.Config{Addrs: []string{proxy.Listen, node.Addr()}, Heartbeat: heartbeat,
-		ConnectionName: name, Recovery: recoveryConfig()})
-	require.Equal(t, proxy.Listen, conn.Addr())
-	events := watchRecovery(conn)
-	ctx := ctxFor(t, time.Minute)
-	ch := openChannel(t, conn)
-	require.NoError(t, ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
-	_, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: name, Exclusive: true})
-	require.NoError(t, err)
-	cons, err := ch.Consume(ctx, amqp.BasicConsume{Queue: name, NoAck: true})
-	require.NoError(t, err)
-	roundTripOn := func(body string) {
-		t.Helper()
-		conf, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: name, Mandatory: true, Body: []byte(body)})
-		require.NoError(t, err)
-		require.NoError(t, conf.Wait(ctx))
-		d, err := cons.Next(ctx)
-		require.NoError(t, err)
-		require.Equal(t, body, string(d.Body))
-	}
-	roundTripOn("before")
+	const hold = 3 * time.Second
 
-	t0 := time.Now()
-	blackhole(t, proxy, "upstream", "downstream")
-	events.waitCount(t, amqp.RecoveryStarted, 1, 30*time.Second)
-	detected := time.Since(t0)
-	events.waitCount(t, amqp.RecoverySucceeded, 1, time.Minute)
-	t.Logf("blackhole detected after %v; recovered on %s %v after the fault began; events: %s",
-		detected.Round(time.Millisecond), conn.Addr(), time.Since(t0).Round(time.Millisecond), events.kinds())
-	require.Equal(t, node.Addr(), conn.Addr())
-	require.Zero(t, events.count(amqp.RecoveryEntityFailed), "events:\n%s", events.dump())
-	roundTripOn("after")
-	require.NoError(t, cons.Err())
+	// setup connects through a zombieConn (the first dial only), declares
+	// the exclusive queue and a consumer on it, round-trips a message, and
+	// kills the socket.
+	setup := func(t *testing.T) (conn *amqp.Connection, events *eventLog, first *zombieConn, dials *atomic.Int32, roundTripOn func(string)) {
+		name := uniqueName(t)
+		var dialer net.Dialer
+		dials = new(atomic.Int32)
+		conn = dial(t, amqp.Config{Addrs: []string{node.Addr()}, ConnectionName: name, Recovery: recoveryConfig(),
+			Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dialer.DialContext(ctx, network, addr)
+				if err != nil || dials.Add(1) > 1 {
+					return c, err
+				}
+				first = &zombieConn{Conn: c, released: make(chan struct{})}
+				return first, nil
+			}})
+		events = watchRecovery(conn)
+		ctx := ctxFor(t, time.Minute)
+		ch := openChannel(t, conn)
+		require.NoError(t, ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
+		_, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: name, Exclusive: true})
+		require.NoError(t, err)
+		cons, err := ch.Consume(ctx, amqp.BasicConsume{Queue: name, NoAck: true})
+		require.NoError(t, err)
+		roundTripOn = func(body string) {
+			t.Helper()
+			conf, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: name, Mandatory: true, Body: []byte(body)})
+			require.NoError(t, err)
+			require.NoError(t, conf.Wait(ctx))
+			d, err := cons.Next(ctx)
+			require.NoError(t, err)
+			require.Equal(t, body, string(d.Body))
+			require.NoError(t, cons.Err())
+		}
+		roundTripOn("before")
+		first.kill(hold)
+		t.Cleanup(func() { <-first.released })
+		events.waitCount(t, amqp.RecoveryStarted, 1, 30*time.Second)
+		require.ErrorIs(t, events.all()[0].Err, amqp.ErrConnectionLost)
+		return conn, events, first, dials, roundTripOn
+	}
+
+	t.Run("Recovered", func(t *testing.T) {
+		t0 := time.Now()
+		_, events, first, _, roundTripOn := setup(t)
+		events.waitCount(t, amqp.RecoverySucceeded, 1, time.Minute)
+		select {
+		case <-first.released:
+		default:
+			t.Fatal("recovered before the server released the old connection's exclusive queue")
+		}
+		t.Logf("recovered %v after the fault, the old socket held open for %v; events: %s",
+			time.Since(t0).Round(time.Millisecond), hold, events.kinds())
+		require.Zero(t, events.count(amqp.RecoveryEntityFailed), "events:\n%s", events.dump())
+		roundTripOn("after")
+	})
+
+	// Close while the recovery is restoring the topology on the new
+	// connection (it retries the declaration for as long as the server
+	// holds the queue): Close ends the connection at once.
+	t.Run("CloseDuringRestore", func(t *testing.T) {
+		conn, events, first, dials, _ := setup(t)
+		for dials.Load() < 2 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond) // the handshake is done; the declaration is being retried
+		select {
+		case <-first.released:
+			t.Fatal("the old connection was released already: not closing during the restore")
+		default:
+		}
+		require.True(t, conn.Recovering())
+		require.NoError(t, conn.Close(ctxFor(t, 10*time.Second)))
+		within(t, conn.Done(), time.Second, "Done after Close")
+		require.ErrorIs(t, conn.Err(), amqp.ErrClosed)
+		require.False(t, conn.Recovering())
+		require.Zero(t, events.count(amqp.RecoverySucceeded), "events:\n%s", events.dump())
+	})
 }
 
 // TestRecoveryClusterNodeKilled runs the stream on a quorum queue in a
@@ -978,6 +1206,13 @@ func TestRecoveryTopology(t *testing.T) {
 	require.Equal(t, "unacked", string(held.Body))
 	require.False(t, held.Redelivered)
 
+	// A transaction open when the connection is lost cannot be committed:
+	// the server discarded its publish.
+	txCh := openChannel(t, conn)
+	require.NoError(t, txCh.TxSelect(ctx))
+	_, err = txCh.Publish(ctx, amqp.Publishing{RoutingKey: q3, Body: []byte("in a lost transaction")})
+	require.NoError(t, err)
+
 	require.NoError(t, node.CloseConnection(name, "topology recovery test"))
 	events.waitCount(t, amqp.RecoverySucceeded, 1, 30*time.Second)
 	renamed := events.waitFor(t, time.Second, "RecoveryQueueRenamed", func(ev amqp.RecoveryEvent) bool {
@@ -1009,6 +1244,17 @@ func TestRecoveryTopology(t *testing.T) {
 	require.True(t, again.Redelivered, "the server requeued it when the old connection closed")
 	require.NoError(t, again.Ack(ctx, amqp.AckOptions{}))
 	require.ErrorIs(t, again.Ack(ctx, amqp.AckOptions{}), amqp.ErrAlreadySettled)
+
+	require.ErrorIs(t, txCh.TxCommit(ctx), amqp.ErrTransactionLost)
+	// The channel is in transaction mode again, and the next transaction
+	// starts empty: only what it publishes is committed.
+	_, err = txCh.Publish(ctx, amqp.Publishing{RoutingKey: q3, Body: []byte("committed")})
+	require.NoError(t, err)
+	require.NoError(t, txCh.TxCommit(ctx))
+	d3, err := cons3.Next(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "committed", string(d3.Body), "the lost transaction's publish never arrives")
+	require.NoError(t, d3.Ack(ctx, amqp.AckOptions{}))
 	// The new queue is the one bound and consumed: the old name is gone.
 	other := dial(t, amqp.Config{Addrs: []string{node.Addr()}})
 	otherCh := openChannel(t, other)
@@ -1059,6 +1305,258 @@ func TestRecoveryTopology(t *testing.T) {
 	require.NoError(t, cons2.Err())
 	require.True(t, conn.IsAlive())
 	t.Logf("events: %s", events.kinds())
+}
+
+// TestRecoveryManyChannels recovers a connection with many channels, each
+// with a server-named exclusive queue (renamed by the recovery) and a
+// consumer on it: every consumer follows its queue's new name.
+func TestRecoveryManyChannels(t *testing.T) {
+	checkLeaks(t)
+	node := shared.Get(t)
+	name := uniqueName(t)
+	conn := dial(t, amqp.Config{Addrs: []string{node.Addr()}, ConnectionName: name, Recovery: recoveryConfig()})
+	events := watchRecovery(conn)
+	ctx := ctxFor(t, time.Minute)
+	const n = 100
+	type entry struct {
+		ch    *amqp.Channel
+		queue string
+		cons  *amqp.Consumer
+	}
+	entries := make([]entry, n)
+	for i := range entries {
+		ch := openChannel(t, conn)
+		q, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true})
+		require.NoError(t, err)
+		cons, err := ch.Consume(ctx, amqp.BasicConsume{Queue: q.Queue, NoAck: true})
+		require.NoError(t, err)
+		entries[i] = entry{ch, q.Queue, cons}
+	}
+	pubCh := openChannel(t, conn)
+	require.NoError(t, pubCh.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
+
+	t0 := time.Now()
+	require.NoError(t, node.CloseConnection(name, "many channels"))
+	events.waitCount(t, amqp.RecoverySucceeded, 1, time.Minute)
+	t.Logf("%d channels, queues and consumers recovered in %v; events: %s", n, time.Since(t0).Round(time.Millisecond), events.kinds())
+	require.Zero(t, events.count(amqp.RecoveryEntityFailed), "events:\n%s", events.dump())
+	renamed := map[string]string{}
+	for _, ev := range events.all() {
+		if ev.Kind == amqp.RecoveryQueueRenamed {
+			renamed[ev.OldName] = ev.NewName
+		}
+	}
+	require.Len(t, renamed, n)
+	for i, e := range entries {
+		newName, ok := renamed[e.queue]
+		require.True(t, ok, "queue %q renamed", e.queue)
+		body := fmt.Sprintf("to consumer %d", i)
+		conf, err := pubCh.Publish(ctx, amqp.Publishing{RoutingKey: newName, Mandatory: true, Body: []byte(body)})
+		require.NoError(t, err)
+		require.NoError(t, conf.Wait(ctx), "routed to %q", newName)
+		d, err := e.cons.Next(ctx)
+		require.NoError(t, err)
+		require.Equal(t, body, string(d.Body))
+		require.Equal(t, e.cons.Tag(), d.ConsumerTag)
+		require.NoError(t, e.ch.Err())
+	}
+}
+
+// TestRecoveryWhileBlocked recovers a connection the server had blocked
+// (memory alarm) onto a new connection the server never blocks, since the
+// alarm is lifted while the client reconnects: the recovered connection is
+// not blocked, publishes go through, and OnBlocked listeners are told the
+// block is gone.
+func TestRecoveryWhileBlocked(t *testing.T) {
+	checkLeaks(t)
+	node := shared.Get(t)
+	name := uniqueName(t)
+	// The reconnection's dial waits for gate, so that the alarm is lifted
+	// before the new connection exists.
+	gate := make(chan struct{})
+	var dialer net.Dialer
+	var dials atomic.Int32
+	conn := dial(t, amqp.Config{Addrs: []string{node.Addr()}, ConnectionName: name, Recovery: recoveryConfig(),
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) > 1 {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			return dialer.DialContext(ctx, network, addr)
+		}})
+	events := watchRecovery(conn)
+	var blockMu sync.Mutex
+	var blocks []amqp.Blocking
+	conn.OnBlocked(func(b amqp.Blocking) {
+		blockMu.Lock()
+		blocks = append(blocks, b)
+		blockMu.Unlock()
+	})
+	ctx := ctxFor(t, time.Minute)
+	ch := openChannel(t, conn)
+	require.NoError(t, ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
+	q := name
+	_, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: q})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if ch.Err() == nil {
+			_, err := ch.QueueDelete(ctxFor(t, 10*time.Second), amqp.QueueDelete{Queue: q})
+			require.NoError(t, err)
+		}
+	})
+
+	t.Cleanup(func() { // the alarm is global to the node: always lift it
+		if _, err := node.Ctl("set_vm_memory_high_watermark", "0.4"); err != nil {
+			t.Errorf("lifting the memory alarm: %v", err)
+		}
+	})
+	_, err = node.Ctl("set_vm_memory_high_watermark", "0.0000001")
+	require.NoError(t, err)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		// Publish waits while the connection is blocked.
+		pubCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		_, err := ch.Publish(pubCtx, amqp.Publishing{RoutingKey: q, Body: []byte("before the block")})
+		cancel()
+		if b, _ := conn.Blocked(); b {
+			break
+		}
+		require.NoError(t, err)
+		require.True(t, time.Now().Before(deadline), "no connection.blocked within 15 s of the memory alarm")
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	require.NoError(t, node.CloseConnection(name, "blocked"))
+	events.waitCount(t, amqp.RecoveryStarted, 1, 30*time.Second)
+	_, err = node.Ctl("set_vm_memory_high_watermark", "0.4")
+	require.NoError(t, err)
+	close(gate)
+	events.waitCount(t, amqp.RecoverySucceeded, 1, 30*time.Second)
+	blocked, reason := conn.Blocked()
+	require.False(t, blocked, "the new connection is not blocked (old reason %q)", reason)
+	pubCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	conf, err := ch.Publish(pubCtx, amqp.Publishing{RoutingKey: q, Body: []byte("after the recovery")})
+	cancel()
+	require.NoError(t, err)
+	require.NoError(t, conf.Wait(ctx))
+
+	// Listeners run in order on one goroutine: whatever OnBlocked was told
+	// before RecoverySucceeded has run by now.
+	blockMu.Lock()
+	seen := slices.Clone(blocks)
+	blockMu.Unlock()
+	t.Logf("OnBlocked saw %+v; Blocked() is %t", seen, blocked)
+	require.NotEmpty(t, seen)
+	require.True(t, seen[0].Active)
+	require.Equal(t, amqp.Blocking{Active: false}, seen[len(seen)-1], "OnBlocked is told that the block ended with the lost connection")
+}
+
+// TestRecoveryChannelMax recovers connections whose channels crowd the new
+// connection's channel_max (set on the shared node, at run time, for the
+// connections it accepts from then on): with every channel number in use,
+// and with a channel_max smaller than before, so that some channels cannot
+// come back.
+func TestRecoveryChannelMax(t *testing.T) {
+	checkLeaks(t)
+	node := shared.Get(t)
+	orig, err := node.Ctl("eval", "application:get_env(rabbit, channel_max).")
+	require.NoError(t, err)
+	m := regexp.MustCompile(`\{ok,(\d+)\}`).FindStringSubmatch(orig)
+	require.NotNil(t, m, "channel_max: %s", orig)
+	setChannelMax := func(t *testing.T, n string) {
+		t.Helper()
+		_, err := node.Ctl("eval", "application:set_env(rabbit, channel_max, "+n+").")
+		require.NoError(t, err)
+	}
+	t.Cleanup(func() { setChannelMax(t, m[1]) })
+
+	// Every channel number the server allows is the application's: the
+	// recovery must still restore the topology and the channels.
+	t.Run("AllChannelsInUse", func(t *testing.T) {
+		knownBug(t, "F3 (the recovery hangs: its topology channel finds no free number) and F4 (Close then races with the stuck recovery's link)")
+		t.Cleanup(func() { setChannelMax(t, m[1]) })
+		setChannelMax(t, "4")
+		name := uniqueName(t)
+		conn := dial(t, amqp.Config{Addrs: []string{node.Addr()}, ConnectionName: name, Recovery: recoveryConfig()})
+		setChannelMax(t, m[1])
+		require.Equal(t, uint16(4), conn.ChannelMax())
+		events := watchRecovery(conn)
+		ctx := ctxFor(t, time.Minute)
+		chans := make([]*amqp.Channel, 4)
+		for i := range chans {
+			chans[i] = openChannel(t, conn)
+		}
+		_, err := conn.Channel(ctx)
+		require.ErrorIs(t, err, amqp.ErrNoFreeChannel)
+		_, err = chans[0].QueueDeclare(ctx, amqp.QueueDeclare{Queue: name, AutoDelete: true})
+		require.NoError(t, err)
+		cons, err := chans[0].Consume(ctx, amqp.BasicConsume{Queue: name, NoAck: true})
+		require.NoError(t, err)
+
+		setChannelMax(t, "4")
+		require.NoError(t, node.CloseConnection(name, "all channels in use"))
+		events.waitCount(t, amqp.RecoveryStarted, 1, 30*time.Second)
+		deadline := time.After(30 * time.Second)
+		for events.count(amqp.RecoverySucceeded) == 0 {
+			select {
+			case <-deadline:
+				t.Fatalf("no recovery within 30 s; Recovering()=%t; events:\n%s", conn.Recovering(), events.dump())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		setChannelMax(t, m[1])
+		t.Logf("events: %s", events.kinds())
+		for _, ch := range chans {
+			require.NoError(t, ch.Err())
+		}
+		require.Zero(t, events.count(amqp.RecoveryEntityFailed), "events:\n%s", events.dump())
+		conf, err := chans[1].Publish(ctx, amqp.Publishing{RoutingKey: name, Body: []byte("after")})
+		require.NoError(t, err)
+		require.NoError(t, conf.Wait(ctx))
+		d, err := cons.Next(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "after", string(d.Body))
+	})
+
+	// The new connection allows fewer channels than the old one had: the
+	// channels above its channel_max end, with an event each; the others
+	// are recovered.
+	t.Run("ChannelMaxShrinks", func(t *testing.T) {
+		t.Cleanup(func() { setChannelMax(t, m[1]) })
+		name := uniqueName(t)
+		conn := dial(t, amqp.Config{Addrs: []string{node.Addr()}, ConnectionName: name, Recovery: recoveryConfig()})
+		events := watchRecovery(conn)
+		ctx := ctxFor(t, time.Minute)
+		chans := make([]*amqp.Channel, 6)
+		for i := range chans {
+			chans[i] = openChannel(t, conn)
+		}
+		setChannelMax(t, "4")
+		require.NoError(t, node.CloseConnection(name, "channel_max shrinks"))
+		events.waitCount(t, amqp.RecoverySucceeded, 1, 30*time.Second)
+		setChannelMax(t, m[1])
+		t.Logf("events: %s", events.kinds())
+		require.Equal(t, uint16(4), conn.ChannelMax())
+		var alive, ended int
+		for _, ch := range chans {
+			if ch.ID() <= 4 {
+				require.NoError(t, ch.Err(), "channel %d", ch.ID())
+				_, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true})
+				require.NoError(t, err, "channel %d", ch.ID())
+				alive++
+			} else {
+				within(t, ch.Done(), 5*time.Second, "a channel above the new channel_max ending")
+				require.ErrorIs(t, ch.Err(), amqp.ErrClosed)
+				ended++
+			}
+		}
+		require.Equal(t, 4, alive)
+		require.Equal(t, 2, ended)
+		require.Equal(t, 2, events.count(amqp.RecoveryEntityFailed), "events:\n%s", events.dump())
+	})
 }
 
 // TestRecoveryFatal checks that a recovery whose reconnection the server
@@ -1127,7 +1625,8 @@ func TestRecoveryFatal(t *testing.T) {
 			}
 			require.True(t, matched, "end error %v matches one of %v", err, tc.want)
 			require.False(t, conn.IsAlive())
-			require.False(t, conn.Recovering())
+			recoveringAfterDone := conn.Recovering()
+			chEndedWithConn := ch.Err() != nil
 			failed := events.waitFor(t, 5*time.Second, "RecoveryFailed", func(ev amqp.RecoveryEvent) bool { return ev.Kind == amqp.RecoveryFailed })
 			require.Equal(t, 1, events.count(amqp.RecoveryStarted), "events:\n%s", events.dump())
 			require.Equal(t, 1, events.count(amqp.RecoveryFailed))
@@ -1138,6 +1637,9 @@ func TestRecoveryFatal(t *testing.T) {
 			require.Error(t, ch.Err())
 			_, err = conn.Channel(ctx)
 			require.ErrorIs(t, err, amqp.ErrClosed)
+			require.False(t, conn.Recovering(), "a connection that has ended is not recovering")
+			require.False(t, recoveringAfterDone, "Recovering() right after Done() closed")
+			require.True(t, chEndedWithConn, "the channel had ended when Done() closed")
 		})
 	}
 }
