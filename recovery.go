@@ -389,6 +389,10 @@ func (c *Connection) recoverLoop(lost *link, cause error) {
 		}
 		if err == nil {
 			err = l.err
+		} else if !l.ended() {
+			// restore reports only the end of l or ctx; anything else is a
+			// bug, but must not leave the recovery waiting for l to end.
+			l.shutdown(fmt.Errorf("%w: recovery failed: %w", ErrConnectionLost, err))
 		}
 		<-l.done
 		if !shouldReconnect(l.err) {

@@ -194,11 +194,19 @@ func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
 		return nil
 	}
 	tmp, err := c.openChannel(ctx)
+	if errors.Is(err, ErrNoFreeChannel) {
+		var giveBack func()
+		tmp, giveBack, err = c.openBorrowedChannel(ctx, l)
+		if giveBack != nil {
+			defer giveBack()
+		}
+	}
 	if err != nil {
 		if lerr := linkErr(ctx, l); lerr != nil {
 			return lerr
 		}
-		return err
+		c.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: "topology", Err: err})
+		return nil
 	}
 	tmp.mu.Lock()
 	tmp.internal = true
@@ -256,6 +264,46 @@ func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
 		}
 	}
 	return nil
+}
+
+// openBorrowedChannel opens the recovery's own channel on the number of an
+// application channel that waits to be reattached, for when every number is
+// taken: on the new link no number is open yet. giveBack returns the number
+// to its channel once the borrowed one is closed.
+func (c *Connection) openBorrowedChannel(ctx context.Context, l *link) (tmp *Channel, giveBack func(), err error) {
+	c.chMu.Lock()
+	var owner *Channel
+	for i := range c.channels {
+		if ch := c.channels[i].Load(); ch != nil && ch.link.Load() == nil {
+			owner = ch
+			break
+		}
+	}
+	if owner == nil {
+		c.chMu.Unlock()
+		return nil, nil, ErrNoFreeChannel
+	}
+	tmp = newChannel(c, owner.id)
+	tmp.link.Store(l)
+	tmp.internal = true
+	c.channels[owner.id].Store(tmp)
+	c.chMu.Unlock()
+	giveBack = func() {
+		c.chMu.Lock()
+		defer c.chMu.Unlock()
+		if cur := c.channels[owner.id].Load(); cur == nil || cur == tmp {
+			c.channels[owner.id].Store(owner)
+		}
+	}
+	_, err = tmp.call(ctx, &ChannelOpen{})
+	if err != nil {
+		tmp.finish(fmt.Errorf("%w: %w", ErrClosed, err))
+		return nil, giveBack, err
+	}
+	tmp.mu.Lock()
+	tmp.opened = true
+	tmp.mu.Unlock()
+	return tmp, giveBack, nil
 }
 
 // declareForRecovery declares a queue, retrying while the broker still
