@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -33,16 +32,6 @@ import (
 // tests spend their time on faults rather than waiting to reconnect.
 func recoveryConfig() *amqp.RecoveryConfig {
 	return &amqp.RecoveryConfig{MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
-}
-
-// knownBug skips t because of a library bug described in
-// /tmp/recovery-findings.md, unless BROKERTEST_KNOWN_BUGS is set (to check
-// a fix). Temporary: the skip goes once the bug is fixed.
-func knownBug(t *testing.T, finding string) {
-	t.Helper()
-	if os.Getenv("BROKERTEST_KNOWN_BUGS") == "" {
-		t.Skipf("known library bug %s: see /tmp/recovery-findings.md; set BROKERTEST_KNOWN_BUGS=1 to run", finding)
-	}
 }
 
 // eventLog records the recovery events of one connection.
@@ -1476,7 +1465,6 @@ func TestRecoveryChannelMax(t *testing.T) {
 	// Every channel number the server allows is the application's: the
 	// recovery must still restore the topology and the channels.
 	t.Run("AllChannelsInUse", func(t *testing.T) {
-		knownBug(t, "F3 (the recovery hangs: its topology channel finds no free number) and F4 (Close then races with the stuck recovery's link)")
 		t.Cleanup(func() { setChannelMax(t, m[1]) })
 		setChannelMax(t, "4")
 		name := uniqueName(t)
