@@ -57,6 +57,8 @@ type Channel struct {
 
 	asm assembly  // reader-owned: the content being assembled
 	rx  rxScratch // reader-owned: deliver, ack and nack are decoded into this, not new structs
+
+	bin deliveryBin // deliveries handed back by Release, for asm to reuse
 }
 
 type channelState uint8
@@ -293,7 +295,7 @@ func (ch *Channel) handleFrame(f Frame) error {
 		}
 		return ch.handleMethod(m)
 	case FrameHeader:
-		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, &ch.conn.strings)
+		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, &ch.conn.strings, &ch.bin)
 		if err != nil || !done {
 			return err
 		}

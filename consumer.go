@@ -24,6 +24,7 @@ type Consumer struct {
 	noAck    bool
 	onCancel func(consumerTag string)
 	limit    int
+	recycle  bool
 
 	mu         sync.Mutex
 	queue      []*Delivery   // buffered deliveries; head at queue[head]
@@ -54,6 +55,14 @@ type ConsumerOptions struct {
 	// BufferLimit is how many deliveries may wait in the consumer's buffer
 	// before the connection stops reading. Zero means DefaultBufferLimit.
 	BufferLimit int
+
+	// Recycle lets the application hand each delivery back with
+	// [Delivery.Release] once done with it, so that its memory is reused
+	// for a later message instead of allocating a new Delivery (and body)
+	// per message. Deliveries that are not released are simply collected
+	// as usual. Off by default: a released delivery must not be touched
+	// again, which is easy to get wrong; see Release.
+	Recycle bool
 }
 
 var (
@@ -88,6 +97,7 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 		noAck:    args.NoAck,
 		onCancel: opt.OnCancel,
 		limit:    opt.BufferLimit,
+		recycle:  opt.Recycle,
 		ready:    make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
@@ -363,6 +373,7 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 	}
 	d.ch, d.generation = ch, ch.generation
 	d.noAck = c == nil || c.noAck
+	d.reusable = c != nil && c.recycle
 	ch.settle.received(m.DeliveryTag, d.noAck)
 	if c == nil {
 		// A consumer stays registered until its cancel-ok, after which the

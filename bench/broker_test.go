@@ -170,7 +170,7 @@ func BenchmarkConsumeBroker(b *testing.B) {
 			b.Fatal(err)
 		}
 		m := start(b)
-		c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: queue})
+		c, err := ch.ConsumeWith(ctx, amqp.BasicConsume{Queue: queue}, amqp.ConsumerOptions{Recycle: true})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -187,6 +187,7 @@ func BenchmarkConsumeBroker(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			d.Release()
 		}
 		m.stop()
 	})

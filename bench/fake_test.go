@@ -50,7 +50,8 @@ func BenchmarkConsumeSource(b *testing.B) {
 		ctx := benchCtx(b)
 		_, ch := dialOurs(b, ctx, fakeURL(fakeServer(b, "source")))
 		m := start(b)
-		c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "bench", ConsumerTag: sourceTag(b.N, size), NoAck: true})
+		c, err := ch.ConsumeWith(ctx, amqp.BasicConsume{Queue: "bench", ConsumerTag: sourceTag(b.N, size), NoAck: true},
+			amqp.ConsumerOptions{Recycle: true})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -62,6 +63,7 @@ func BenchmarkConsumeSource(b *testing.B) {
 			if len(d.Body) != size {
 				b.Fatalf("body of %d bytes", len(d.Body))
 			}
+			d.Release()
 		}
 		m.stop()
 	})
