@@ -58,7 +58,8 @@ type Channel struct {
 	asm assembly  // reader-owned: the content being assembled
 	rx  rxScratch // reader-owned: deliver, ack and nack are decoded into this, not new structs
 
-	bin deliveryBin // deliveries handed back by Release, for asm to reuse
+	bin       deliveryBin                 // deliveries handed back by Release, for asm to reuse
+	spareCall atomic.Pointer[pendingCall] // a completed call's entry and reply channel, for the next call
 }
 
 type channelState uint8

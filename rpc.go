@@ -99,7 +99,6 @@ func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callR
 	if err := ch.conn.w.waitRoom(ctx); err != nil {
 		return callResult{}, ch.ctxError(req, err)
 	}
-	p := &pendingCall{req: req, reply: make(chan callResult, 1), hook: hook}
 	ch.mu.Lock()
 	if err := ch.usableLocked(req); err != nil {
 		ch.mu.Unlock()
@@ -113,16 +112,24 @@ func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callR
 		return callResult{}, ch.sendError(req, err)
 	}
 	ch.noteSentLocked(req)
-	wait := expectsReply(req)
-	if wait {
-		ch.calls.push(p)
-	}
-	ch.mu.Unlock()
-	if !wait {
+	if !expectsReply(req) {
+		ch.mu.Unlock()
 		return callResult{}, nil
 	}
+	p := ch.spareCall.Swap(nil)
+	if p == nil {
+		p = &pendingCall{reply: make(chan callResult, 1)}
+	}
+	p.req, p.hook = req, hook
+	ch.calls.push(p)
+	ch.mu.Unlock()
 	select {
 	case r := <-p.reply:
+		// Whoever resolved p is done with it: reuse it, reply channel and
+		// all, for the next call. (An abandoned call's entry is not reused:
+		// its late reply still has to land in its channel.)
+		p.req, p.hook = nil, nil
+		ch.spareCall.Store(p)
 		return r, r.err
 	case <-ctx.Done():
 		return callResult{}, ch.ctxError(req, ctx.Err())
