@@ -129,6 +129,10 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 // the delivery is reused. Release must not be called concurrently with other
 // use of the delivery. The race detector reports a use after Release as a
 // data race with the reader goroutine once the delivery is reused.
+//
+// What a channel keeps for reuse is bounded (1024 deliveries, 4 MiB of
+// bodies); past that, released deliveries or their bodies are left to the
+// garbage collector.
 func (d *Delivery) Release() {
 	if !d.reusable || d.released {
 		return
@@ -141,21 +145,33 @@ func (d *Delivery) Release() {
 // them. The reader takes the whole bin at once into its own stash
 // (assembly.spare), so it locks the bin once per batch, not per message.
 type deliveryBin struct {
-	n    atomic.Int32 // len(free): the reader skips the lock while the bin is empty
-	mu   sync.Mutex
-	free []*Delivery
+	n     atomic.Int32 // len(free): the reader skips the lock while the bin is empty
+	mu    sync.Mutex
+	free  []*Delivery
+	bytes int // body capacity held by free
 }
 
-// maxBinned bounds the memory a bin keeps after a burst.
-const maxBinned = 4096
+// What a bin keeps after a burst is bounded: at most maxBinned deliveries
+// and maxBinnedBytes of body arrays. A delivery released past the byte bound
+// is kept without its body array.
+const (
+	maxBinned      = 1024
+	maxBinnedBytes = 4 << 20
+)
 
 func (b *deliveryBin) put(d *Delivery) {
 	b.mu.Lock()
-	if len(b.free) < maxBinned {
-		b.free = append(b.free, d)
-		b.n.Store(int32(len(b.free)))
+	defer b.mu.Unlock()
+	if len(b.free) >= maxBinned {
+		return
 	}
-	b.mu.Unlock()
+	if c := cap(d.Body); b.bytes+c > maxBinnedBytes {
+		d.Body = nil
+	} else {
+		b.bytes += c
+	}
+	b.free = append(b.free, d)
+	b.n.Store(int32(len(b.free)))
 }
 
 // takeAll moves the bin's deliveries into stash, which must be empty, and
@@ -167,6 +183,7 @@ func (b *deliveryBin) takeAll(stash []*Delivery) []*Delivery {
 	b.mu.Lock()
 	stash, b.free = b.free, stash[:0]
 	b.n.Store(0)
+	b.bytes = 0
 	b.mu.Unlock()
 	return stash
 }

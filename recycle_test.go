@@ -80,3 +80,24 @@ func TestReleaseWithoutRecycleDoesNothing(t *testing.T) {
 	_, ack := amqptest.Expect[*amqp.BasicAck](t, sc)
 	require.Equal(t, uint64(1), ack.DeliveryTag)
 }
+
+// A released delivery with a body over what a channel keeps for reuse (4 MiB)
+// is reused without its body array.
+func TestReleaseDropsLargeBody(t *testing.T) {
+	ctx := t.Context()
+	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{Recycle: true})
+
+	big := make([]byte, 4<<20+1)
+	require.NoError(t, sc.Deliver(ctx, id, "c", 1, amqp.Properties{}, big))
+	first, err := cons.Next(ctx)
+	require.NoError(t, err)
+	require.Len(t, first.Body, len(big))
+	first.Release()
+
+	require.NoError(t, sc.Deliver(ctx, id, "c", 1, amqp.Properties{}, []byte("small")))
+	second, err := cons.Next(ctx)
+	require.NoError(t, err)
+	require.Same(t, first, second)
+	require.Equal(t, "small", string(second.Body))
+	require.Less(t, cap(second.Body), len(big), "the large body array was not kept")
+}
