@@ -130,7 +130,7 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 // use of the delivery. The race detector reports a use after Release as a
 // data race with the reader goroutine once the delivery is reused.
 //
-// What a channel keeps for reuse is bounded (1024 deliveries, 4 MiB of
+// What a channel keeps for reuse is bounded (4096 deliveries, 4 MiB of
 // bodies); past that, released deliveries or their bodies are left to the
 // garbage collector.
 func (d *Delivery) Release() {
@@ -155,7 +155,7 @@ type deliveryBin struct {
 // and maxBinnedBytes of body arrays. A delivery released past the byte bound
 // is kept without its body array.
 const (
-	maxBinned      = 1024
+	maxBinned      = DefaultBufferLimit // a consumer buffers this many by default: as many may be in flight
 	maxBinnedBytes = 4 << 20
 )
 

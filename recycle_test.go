@@ -101,3 +101,30 @@ func TestReleaseDropsLargeBody(t *testing.T) {
 	require.Equal(t, "small", string(second.Body))
 	require.Less(t, cap(second.Body), len(big), "the large body array was not kept")
 }
+
+// A channel keeps as many released deliveries for reuse as a consumer
+// buffers by default, so a burst that size is recycled whole.
+func TestReleaseKeepsABufferfulForReuse(t *testing.T) {
+	ctx := t.Context()
+	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{Recycle: true})
+	const n = amqp.DefaultBufferLimit
+	released := make(map[*amqp.Delivery]bool, n)
+	require.NoError(t, sc.Deliver(ctx, id, "c", n, amqp.Properties{}, []byte("m")))
+	batch := make([]*amqp.Delivery, 0, n)
+	for range n {
+		d, err := cons.Next(ctx)
+		require.NoError(t, err)
+		batch = append(batch, d)
+	}
+	for _, d := range batch {
+		released[d] = true
+		d.Release()
+	}
+	require.NoError(t, sc.Deliver(ctx, id, "c", n, amqp.Properties{}, []byte("m")))
+	for i := range n {
+		d, err := cons.Next(ctx)
+		require.NoError(t, err)
+		require.True(t, released[d], "delivery %d of the second burst is a new allocation", i)
+		delete(released, d)
+	}
+}
