@@ -67,6 +67,9 @@ type Channel struct {
 
 	asm assembly  // reader-owned: the content being assembled
 	rx  rxScratch // reader-owned: deliver, ack and nack are decoded into this, not new structs
+
+	bin       deliveryBin                 // deliveries handed back by Release, for asm to reuse
+	spareCall atomic.Pointer[pendingCall] // a completed call's entry and reply channel, for the next call
 }
 
 type channelState uint8
@@ -363,7 +366,7 @@ func (ch *Channel) handleFrame(l *link, f Frame) error {
 		}
 		return ch.handleMethod(m)
 	case FrameHeader:
-		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, &l.strings)
+		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, &l.strings, &ch.bin)
 		if err != nil || !done {
 			return err
 		}

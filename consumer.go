@@ -26,6 +26,7 @@ type Consumer struct {
 	onCancel    func(consumerTag string)
 	limit       int
 	resubscribe bool
+	recycle     bool
 	seq         uint64 // creation order: a recovery subscribes consumers in this order
 
 	args BasicConsume // for subscribing again; Queue follows a renamed queue; guarded by mu
@@ -69,6 +70,14 @@ type ConsumerOptions struct {
 	// OnCancel, if set, is still told of each cancellation; OnRecovery
 	// listeners are told of each failed attempt and of the success.
 	Resubscribe bool
+
+	// Recycle lets the application hand each delivery back with
+	// [Delivery.Release] once done with it, so that its memory is reused
+	// for a later message instead of allocating a new Delivery (and body)
+	// per message. Deliveries that are not released are simply collected
+	// as usual. Off by default: a released delivery must not be touched
+	// again, which is easy to get wrong; see Release.
+	Recycle bool
 }
 
 var consumerSeq atomic.Uint64
@@ -106,6 +115,7 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 		onCancel:    opt.OnCancel,
 		limit:       opt.BufferLimit,
 		resubscribe: opt.Resubscribe,
+		recycle:     opt.Recycle,
 		seq:         consumerSeq.Add(1),
 		args:        args,
 		ready:       make(chan struct{}, 1),
@@ -407,6 +417,7 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 	}
 	d.ch, d.generation = ch, ch.generation.Load()
 	d.noAck = c == nil || c.noAck
+	d.reusable = c != nil && c.recycle
 	ch.settle.received(m.DeliveryTag, d.noAck)
 	if c == nil {
 		// A consumer stays registered until its cancel-ok, after which the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 )
 
 // Delivery is a message received from the server: pushed to a consumer
@@ -24,6 +26,8 @@ type Delivery struct {
 	ch         *Channel
 	generation uint64 // the channel generation it arrived in; acks from another are stale
 	noAck      bool   // the server considers it acknowledged already
+	reusable   bool   // its consumer has ConsumerOptions.Recycle: Release hands it back
+	released   bool   // Release handed it back; set until the reader reuses it
 }
 
 // Errors from acknowledging a delivery. They are local: nothing is sent, and
@@ -39,6 +43,10 @@ var (
 	// ErrAlreadySettled: the delivery was already acked, nacked or rejected,
 	// possibly by a multiple acknowledgement of a later delivery.
 	ErrAlreadySettled = errors.New("amqp: delivery was already acknowledged")
+	// ErrReleased: the delivery was handed back with [Delivery.Release]; it
+	// can no longer be acknowledged (a multiple acknowledgement of a later
+	// delivery still settles it).
+	ErrReleased = errors.New("amqp: delivery was released for reuse and can no longer be acknowledged")
 )
 
 // AckOptions are the options of [Delivery.Ack].
@@ -82,6 +90,9 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 	if d.ch == nil {
 		return fmt.Errorf("amqp: %s: delivery has no channel", m.MethodName())
 	}
+	if d.released {
+		return ErrReleased
+	}
 	if d.noAck {
 		return ErrNoAckDelivery
 	}
@@ -104,6 +115,81 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 		ch.txWork = ch.txWork || ch.txMode
 		return nil
 	})
+}
+
+// Release hands the delivery back to the library, which reuses its memory
+// (the Delivery and the array under Body) for a later message on the same
+// channel instead of allocating. It only does so for deliveries of a
+// consumer started with [ConsumerOptions.Recycle]; for any other delivery
+// it does nothing, so it is always safe to call.
+//
+// After Release, the delivery must not be used any more, nor any slice of
+// Body: the next message may overwrite them at any moment. Copy what you keep
+// first. Acknowledge before releasing: Ack, Nack and Reject of a released
+// delivery return ErrReleased until the delivery is reused; after that the
+// same pointer is a different message, so releasing and then acknowledging
+// can acknowledge the wrong message. A multiple acknowledgement of a later
+// delivery still settles a released one. A second Release is ignored until
+// the delivery is reused. Release must not be called concurrently with other
+// use of the delivery. The race detector reports a use after Release as a
+// data race with the reader goroutine once the delivery is reused.
+//
+// What a channel keeps for reuse is bounded (4096 deliveries, 4 MiB of
+// bodies); past that, released deliveries or their bodies are left to the
+// garbage collector.
+func (d *Delivery) Release() {
+	if !d.reusable || d.released {
+		return
+	}
+	d.released = true
+	d.ch.bin.put(d)
+}
+
+// deliveryBin holds a channel's released deliveries until the reader reuses
+// them. The reader takes the whole bin at once into its own stash
+// (assembly.spare), so it locks the bin once per batch, not per message.
+type deliveryBin struct {
+	n     atomic.Int32 // len(free): the reader skips the lock while the bin is empty
+	mu    sync.Mutex
+	free  []*Delivery
+	bytes int // body capacity held by free
+}
+
+// What a bin keeps after a burst is bounded: at most maxBinned deliveries
+// and maxBinnedBytes of body arrays. A delivery released past the byte bound
+// is kept without its body array.
+const (
+	maxBinned      = DefaultBufferLimit // a consumer buffers this many by default: as many may be in flight
+	maxBinnedBytes = 4 << 20
+)
+
+func (b *deliveryBin) put(d *Delivery) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.free) >= maxBinned {
+		return
+	}
+	if c := cap(d.Body); b.bytes+c > maxBinnedBytes {
+		d.Body = nil
+	} else {
+		b.bytes += c
+	}
+	b.free = append(b.free, d)
+	b.n.Store(int32(len(b.free)))
+}
+
+// takeAll moves the bin's deliveries into stash, which must be empty, and
+// gives the bin stash's array to fill next.
+func (b *deliveryBin) takeAll(stash []*Delivery) []*Delivery {
+	if b.n.Load() == 0 {
+		return stash
+	}
+	b.mu.Lock()
+	stash, b.free = b.free, stash[:0]
+	b.n.Store(0)
+	b.bytes = 0
+	b.mu.Unlock()
+	return stash
 }
 
 // tagWindow tracks which delivery tags of a channel generation are settled,
@@ -203,14 +289,15 @@ func (w *tagWindow) compact() {
 
 // assembly collects a content-bearing method's header and body frames.
 type assembly struct {
-	method Method    // basic.deliver, basic.return or basic.get-ok; nil when idle
-	msg    *Delivery // created when the header arrives
-	size   uint64    // body size the header announced
+	method Method      // basic.deliver, basic.return or basic.get-ok; nil when idle
+	msg    *Delivery   // created when the header arrives
+	size   uint64      // body size the header announced
+	spare  []*Delivery // released deliveries taken from the channel's bin, reused before allocating
 }
 
 func (a *assembly) active() bool { return a.method != nil }
 
-func (a *assembly) begin(m Method) { *a = assembly{method: m} }
+func (a *assembly) begin(m Method) { a.method, a.msg, a.size = m, nil, 0 }
 
 // Bodies up to smallBody bytes are allocated together with their Delivery,
 // in one allocation, in one of two sizes so a tiny body does not pay for a
@@ -231,8 +318,9 @@ type deliveryWithBody struct {
 }
 
 // header takes the content header frame. It refuses a body larger than
-// maxBody before allocating anything for it.
-func (a *assembly) header(payload []byte, maxBody uint64, strings *stringCache) (done bool, err error) {
+// maxBody before allocating anything for it. Released deliveries in bin are
+// reused before anything is allocated.
+func (a *assembly) header(payload []byte, maxBody uint64, strings *stringCache, bin *deliveryBin) (done bool, err error) {
 	if a.method == nil || a.msg != nil {
 		return false, unexpectedFrame(0, "content header frame without a content method")
 	}
@@ -247,18 +335,7 @@ func (a *assembly) header(payload []byte, maxBody uint64, strings *stringCache) 
 		return false, fmt.Errorf("%w: %s announced a %d-byte body, the limit is %d (Config.MaxBodySize)",
 			ErrBodyTooLarge, a.method.MethodName(), size, maxBody)
 	}
-	switch {
-	case size <= tinyBody:
-		x := &deliveryWithTinyBody{}
-		x.d.Body = x.buf[:0:size]
-		a.msg = &x.d
-	case size <= smallBody:
-		x := &deliveryWithBody{}
-		x.d.Body = x.buf[:0:size]
-		a.msg = &x.d
-	default:
-		a.msg = &Delivery{Body: make([]byte, 0, size)}
-	}
+	a.msg = a.newDelivery(size, bin)
 	// Straight into the delivery: no intermediate Properties to copy.
 	a.msg.Properties.decode(&d)
 	if err := d.finish(); err != nil {
@@ -266,6 +343,36 @@ func (a *assembly) header(payload []byte, maxBody uint64, strings *stringCache) 
 	}
 	a.size = size
 	return size == 0, nil
+}
+
+// newDelivery returns an empty Delivery whose Body has room for size bytes:
+// a released one if there is one, else a new allocation.
+func (a *assembly) newDelivery(size uint64, bin *deliveryBin) *Delivery {
+	if len(a.spare) == 0 {
+		a.spare = bin.takeAll(a.spare)
+	}
+	if n := len(a.spare); n > 0 {
+		d := a.spare[n-1]
+		a.spare[n-1] = nil
+		a.spare = a.spare[:n-1]
+		body := d.Body[:0] // the array Release handed back with it
+		if uint64(cap(body)) < size {
+			body = make([]byte, 0, size)
+		}
+		*d = Delivery{Body: body}
+		return d
+	}
+	switch {
+	case size <= tinyBody:
+		x := &deliveryWithTinyBody{}
+		x.d.Body = x.buf[:0:size]
+		return &x.d
+	case size <= smallBody:
+		x := &deliveryWithBody{}
+		x.d.Body = x.buf[:0:size]
+		return &x.d
+	}
+	return &Delivery{Body: make([]byte, 0, size)}
 }
 
 // body appends a body frame, reporting when the body is complete.
@@ -284,6 +391,6 @@ func (a *assembly) body(payload []byte) (done bool, err error) {
 // take returns the completed method and message and resets the assembly.
 func (a *assembly) take() (Method, *Delivery) {
 	m, msg := a.method, a.msg
-	*a = assembly{}
+	a.method, a.msg, a.size = nil, nil, 0
 	return m, msg
 }

@@ -122,6 +122,11 @@
 // deleted), [ConsumerOptions].OnCancel is called, or the consumer ends with
 // [ErrCancelledByServer].
 //
+// Each delivery is a new allocation unless the consumer was started with
+// [ConsumerOptions].Recycle: then the application may hand a delivery back
+// with [Delivery.Release] when done with it, and its memory serves a later
+// message. A released delivery must not be used again.
+//
 // # Callbacks
 //
 // Listeners (OnBlocked, OnAck, OnNack, OnReturn, OnCancel, OnError, OnFlow)

@@ -167,6 +167,7 @@ type rxScratch struct {
 	deliver BasicDeliver
 	ack     BasicAck
 	nack    BasicNack
+	dec     decoder // for the other methods: decodeArgs through the interface would move a local decoder to the heap
 }
 
 // decodeMethodInto is DecodeMethod for the reader's hot path: strings go
@@ -207,8 +208,15 @@ func decodeMethodInto(payload []byte, cache *stringCache, rx *rxScratch) (Method
 	if m == nil {
 		return nil, fmt.Errorf("%w: class %d method %d", ErrUnknownMethod, classID, methodID)
 	}
-	generic := d
-	m.decodeArgs(&generic)
+	var generic *decoder
+	if rx != nil {
+		rx.dec = d
+		generic = &rx.dec
+	} else {
+		generic = new(decoder)
+		*generic = d
+	}
+	m.decodeArgs(generic)
 	if err := generic.finish(); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", m.MethodName(), err)
 	}

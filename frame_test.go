@@ -176,3 +176,24 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+// The reader decodes a reply (any method not decoded into rxScratch) with
+// one allocation: the method itself.
+func TestDecodeMethodIntoAllocatesOnlyTheMethod(t *testing.T) {
+	frame, err := AppendMethodFrame(nil, 1, &QueueDeclareOk{Queue: "orders", MessageCount: 3, ConsumerCount: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := frame[frameHeaderSize : len(frame)-1]
+	var rx rxScratch
+	var strings stringCache
+	allocs := testing.AllocsPerRun(100, func() {
+		m, err := decodeMethodInto(payload, &strings, &rx)
+		if err != nil || m.(*QueueDeclareOk).Queue != "orders" {
+			t.Fatalf("decoded %v, %v", m, err)
+		}
+	})
+	if allocs != 1 {
+		t.Errorf("%v allocations per decode, want 1", allocs)
+	}
+}

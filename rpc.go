@@ -109,14 +109,27 @@ func (ch *Channel) callFull(ctx context.Context, req Method, precondition func()
 	wait := expectsReply(req)
 	var p *pendingCall
 	if wait {
-		p = &pendingCall{req: req, reply: make(chan callResult, 1), hook: hook}
+		p = ch.spareCall.Swap(nil)
+		if p == nil {
+			p = &pendingCall{reply: make(chan callResult, 1)}
+		}
+		p.req, p.hook = req, hook
 	}
 	err := ch.queue(ctx, req, precondition, p)
 	if err != nil || !wait {
+		if p != nil { // never queued: nobody else has it
+			p.req, p.hook = nil, nil
+			ch.spareCall.Store(p)
+		}
 		return callResult{}, err
 	}
 	select {
 	case r := <-p.reply:
+		// Whoever resolved p is done with it: reuse it, reply channel and
+		// all, for the next call. (An abandoned call's entry is not reused:
+		// its late reply still has to land in its channel.)
+		p.req, p.hook = nil, nil
+		ch.spareCall.Store(p)
 		return r, r.err
 	case <-ctx.Done():
 		return callResult{}, ch.ctxError(req, ctx.Err())

@@ -161,35 +161,39 @@ const (
 // acknowledging with multiple set every 500 deliveries.
 func BenchmarkConsumeBroker(b *testing.B) {
 	const size = 1024
-	b.Run(ours, func(b *testing.B) {
-		url := brokerURL(b)
-		queue := prefilledQueue(b, url, size)
-		ctx := benchCtx(b)
-		_, ch := dialOurs(b, ctx, url)
-		if err := ch.Qos(ctx, amqp.BasicQos{PrefetchCount: consumePrefetch}); err != nil {
-			b.Fatal(err)
-		}
-		m := start(b)
-		c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: queue})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i := range b.N {
-			d, err := c.Next(ctx)
+	for _, client := range []string{ours, oursRecycle} {
+		recycle := client == oursRecycle
+		b.Run(client, func(b *testing.B) {
+			url := brokerURL(b)
+			queue := prefilledQueue(b, url, size)
+			ctx := benchCtx(b)
+			_, ch := dialOurs(b, ctx, url)
+			if err := ch.Qos(ctx, amqp.BasicQos{PrefetchCount: consumePrefetch}); err != nil {
+				b.Fatal(err)
+			}
+			m := start(b)
+			c, err := ch.ConsumeWith(ctx, amqp.BasicConsume{Queue: queue}, amqp.ConsumerOptions{Recycle: recycle})
 			if err != nil {
 				b.Fatal(err)
 			}
-			if len(d.Body) != size {
-				b.Fatalf("body of %d bytes", len(d.Body))
-			}
-			if (i+1)%ackEvery == 0 || i == b.N-1 {
-				if err := d.Ack(ctx, amqp.AckOptions{Multiple: true}); err != nil {
+			for i := range b.N {
+				d, err := c.Next(ctx)
+				if err != nil {
 					b.Fatal(err)
 				}
+				if len(d.Body) != size {
+					b.Fatalf("body of %d bytes", len(d.Body))
+				}
+				if (i+1)%ackEvery == 0 || i == b.N-1 {
+					if err := d.Ack(ctx, amqp.AckOptions{Multiple: true}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				d.Release() // does nothing without Recycle
 			}
-		}
-		m.stop()
-	})
+			m.stop()
+		})
+	}
 	b.Run(incumbent, func(b *testing.B) {
 		url := brokerURL(b)
 		queue := prefilledQueue(b, url, size)

@@ -18,7 +18,10 @@ import (
 const (
 	ours      = "amqp"    // github.com/amqp-go/amqp
 	incumbent = "amqp091" // github.com/rabbitmq/amqp091-go
-	rawWriter = "raw"     // pre-encoded frames on a bare socket: the ceiling
+	// oursRecycle is ours with ConsumerOptions.Recycle, each delivery
+	// handed back with Release (consume scenarios only).
+	oursRecycle = "amqp-recycle"
+	rawWriter   = "raw" // pre-encoded frames on a bare socket: the ceiling
 )
 
 func fakeURL(addr string) string { return "amqp://guest:guest@" + addr + "/" }

@@ -46,25 +46,30 @@ func BenchmarkPublishSink(b *testing.B) {
 // The server sends exactly b.N (the count travels in the consumer tag).
 func BenchmarkConsumeSource(b *testing.B) {
 	const size = 16
-	b.Run(ours, func(b *testing.B) {
-		ctx := benchCtx(b)
-		_, ch := dialOurs(b, ctx, fakeURL(fakeServer(b, "source")))
-		m := start(b)
-		c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "bench", ConsumerTag: sourceTag(b.N, size), NoAck: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for range b.N {
-			d, err := c.Next(ctx)
+	for _, client := range []string{ours, oursRecycle} {
+		recycle := client == oursRecycle
+		b.Run(client, func(b *testing.B) {
+			ctx := benchCtx(b)
+			_, ch := dialOurs(b, ctx, fakeURL(fakeServer(b, "source")))
+			m := start(b)
+			c, err := ch.ConsumeWith(ctx, amqp.BasicConsume{Queue: "bench", ConsumerTag: sourceTag(b.N, size), NoAck: true},
+				amqp.ConsumerOptions{Recycle: recycle})
 			if err != nil {
 				b.Fatal(err)
 			}
-			if len(d.Body) != size {
-				b.Fatalf("body of %d bytes", len(d.Body))
+			for range b.N {
+				d, err := c.Next(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(d.Body) != size {
+					b.Fatalf("body of %d bytes", len(d.Body))
+				}
+				d.Release() // does nothing without Recycle
 			}
-		}
-		m.stop()
-	})
+			m.stop()
+		})
+	}
 	b.Run(incumbent, func(b *testing.B) {
 		ctx := benchCtx(b)
 		_, ch := dialIncumbent(b, fakeURL(fakeServer(b, "source")))
