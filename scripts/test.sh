@@ -34,7 +34,7 @@ echo "== go test -race"
 go test -race -count=1 -timeout 8m ./...
 
 echo "== brokertest: go test -race (throwaway RabbitMQ nodes, toxiproxy)"
-(cd brokertest && go test -race -count=1 -timeout 5m ./...)
+(cd brokertest && go test -race -count=1 -timeout 8m ./...)
 
 echo "== layer: go test -race (the channel layer: AMQP_URL, and a two-node cluster of its own)"
 (cd layer && go test -race -count=1 -timeout 5m ./...)
