@@ -571,3 +571,21 @@ func TestChannelMaxExhausted(t *testing.T) {
 	require.NoError(t, err, "a closed channel's number is free again")
 	require.Equal(t, chans[1].ID(), ch.ID())
 }
+
+// TestPublishAllocatesNothing guards the publish path's cost: a publish
+// outside confirm mode allocates nothing (the benchmarks measure the rest).
+func TestPublishAllocatesNothing(t *testing.T) {
+	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
+	ch := openFakeChannel(t, conn, sc)
+	ctx, cancel := context.WithCancel(t.Context())
+	sunk := make(chan struct{})
+	go func() { defer close(sunk); sc.Sink(ctx) }()
+	t.Cleanup(func() { cancel(); <-sunk })
+	msg := amqp.Publishing{RoutingKey: "q", Properties: amqp.Properties{ContentType: "text/plain"}, Body: make([]byte, 16)}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := ch.Publish(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	require.Zero(t, allocs)
+}
