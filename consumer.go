@@ -278,6 +278,9 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 	_, err := ch.callWithHook(ctx, &BasicCancel{ConsumerTag: tag}, func(r callResult) {
 		if r.err == nil {
 			ch.removeConsumer(c, ErrConsumerCancelled)
+			if ch.recording() {
+				ch.conn.consumerCancelled(c.consumeArgs().Queue)
+			}
 		}
 	})
 	if err != nil && c.Err() != nil {

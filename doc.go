@@ -61,7 +61,9 @@
 //   - the topology declared through the connection: exchanges, queues,
 //     queue bindings and exchange-to-exchange bindings, in declaration
 //     order. Deleting an entity (or unbinding) forgets it, with its
-//     bindings; passive declarations are not recorded. A server-named queue
+//     bindings, and so does cancelling the last consumer (on this
+//     connection) of an auto-delete queue, which the broker then deletes;
+//     passive declarations are not recorded. A server-named queue
 //     is declared again with an empty name, and its bindings and consumers
 //     follow the new name (told as [RecoveryQueueRenamed]). Set
 //     SkipTopology to leave the topology to the application.

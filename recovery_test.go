@@ -552,3 +552,36 @@ func TestRecoveryLosesTransaction(t *testing.T) {
 	// whole of the transaction that commits.
 	require.Equal(t, []string{"1 channel.open", "1 tx.select", "1 tx.rollback", "1 basic.publish q again", "1 tx.commit"}, b.methods(b.conn(t, 1)))
 }
+
+// TestRecoveryForgetsCancelledAutoDeleteQueue checks that an auto-delete
+// queue whose last consumer was cancelled (so the broker deleted it) is not
+// declared again, while one that still has a consumer is.
+func TestRecoveryForgetsCancelledAutoDeleteQueue(t *testing.T) {
+	b := newRecordingBroker(t, amqptest.Options{})
+	ctx := t.Context()
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
+	require.NoError(t, err)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	for _, q := range []string{"ad-cancelled", "ad-kept"} {
+		_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: q, AutoDelete: true})
+		require.NoError(t, err)
+	}
+	cancelled, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "ad-cancelled", ConsumerTag: "x"})
+	require.NoError(t, err)
+	_, err = ch.Consume(ctx, amqp.BasicConsume{Queue: "ad-kept", ConsumerTag: "y"})
+	require.NoError(t, err)
+	require.NoError(t, cancelled.Cancel(ctx))
+
+	b.conn(t, 0).Drop()
+	events.wait(t, amqp.RecoverySucceeded)
+	require.Equal(t, []string{
+		`2 channel.open`,
+		`2 queue.declare "ad-kept" exclusive=false`,
+		`2 channel.close`,
+		`1 channel.open`,
+		`1 basic.consume ad-kept y`,
+	}, b.methods(b.conn(t, 1)))
+}

@@ -103,12 +103,7 @@ func (ch *Channel) recordTopology(req Method, reply Method) {
 		}
 		t.queues[args.Queue] = recordedQueue{seq: seq, args: args, serverNamed: serverNamed}
 	case *QueueDelete:
-		delete(t.queues, m.Queue)
-		for k, b := range t.bindings {
-			if b.queue != nil && b.queue.Queue == m.Queue {
-				delete(t.bindings, k)
-			}
-		}
+		t.forgetQueueLocked(m.Queue)
 	case *QueueBind:
 		b := *m
 		b.NoWait = false
@@ -122,6 +117,45 @@ func (ch *Channel) recordTopology(req Method, reply Method) {
 	case *ExchangeUnbind:
 		delete(t.bindings, bindingKey("e", m.Source, m.Destination, m.RoutingKey, m.Arguments))
 	}
+}
+
+// forgetQueueLocked forgets a queue and its bindings. t.mu must be held.
+func (t *topology) forgetQueueLocked(name string) {
+	delete(t.queues, name)
+	for k, b := range t.bindings {
+		if b.queue != nil && b.queue.Queue == name {
+			delete(t.bindings, k)
+		}
+	}
+}
+
+// consumerCancelled forgets a recorded auto-delete queue once the last
+// consumer of it on this connection is cancelled: the broker deletes the
+// queue then, and declaring it again on recovery would leave an orphan.
+func (c *Connection) consumerCancelled(queue string) {
+	t := &c.rec.topo
+	t.mu.Lock()
+	q, ok := t.queues[queue]
+	t.mu.Unlock()
+	if !ok || !q.args.AutoDelete {
+		return
+	}
+	for _, ch := range c.channelList() {
+		ch.mu.Lock()
+		for _, cons := range ch.consumers {
+			cons.mu.Lock()
+			same := cons.args.Queue == queue
+			cons.mu.Unlock()
+			if same {
+				ch.mu.Unlock()
+				return
+			}
+		}
+		ch.mu.Unlock()
+	}
+	t.mu.Lock()
+	t.forgetQueueLocked(queue)
+	t.mu.Unlock()
 }
 
 // callTopology runs a topology method and records its effect for recovery.
