@@ -31,7 +31,8 @@ type Connection struct {
 	blockMu   sync.Mutex
 	onBlocked []func(Blocking) // guarded by blockMu
 
-	rec    recoveryState // reconnection and the topology to restore
+	rec    recoveryState          // reconnection and the topology to restore
+	secret atomic.Pointer[string] // the last secret UpdateSecret set: a recovery logs in with it
 	events *eventQueue
 
 	closeCalled chan struct{} // closed by the first Close: the application asked for the end
@@ -330,12 +331,43 @@ func (c *Connection) Heartbeat() time.Duration { return c.cur.Load().heartbeat }
 // UpdateSecret replaces the secret (such as an OAuth 2 token) the connection
 // authenticated with, using connection.update-secret, and waits for the
 // server's update-secret-ok, bounded by ctx.
+//
+// The connection remembers the secret: a recovery then logs in with it in
+// place of the password of Config's PLAIN or AMQPLAIN mechanism, so an
+// expired token is not sent again. (A custom [Mechanism] should fetch the
+// current token itself.)
 func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) error {
 	if err := c.waitUp(ctx); err != nil {
 		return err
 	}
 	_, err := c.cur.Load().ch0.call(ctx, &ConnectionUpdateSecret{NewSecret: secret, Reason: reason})
+	if err == nil {
+		c.secret.Store(&secret)
+	}
 	return err
+}
+
+// mechanisms returns the SASL mechanisms to log in with: Config's, with the
+// password replaced by the secret of the last successful UpdateSecret.
+func (c *Connection) mechanisms() []Mechanism {
+	secret := c.secret.Load()
+	if secret == nil {
+		return c.cfg.SASL
+	}
+	out := make([]Mechanism, len(c.cfg.SASL))
+	for i, m := range c.cfg.SASL {
+		switch m := m.(type) {
+		case PlainAuth:
+			m.Password = *secret
+			out[i] = m
+		case AMQPlainAuth:
+			m.Password = *secret
+			out[i] = m
+		default:
+			out[i] = m
+		}
+	}
+	return out
 }
 
 // OnBlocked registers fn to be told when the server blocks publishing on this

@@ -97,8 +97,9 @@
 // the Connection, Channel and Consumer report only the final end;
 // [Connection.Recovering] and [Connection.IsAlive] tell the state, and
 // [Connection.OnRecovery] listeners are told each step. Recovery
-// authenticates again with the Config's mechanisms: for expiring tokens,
-// give a [Mechanism] that fetches the current one.
+// authenticates again with the Config's mechanisms, using the secret of the
+// last [Connection.UpdateSecret] as the PLAIN or AMQPLAIN password; a custom
+// [Mechanism] for expiring tokens should fetch the current one.
 //
 // A consumer the server cancels (its queue was deleted, or its node went
 // down) can subscribe again by itself: see [ConsumerOptions].Resubscribe.

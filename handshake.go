@@ -53,7 +53,7 @@ func (l *link) handshake(ctx context.Context) error {
 		return fmt.Errorf("%w: server speaks %d-%d", ErrProtocolVersion, start.VersionMajor, start.VersionMinor)
 	}
 	l.serverProperties = start.ServerProperties
-	mech, err := pickMechanism(start.Mechanisms, l.c.cfg.SASL)
+	mech, err := pickMechanism(start.Mechanisms, l.c.mechanisms())
 	if err != nil {
 		return err
 	}

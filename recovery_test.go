@@ -585,3 +585,30 @@ func TestRecoveryForgetsCancelledAutoDeleteQueue(t *testing.T) {
 		`1 basic.consume ad-kept y`,
 	}, b.methods(b.conn(t, 1)))
 }
+
+// TestRecoveryLogsInWithUpdatedSecret checks that a recovery after
+// UpdateSecret logs in with the new secret, not Config's expired one.
+func TestRecoveryLogsInWithUpdatedSecret(t *testing.T) {
+	var mu sync.Mutex
+	var passwords []string
+	b := newRecordingBroker(t, amqptest.Options{CheckAuth: func(mechanism, response string) error {
+		_, pw, err := amqptest.Credentials(mechanism, response)
+		mu.Lock()
+		passwords = append(passwords, pw)
+		mu.Unlock()
+		return err
+	}})
+	ctx := t.Context()
+	cfg := recoveringConfig(b, amqp.RecoveryConfig{})
+	cfg.Username, cfg.Password = "app", "token-1"
+	conn, err := amqp.DialConfig(ctx, cfg)
+	require.NoError(t, err)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
+	require.NoError(t, conn.UpdateSecret(ctx, "token-2", "refresh"))
+	b.conn(t, 0).Drop()
+	events.wait(t, amqp.RecoverySucceeded)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"token-1", "token-2"}, passwords)
+}
