@@ -444,7 +444,10 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 		// error in its call and opens the channel again, from scratch.
 		calls := ch.calls.drain()
 		ch.opened = false
-		ch.resetForReopenLocked(cause)
+		// Publishes resent before the close fail with it, as on any channel
+		// error (one of them may be its cause: resending them again could
+		// fail the same way forever); those not yet resent stay kept.
+		ch.resetForReopenLocked(cause, false)
 		consumers := ch.consumerListLocked()
 		ch.mu.Unlock()
 		for _, p := range calls {

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -36,7 +37,7 @@ func (ch *Channel) detach(lost error) {
 	ch.txLost = ch.txLost || ch.txWork
 	ch.txWork = false
 	ch.reopenSteps = 0
-	ch.resetForReopenLocked(fmt.Errorf("%w: %w", ErrPublishLost, lost))
+	ch.resetForReopenLocked(fmt.Errorf("%w: %w", ErrPublishLost, lost), true)
 	consumers := ch.consumerListLocked()
 	ch.mu.Unlock()
 	ch.flow.open()
@@ -51,15 +52,15 @@ func (ch *Channel) detach(lost error) {
 // resetForReopenLocked voids what the server forgot with the channel:
 // delivery tags (older deliveries become stale), a half-assembled message,
 // and confirm sequence numbers. Unconfirmed publishes fail with lostErr, or
-// with RecoveryConfig.Republish wait in ch.republish to be sent again in
-// their order. ch.mu must be held.
-func (ch *Channel) resetForReopenLocked(lostErr error) {
+// with RecoveryConfig.Republish and keep set wait in ch.republish to be sent
+// again in their order. ch.mu must be held.
+func (ch *Channel) resetForReopenLocked(lostErr error, keep bool) {
 	ch.generation.Add(1)
 	ch.settle.reset()
 	ch.txSettled, ch.rollbacks = nil, nil
 	ch.asm = assembly{}
 	ch.lastConsumer = nil
-	if ch.conn.republishing() && ch.confirms.active {
+	if keep && ch.conn.republishing() && ch.confirms.active {
 		// Those in the tracker were sent before those still waiting in
 		// ch.republish (a loss in the middle of republishing): keep the order.
 		ch.republish = append(ch.confirms.takePending(), ch.republish...)
@@ -121,7 +122,12 @@ func (ch *Channel) reattach(ctx context.Context, l *link) error {
 		if closed {
 			continue // a consumer's failure closed the channel: open it again for the rest
 		}
-		if err := ch.republishKept(ctx, l); err != nil {
+		if err := ch.republishKept(ctx, l); err == errChannelReset {
+			if !ch.isRecovering() {
+				return nil // closed by the application meanwhile
+			}
+			continue // closed by the server: open it again and resend
+		} else if err != nil {
 			return err
 		}
 		ch.mu.Lock()
@@ -233,6 +239,14 @@ func (ch *Channel) republishKept(ctx context.Context, l *link) error {
 			ch.mu.Unlock()
 			return nil
 		}
+		if ch.state != chRecovering || !ch.opened || !ch.confirms.active {
+			// The server closed the channel meanwhile (and the resent ones
+			// went back to ch.republish), or the application did: stop, and
+			// let reattach start over or give up. Nothing is resolved here
+			// without the server's word.
+			ch.mu.Unlock()
+			return errChannelReset
+		}
 		conf := ch.republish[0]
 		msg := conf.msg
 		method := BasicPublish{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
@@ -244,14 +258,14 @@ func (ch *Channel) republishKept(ctx context.Context, l *link) error {
 			return l.deadErr(ctx)
 		}
 		ch.republish = ch.republish[1:]
-		if ch.confirms.active {
-			ch.confirms.readd(conf)
-		} else {
-			conf.resolve(nil, nil) // confirm mode could not be restored; finish has run or will
-		}
+		ch.confirms.readd(conf)
 		ch.mu.Unlock()
 	}
 }
+
+// errChannelReset reports that the channel was closed while the recovery
+// republished on it.
+var errChannelReset = errors.New("amqp: channel closed during its recovery")
 
 // recoveryCall sends m on a recovering channel (where application calls
 // wait) and waits for its reply, bounded by ctx.
