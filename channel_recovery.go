@@ -59,6 +59,7 @@ func (ch *Channel) resetForReopenLocked(lostErr error, keep bool) {
 	ch.settle.reset()
 	ch.txSettled, ch.rollbacks = nil, nil
 	ch.asm = assembly{}
+	ch.rx = rxScratch{} // (it may still point into the old link's read buffer and string cache)
 	ch.lastConsumer = nil
 	if keep && ch.conn.republishing() && ch.confirms.active {
 		// Those in the tracker were sent before those still waiting in

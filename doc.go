@@ -79,7 +79,9 @@
 //     acted on it. [Recoverable] reports true for it.
 //   - an unconfirmed publish's [Confirmation] resolves with an error matching
 //     [ErrPublishLost], or with Republish is published again and resolves
-//     with the new ack (its DeliveryTag changes). Either way the message may
+//     with the new ack (its DeliveryTag changes); should the server close
+//     the channel while they are resent, those resent so far resolve with
+//     its error, as on any channel error. Either way the message may
 //     already be in the queue: consumers must tolerate duplicates. A publish
 //     outside confirm mode that was queued before the loss may be lost
 //     without a trace; use confirms to know.
