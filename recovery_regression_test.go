@@ -20,148 +20,6 @@ import (
 // Regression tests from a review of connection recovery. Each failed because
 // of a bug the comment above it describes; all are fixed.
 
-// rvBroker is an amqptest server answering like AutoReply that numbers its
-// connections (0, 1, 2, ... in the order their first command arrives), logs
-// what each connection's client sent, and lets a test intercept commands.
-type rvBroker struct {
-	srv       *amqptest.Server
-	holdAcks  atomic.Bool // leave publishes unconfirmed
-	intercept func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (handled bool, err error)
-
-	mu    sync.Mutex
-	index map[*amqptest.Conn]int
-	conns []*amqptest.Conn
-	log   map[int][]string
-}
-
-func newRVBroker(t *testing.T, opts amqptest.Options,
-	intercept func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error)) *rvBroker {
-	b := &rvBroker{index: map[*amqptest.Conn]int{}, log: map[int][]string{}, intercept: intercept}
-	opts.Handler = func(ctx context.Context, c *amqptest.Conn, cmd *amqptest.Command) error {
-		b.mu.Lock()
-		idx, ok := b.index[c]
-		if !ok {
-			idx = len(b.conns)
-			b.index[c] = idx
-			b.conns = append(b.conns, c)
-		}
-		b.log[idx] = append(b.log[idx], rvDescribe(cmd))
-		b.mu.Unlock()
-		if b.intercept != nil {
-			if handled, err := b.intercept(ctx, idx, c, cmd); handled {
-				return err
-			}
-		}
-		if _, ok := cmd.Method.(*amqp.BasicPublish); ok && b.holdAcks.Load() {
-			return nil
-		}
-		return amqptest.AutoReply(ctx, c, cmd)
-	}
-	b.srv = amqptest.NewServer(t, opts)
-	return b
-}
-
-func rvDescribe(cmd *amqptest.Command) string {
-	switch m := cmd.Method.(type) {
-	case *amqp.BasicPublish:
-		body := string(cmd.Body)
-		if len(body) > 8 {
-			body = body[:8]
-		}
-		return fmt.Sprintf("%d basic.publish %s %s", cmd.Channel, m.RoutingKey, strings.TrimRight(body, "."))
-	case *amqp.BasicConsume:
-		return fmt.Sprintf("%d basic.consume %s %s", cmd.Channel, m.Queue, m.ConsumerTag)
-	}
-	return fmt.Sprintf("%d %s", cmd.Channel, cmd.Method.MethodName())
-}
-
-func (b *rvBroker) methods(idx int) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.log[idx]...)
-}
-
-func (b *rvBroker) conn(t *testing.T, idx int) *amqptest.Conn {
-	t.Helper()
-	var c *amqptest.Conn
-	require.Eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if len(b.conns) > idx {
-			c = b.conns[idx]
-			return true
-		}
-		return false
-	}, 10*time.Second, time.Millisecond, "connection %d never sent anything", idx)
-	return c
-}
-
-func (b *rvBroker) connCount() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.conns)
-}
-
-// rvEvents collects recovery events.
-type rvEvents struct {
-	mu     sync.Mutex
-	events []amqp.RecoveryEvent
-}
-
-func rvWatch(conn *amqp.Connection) *rvEvents {
-	l := &rvEvents{}
-	conn.OnRecovery(func(ev amqp.RecoveryEvent) {
-		l.mu.Lock()
-		l.events = append(l.events, ev)
-		l.mu.Unlock()
-	})
-	return l
-}
-
-func (l *rvEvents) count(kind amqp.RecoveryEventKind) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, ev := range l.events {
-		if ev.Kind == kind {
-			n++
-		}
-	}
-	return n
-}
-
-func (l *rvEvents) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var s []string
-	for _, ev := range l.events {
-		s = append(s, ev.String())
-	}
-	return strings.Join(s, "\n")
-}
-
-func rvConfig(b *rvBroker, rc amqp.RecoveryConfig) amqp.Config {
-	if rc.MinBackoff == 0 {
-		rc.MinBackoff = time.Millisecond
-	}
-	if rc.MaxBackoff == 0 {
-		rc.MaxBackoff = 5 * time.Millisecond
-	}
-	return amqp.Config{Dial: b.srv.Dial, Recovery: &rc}
-}
-
-// rvClose closes conn at the end of the test, bounded, and reports (but
-// does not hang on) a Close that does not finish.
-func rvClose(t *testing.T, conn *amqp.Connection) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := conn.Close(ctx); err != nil {
-			t.Errorf("cleanup: Close: %v", err)
-		}
-	})
-}
-
 // eventually polls cond until it holds or d has passed.
 func eventually(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
@@ -197,7 +55,7 @@ func returnsWithin(d time.Duration, f func()) bool {
 // recovery is stuck for good: no further attempt, Recovering() stays true,
 // and every call waiting for the recovery waits forever.
 func TestReviewLinkDiesDuringRestoreStallsRecovery(t *testing.T) {
-	b := newRVBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if _, ok := cmd.Method.(*amqp.ChannelOpen); ok && idx == 1 {
 			c.Drop() // the node dies again while the channel is being reopened
 			return true, nil
@@ -205,10 +63,10 @@ func TestReviewLinkDiesDuringRestoreStallsRecovery(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, rvConfig(b, amqp.RecoveryConfig{}))
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
 	require.NoError(t, err)
-	rvClose(t, conn)
-	events := rvWatch(conn)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 
@@ -216,7 +74,7 @@ func TestReviewLinkDiesDuringRestoreStallsRecovery(t *testing.T) {
 	// Connection 1 dies on the channel.open; connection 2 must follow.
 	if !eventually(5*time.Second, func() bool { return events.count(amqp.RecoverySucceeded) == 1 }) {
 		t.Fatalf("the recovery never went past the link that died while restoring (connections made: %d, recovering: %t); events:\n%s",
-			b.connCount(), conn.Recovering(), events)
+			b.senderCount(), conn.Recovering(), events)
 	}
 	require.NoError(t, ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: "x", Type: "direct"}))
 }
@@ -229,7 +87,7 @@ func TestReviewLinkDiesDuringRestoreStallsRecovery(t *testing.T) {
 func TestReviewPublishIgnoresCtxWhenRestoreStalls(t *testing.T) {
 	dropped := make(chan struct{})
 	var once sync.Once
-	b := newRVBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if _, ok := cmd.Method.(*amqp.ChannelOpen); ok && idx == 1 && cmd.Channel == 2 {
 			c.Drop() // channel 1 is restored; the link dies while channel 2 is
 			once.Do(func() { close(dropped) })
@@ -238,9 +96,9 @@ func TestReviewPublishIgnoresCtxWhenRestoreStalls(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, rvConfig(b, amqp.RecoveryConfig{}))
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
 	require.NoError(t, err)
-	rvClose(t, conn)
+	closeConn(t, conn)
 	ch1, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	_, err = conn.Channel(ctx)
@@ -270,7 +128,7 @@ func TestReviewPublishIgnoresCtxWhenRestoreStalls(t *testing.T) {
 func TestReviewCloseAfterLinkDiedDuringRestore(t *testing.T) {
 	dropped := make(chan struct{})
 	var once sync.Once
-	b := newRVBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if _, ok := cmd.Method.(*amqp.ChannelOpen); ok && idx == 1 {
 			c.Drop()
 			once.Do(func() { close(dropped) })
@@ -279,7 +137,7 @@ func TestReviewCloseAfterLinkDiedDuringRestore(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, rvConfig(b, amqp.RecoveryConfig{}))
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
 	require.NoError(t, err)
 	_, err = conn.Channel(ctx)
 	require.NoError(t, err)
@@ -309,14 +167,14 @@ func TestReviewCloseAfterLinkDiedDuringRestore(t *testing.T) {
 func TestReviewRepublishKeptNeverResolvedWhenConnectionEnds(t *testing.T) {
 	for _, how := range []string{"connection Close", "channel Close", "max attempts"} {
 		t.Run(how, func(t *testing.T) {
-			b := newRVBroker(t, amqptest.Options{}, nil)
+			b := newRecordingBroker(t, amqptest.Options{}, nil)
 			ctx := t.Context()
 			var down atomic.Bool
 			rc := amqp.RecoveryConfig{Republish: true}
 			if how == "max attempts" {
 				rc.MaxAttempts = 3
 			}
-			cfg := rvConfig(b, rc)
+			cfg := recoveringConfig(b, rc)
 			cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 				if down.Load() {
 					return nil, errors.New("node down")
@@ -325,14 +183,14 @@ func TestReviewRepublishKeptNeverResolvedWhenConnectionEnds(t *testing.T) {
 			}
 			conn, err := amqp.DialConfig(ctx, cfg)
 			require.NoError(t, err)
-			rvClose(t, conn)
+			closeConn(t, conn)
 			ch, err := conn.Channel(ctx)
 			require.NoError(t, err)
 			require.NoError(t, ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
 			b.holdAcks.Store(true)
 			conf, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("unconfirmed")})
 			require.NoError(t, err)
-			require.True(t, eventually(5*time.Second, func() bool { return len(b.methods(0)) >= 3 }))
+			require.True(t, eventually(5*time.Second, func() bool { return len(b.methodsOf(0)) >= 3 }))
 
 			down.Store(true)
 			b.conn(t, 0).Drop()
@@ -378,7 +236,7 @@ func TestReviewChannelCloseDuringReattachLeavesServerChannelOpen(t *testing.T) {
 	release := make(chan struct{})
 	openSeen := make(chan struct{})
 	var once sync.Once
-	b := newRVBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if _, ok := cmd.Method.(*amqp.ChannelOpen); ok && idx == 1 {
 			once.Do(func() {
 				close(openSeen)
@@ -391,12 +249,12 @@ func TestReviewChannelCloseDuringReattachLeavesServerChannelOpen(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	cfg := rvConfig(b, amqp.RecoveryConfig{})
+	cfg := recoveringConfig(b, amqp.RecoveryConfig{})
 	cfg.ChannelMax = 1
 	conn, err := amqp.DialConfig(ctx, cfg)
 	require.NoError(t, err)
-	rvClose(t, conn)
-	events := rvWatch(conn)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	_, err = ch.Consume(ctx, amqp.BasicConsume{Queue: "q", ConsumerTag: "c1"})
@@ -420,7 +278,7 @@ func TestReviewChannelCloseDuringReattachLeavesServerChannelOpen(t *testing.T) {
 	require.Equal(t, uint16(1), ch2.ID())
 	require.True(t, eventually(2*time.Second, func() bool {
 		n := 0
-		for _, m := range b.methods(1) {
+		for _, m := range b.methodsOf(1) {
 			if m == "1 channel.open" {
 				n++
 			}
@@ -430,11 +288,11 @@ func TestReviewChannelCloseDuringReattachLeavesServerChannelOpen(t *testing.T) {
 	// The server must have been told that the first channel 1 is closed
 	// before it sees channel 1 opened again.
 	var opens, closes int
-	for _, m := range b.methods(1) {
+	for _, m := range b.methodsOf(1) {
 		switch m {
 		case "1 channel.open":
 			opens++
-			require.Equal(t, opens-1, closes, "channel.open on a channel the server still has open; server saw %v", b.methods(1))
+			require.Equal(t, opens-1, closes, "channel.open on a channel the server still has open; server saw %v", b.methodsOf(1))
 		case "1 channel.close":
 			closes++
 		}
@@ -449,12 +307,12 @@ func TestReviewChannelCloseDuringReattachLeavesServerChannelOpen(t *testing.T) {
 // next successful TxCommit commits that work too, so an application that
 // redoes its transaction after ErrTransactionLost publishes its message twice.
 func TestReviewTransactionLostKeepsWorkDoneAfterRecovery(t *testing.T) {
-	b := newRVBroker(t, amqptest.Options{}, nil)
+	b := newRecordingBroker(t, amqptest.Options{}, nil)
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, rvConfig(b, amqp.RecoveryConfig{}))
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
 	require.NoError(t, err)
-	rvClose(t, conn)
-	events := rvWatch(conn)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	require.NoError(t, ch.TxSelect(ctx))
@@ -462,7 +320,7 @@ func TestReviewTransactionLostKeepsWorkDoneAfterRecovery(t *testing.T) {
 	// The application's transaction: publish, then commit.
 	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("A")})
 	require.NoError(t, err)
-	require.True(t, eventually(5*time.Second, func() bool { return len(b.methods(0)) >= 3 }))
+	require.True(t, eventually(5*time.Second, func() bool { return len(b.methodsOf(0)) >= 3 }))
 	b.conn(t, 0).Drop()
 	require.True(t, eventually(5*time.Second, func() bool { return events.count(amqp.RecoverySucceeded) == 1 }))
 
@@ -480,7 +338,7 @@ func TestReviewTransactionLostKeepsWorkDoneAfterRecovery(t *testing.T) {
 
 	// What the server committed: the publishes since the last commit or rollback.
 	var open, committed []string
-	for _, m := range b.methods(1) {
+	for _, m := range b.methodsOf(1) {
 		switch {
 		case strings.Contains(m, "basic.publish"):
 			open = append(open, m)
@@ -492,7 +350,7 @@ func TestReviewTransactionLostKeepsWorkDoneAfterRecovery(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"1 basic.publish q A", "1 basic.publish q B"}, committed,
-		"the commit after ErrTransactionLost also committed the lost transaction's post-recovery work; server saw %v", b.methods(1))
+		"the commit after ErrTransactionLost also committed the lost transaction's post-recovery work; server saw %v", b.methodsOf(1))
 }
 
 // BUG 6 (channel_recovery.go republishKept + detach): when the new link
@@ -502,10 +360,10 @@ func TestReviewTransactionLostKeepsWorkDoneAfterRecovery(t *testing.T) {
 // (later) ones, so the next recovery republishes them out of order,
 // against the documented "in their original order".
 func TestReviewRepublishOrderAfterLinkDiesMidRepublish(t *testing.T) {
-	b := newRVBroker(t, amqptest.Options{}, nil)
+	b := newRecordingBroker(t, amqptest.Options{}, nil)
 	ctx := t.Context()
 	var dials atomic.Int32
-	cfg := rvConfig(b, amqp.RecoveryConfig{Republish: true})
+	cfg := recoveringConfig(b, amqp.RecoveryConfig{Republish: true})
 	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := b.srv.Dial(ctx, network, addr)
 		if err != nil || dials.Add(1) != 2 {
@@ -516,8 +374,8 @@ func TestReviewRepublishOrderAfterLinkDiesMidRepublish(t *testing.T) {
 	}
 	conn, err := amqp.DialConfig(ctx, cfg)
 	require.NoError(t, err)
-	rvClose(t, conn)
-	events := rvWatch(conn)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	require.NoError(t, ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
@@ -530,7 +388,7 @@ func TestReviewRepublishOrderAfterLinkDiesMidRepublish(t *testing.T) {
 		require.NoError(t, err)
 		confs = append(confs, conf)
 	}
-	require.True(t, eventually(10*time.Second, func() bool { return len(b.methods(0)) >= 6 }))
+	require.True(t, eventually(10*time.Second, func() bool { return len(b.methodsOf(0)) >= 6 }))
 	b.holdAcks.Store(false)
 
 	b.conn(t, 0).Drop()
@@ -539,7 +397,7 @@ func TestReviewRepublishOrderAfterLinkDiesMidRepublish(t *testing.T) {
 		require.NoError(t, conf.Wait(ctx))
 	}
 	var sent []string
-	for _, m := range b.methods(2) {
+	for _, m := range b.methodsOf(2) {
 		if strings.Contains(m, "basic.publish") {
 			sent = append(sent, m)
 		}
@@ -548,7 +406,7 @@ func TestReviewRepublishOrderAfterLinkDiesMidRepublish(t *testing.T) {
 	// m0 may have been confirmed on the broken connection; the others were not.
 	require.Contains(t, sent, "1 basic.publish q m3")
 	require.True(t, slices.IsSorted(sent),
-		"republished out of order after the first reconnection broke mid-republish: %v (that connection got %v)", sent, b.methods(1))
+		"republished out of order after the first reconnection broke mid-republish: %v (that connection got %v)", sent, b.methodsOf(1))
 }
 
 // rvBreakingConn fails every write once budget bytes have been written, as
@@ -583,7 +441,7 @@ func (c *rvBreakingConn) Write(p []byte) (int, error) {
 // acks those messages stay unacknowledged for the life of the connection.
 func TestReviewEndedConsumerResubscribedAfterRecovery(t *testing.T) {
 	giveUp := make(chan struct{})
-	b := newRVBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		switch m := cmd.Method.(type) {
 		case *amqp.BasicConsume:
 			if idx == 0 && m.ConsumerTag == "zombie" {
@@ -602,10 +460,10 @@ func TestReviewEndedConsumerResubscribedAfterRecovery(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, rvConfig(b, amqp.RecoveryConfig{}))
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
 	require.NoError(t, err)
-	rvClose(t, conn)
-	events := rvWatch(conn)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 
@@ -615,8 +473,8 @@ func TestReviewEndedConsumerResubscribedAfterRecovery(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 
 	require.True(t, eventually(5*time.Second, func() bool { return events.count(amqp.RecoverySucceeded) == 1 }), "events:\n%s", events)
-	require.NotContains(t, b.methods(1), "1 basic.consume q zombie",
-		"the recovery subscribed again a consumer that had ended (its Consume gave up); server saw %v", b.methods(1))
+	require.NotContains(t, b.methodsOf(1), "1 basic.consume q zombie",
+		"the recovery subscribed again a consumer that had ended (its Consume gave up); server saw %v", b.methodsOf(1))
 }
 
 // BUG 8 (channel_recovery.go reattach + consumer backpressure): the
@@ -632,7 +490,7 @@ func TestReviewEndedConsumerResubscribedAfterRecovery(t *testing.T) {
 // heartbeat monitor is suspended while the reader is paused, so nothing
 // breaks the cycle. (Without recovery Ack never waits for the reader.)
 func TestReviewAckDeadlocksWithBackpressureDuringReattach(t *testing.T) {
-	b := newRVBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if m, ok := cmd.Method.(*amqp.BasicConsume); ok && idx == 1 && m.ConsumerTag == "a" {
 			// The queue's backlog follows the consume-ok at once.
 			if err := c.Send(ctx, cmd.Channel, &amqp.BasicConsumeOk{ConsumerTag: "a"}); err != nil {
@@ -643,10 +501,10 @@ func TestReviewAckDeadlocksWithBackpressureDuringReattach(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, rvConfig(b, amqp.RecoveryConfig{}))
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
 	require.NoError(t, err)
-	rvClose(t, conn)
-	events := rvWatch(conn)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	a, err := ch.ConsumeWith(ctx, amqp.BasicConsume{Queue: "qa", ConsumerTag: "a"}, amqp.ConsumerOptions{BufferLimit: 2})
@@ -694,7 +552,7 @@ func TestReviewAckDeadlocksWithBackpressureDuringReattach(t *testing.T) {
 // recovery never goes on (and Close of the connection cannot end it: the
 // stuck Close ignores the recovery's ctx).
 func TestReviewLinkDiesDuringTopologyChannelClose(t *testing.T) {
-	b := newRVBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if _, ok := cmd.Method.(*amqp.ChannelClose); ok && idx == 1 {
 			c.Drop() // the node dies as the topology's channel is closed
 			return true, nil
@@ -702,10 +560,10 @@ func TestReviewLinkDiesDuringTopologyChannelClose(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, rvConfig(b, amqp.RecoveryConfig{}))
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
 	require.NoError(t, err)
-	rvClose(t, conn)
-	events := rvWatch(conn)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	require.NoError(t, ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: "x", Type: "direct"}))
@@ -713,7 +571,7 @@ func TestReviewLinkDiesDuringTopologyChannelClose(t *testing.T) {
 	b.conn(t, 0).Drop()
 	if !eventually(5*time.Second, func() bool { return events.count(amqp.RecoverySucceeded) == 1 }) {
 		t.Fatalf("the recovery is stuck closing the topology channel of a dead link (connections made: %d, recovering: %t); events:\n%s",
-			b.connCount(), conn.Recovering(), events)
+			b.senderCount(), conn.Recovering(), events)
 	}
 	require.NoError(t, ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: "y", Type: "direct"}))
 }

@@ -83,7 +83,7 @@ func republishThroughServerClose(t *testing.T, waiting bool) ([]*amqp.Confirmati
 		closed    bool                // the server considers channel 1 closed
 		acked     = map[string]bool{} // bodies the server confirmed on conn 1
 	)
-	b := newRVBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if idx != 1 {
 			return false, nil
 		}
@@ -118,9 +118,9 @@ func republishThroughServerClose(t *testing.T, waiting bool) ([]*amqp.Confirmati
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, rvConfig(b, amqp.RecoveryConfig{Republish: true}))
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{Republish: true}))
 	require.NoError(t, err)
-	rvClose(t, conn)
+	closeConn(t, conn)
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	require.NoError(t, ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
@@ -144,7 +144,7 @@ func republishThroughServerClose(t *testing.T, waiting bool) ([]*amqp.Confirmati
 	}
 	require.True(t, eventually(10*time.Second, func() bool {
 		pubs := 0
-		for _, m := range b.methods(0) {
+		for _, m := range b.methodsOf(0) {
 			if strings.Contains(m, "basic.publish") {
 				pubs++
 			}
