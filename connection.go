@@ -140,14 +140,10 @@ func (c *Connection) channel(id uint16) *Channel {
 
 // linkEnded handles the end of link l: with recovery on and a cause worth
 // reconnecting for, it starts recovery; otherwise the connection ends with
-// cause. It runs once per link, from l.shutdown, and sees to it that
-// l.detached is closed.
+// cause. It runs once per link, from l.shutdown (every link is current by
+// the time it can end), and sees to it that l.detached is closed.
 func (c *Connection) linkEnded(l *link, cause error) {
 	l.ch0.finish(c.lostErr(cause))
-	if c.cur.Load() != l {
-		l.markDetached() // never became current: no channel uses it
-		return
-	}
 	// A new link starts unblocked: waiting publishers look again, and
 	// OnBlocked listeners hear that the block is over.
 	c.setBlocked(false, "")
@@ -210,9 +206,11 @@ func (c *Connection) lostErr(cause error) error {
 // Close closes the connection gracefully: connection.close, then the
 // server's close-ok, bounded by ctx. Channels, consumers and pending
 // confirmations end with ErrClosed. A recovery in progress stops. When Close
-// returns, every goroutine of the connection has exited, except that Close
-// called from a callback (OnBlocked, OnReturn, ...) does not wait for the
-// callback goroutine, which ends when the callback returns. It is idempotent;
+// returns, every goroutine of the connection has exited, except the callback
+// goroutine if a callback (OnBlocked, OnReturn, ...) is running at that
+// point: Close cannot tell whether it was called from that callback, which
+// it must not wait for, so it leaves the goroutine to end once the running
+// callback and those queued after it return. It is idempotent;
 // after the connection ended for another reason it returns nil without
 // sending anything.
 func (c *Connection) Close(ctx context.Context) error {
@@ -360,9 +358,17 @@ func (c *Connection) mechanisms() []Mechanism {
 		case PlainAuth:
 			m.Password = *secret
 			out[i] = m
+		case *PlainAuth:
+			cp := *m
+			cp.Password = *secret
+			out[i] = cp
 		case AMQPlainAuth:
 			m.Password = *secret
 			out[i] = m
+		case *AMQPlainAuth:
+			cp := *m
+			cp.Password = *secret
+			out[i] = cp
 		default:
 			out[i] = m
 		}

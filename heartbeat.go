@@ -53,7 +53,9 @@ func (c *Connection) SendHeartbeat(ctx context.Context) error {
 		return err
 	}
 	if err := l.w.appendFrames(appendHeartbeat); err != nil {
-		<-l.detached
+		if err := l.waitDetached(ctx); err != nil {
+			return err
+		}
 		if c.isDone() {
 			return c.closedErr()
 		}

@@ -275,9 +275,7 @@ func (l *link) shutdown(cause error) {
 		// shutdown can run on either of them.
 		go func() {
 			defer c.wg.Done()
-			if l.w != nil {
-				l.w.shutdown()
-			}
+			l.w.shutdown()
 			l.conn.Close()
 		}()
 	})

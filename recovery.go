@@ -409,6 +409,9 @@ func (c *Connection) recoverLoop(lost *link, cause error) {
 // recover. Channels then wait for the new link.
 func (c *Connection) retire(l *link, cause error) {
 	<-l.readerDone
+	// A connection.blocked the reader handled after linkEnded reopened the
+	// gate would otherwise outlive the link: the new one starts unblocked.
+	c.setBlocked(false, "")
 	lost := c.lostErr(cause)
 	for _, ch := range c.channelList() {
 		if ch.link.Load() == l {

@@ -638,6 +638,17 @@ func TestRecoveryForgetsCancelledAutoDeleteQueue(t *testing.T) {
 // TestRecoveryLogsInWithUpdatedSecret checks that a recovery after
 // UpdateSecret logs in with the new secret, not Config's expired one.
 func TestRecoveryLogsInWithUpdatedSecret(t *testing.T) {
+	t.Run("PlainAuth value", func(t *testing.T) {
+		testRecoveryUpdatedSecret(t, func(cfg *amqp.Config) { cfg.Username, cfg.Password = "app", "token-1" })
+	})
+	t.Run("*PlainAuth", func(t *testing.T) {
+		testRecoveryUpdatedSecret(t, func(cfg *amqp.Config) {
+			cfg.SASL = []amqp.Mechanism{&amqp.PlainAuth{Username: "app", Password: "token-1"}}
+		})
+	})
+}
+
+func testRecoveryUpdatedSecret(t *testing.T, setCredentials func(*amqp.Config)) {
 	var mu sync.Mutex
 	var passwords []string
 	b := newRecordingBroker(t, amqptest.Options{CheckAuth: func(mechanism, response string) error {
@@ -649,7 +660,7 @@ func TestRecoveryLogsInWithUpdatedSecret(t *testing.T) {
 	}}, nil)
 	ctx := t.Context()
 	cfg := recoveringConfig(b, amqp.RecoveryConfig{})
-	cfg.Username, cfg.Password = "app", "token-1"
+	setCredentials(&cfg)
 	conn, err := amqp.DialConfig(ctx, cfg)
 	require.NoError(t, err)
 	closeConn(t, conn)
