@@ -442,20 +442,11 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	if ch.state == chRecovering {
 		// A step of the connection recovery failed: the recovery sees the
 		// error in its call and opens the channel again, from scratch.
-		calls := ch.calls.drain()
 		ch.opened = false
 		// Publishes resent before the close fail with it, as on any channel
 		// error (one of them may be its cause: resending them again could
 		// fail the same way forever); those not yet resent stay kept.
-		ch.resetForReopenLocked(cause, false)
-		consumers := ch.consumerListLocked()
-		ch.mu.Unlock()
-		for _, p := range calls {
-			p.resolve(callResult{err: cause})
-		}
-		for _, c := range consumers {
-			c.dropAckable()
-		}
+		ch.forgetAndUnlock(cause, cause, false)
 		return
 	}
 	// A close during Close, in answer to a reopen step, or before the channel
@@ -471,12 +462,7 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	// Everything sent before the server's close was discarded by it.
 	calls := ch.calls.drain()
 	consumers := ch.takeConsumersLocked()
-	ch.confirms.failAll(cause)
-	ch.signalConfirmProgressLocked()
-	ch.generation.Add(1)
-	ch.settle.reset()
-	ch.txSettled, ch.rollbacks = nil, nil
-	ch.asm = assembly{}
+	ch.resetForReopenLocked(cause, false)
 	ch.state = chReopening
 	ch.reopenSteps = 0
 	// Pipelined: the server handles these in order, and any call made from

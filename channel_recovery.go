@@ -33,16 +33,26 @@ func (ch *Channel) detach(lost error) {
 	if ch.recovered == nil {
 		ch.recovered = make(chan struct{})
 	}
-	calls := ch.calls.drain()
 	ch.txLost = ch.txLost || ch.txWork
 	ch.txWork = false
 	ch.reopenSteps = 0
-	ch.resetForReopenLocked(fmt.Errorf("%w: %w", ErrPublishLost, lost), true)
+	ch.flow.open()
+	ch.forgetAndUnlock(lost, fmt.Errorf("%w: %w", ErrPublishLost, lost), true)
+}
+
+// forgetAndUnlock is what a recovering channel does when the server has
+// forgotten it (its link was lost, or the server closed it mid-recovery):
+// calls in flight fail with callErr, the channel's tags and confirm
+// sequence are reset (see resetForReopenLocked), and unread deliveries that
+// need an acknowledgement are dropped. Consumers stay registered, to be
+// subscribed again. ch.mu must be held; it is released.
+func (ch *Channel) forgetAndUnlock(callErr, confirmErr error, keep bool) {
+	calls := ch.calls.drain()
+	ch.resetForReopenLocked(confirmErr, keep)
 	consumers := ch.consumerListLocked()
 	ch.mu.Unlock()
-	ch.flow.open()
 	for _, p := range calls {
-		p.resolve(callResult{err: lost})
+		p.resolve(callResult{err: callErr})
 	}
 	for _, c := range consumers {
 		c.dropAckable()
@@ -189,10 +199,7 @@ func (ch *Channel) reopenOn(ctx context.Context) error {
 // reports closed when a failure closed the channel.
 func (ch *Channel) resubscribeAll(ctx context.Context, l *link) (closed bool, err error) {
 	ch.mu.Lock()
-	consumers := make([]*Consumer, 0, len(ch.consumers))
-	for _, c := range ch.consumers {
-		consumers = append(consumers, c)
-	}
+	consumers := ch.consumerListLocked()
 	ch.mu.Unlock()
 	slices.SortFunc(consumers, func(a, b *Consumer) int { return int(a.seq - b.seq) })
 	for _, c := range consumers {
