@@ -129,11 +129,17 @@ func (c *Confirmation) progress() (<-chan struct{}, bool, error) {
 		defer c.mu.Unlock()
 		return nil, true, c.err
 	}
+	c.mu.Lock()
+	fin, err := c.fin, c.err
+	c.mu.Unlock()
+	if fin { // resolved for good: no need for the channel's lock
+		return nil, true, err
+	}
 	ch := c.ch
 	ch.mu.Lock() // resolution happens under ch.mu: fin and the signal are consistent
 	defer ch.mu.Unlock()
 	c.mu.Lock()
-	fin, err := c.fin, c.err
+	fin, err = c.fin, c.err
 	c.mu.Unlock()
 	if fin {
 		return nil, true, err
@@ -274,10 +280,11 @@ func (t *confirmTracker) compact() {
 		n++
 	}
 	t.base += uint64(n)
-	t.pending = t.pending[n:]
-	if len(t.pending) == 0 {
-		t.pending = t.pending[:0:0]
+	if n == len(t.pending) {
+		t.pending = t.pending[:0] // empty: reuse the array (its slots are nil)
+		return
 	}
+	t.pending = t.pending[n:]
 }
 
 // matchReturn attaches a basic.return to the publish it belongs to, which

@@ -275,7 +275,11 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 	c.stopBackpressure()
 	tag := c.Tag()
 	ch := c.ch
-	_, err := ch.callWithHook(ctx, &BasicCancel{ConsumerTag: tag}, func(r callResult) {
+	queued := false // guarded by ch.mu: basic.cancel may have gone out (set just before it is queued)
+	_, err := ch.callFull(ctx, &BasicCancel{ConsumerTag: tag}, func() error {
+		queued = true
+		return nil
+	}, func(r callResult) {
 		if r.err == nil {
 			ch.removeConsumer(c, ErrConsumerCancelled)
 			if ch.recording() {
@@ -286,7 +290,19 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 	if err != nil && c.Err() != nil {
 		return nil // it ended meanwhile, which is what the caller wanted
 	}
-	return err // (backpressure stays off: the cancel may still be in flight)
+	if err != nil {
+		ch.mu.Lock()
+		sent := queued
+		ch.mu.Unlock()
+		if !sent {
+			// Nothing went out: the consumer runs on as before, with its
+			// backpressure, and a recovery subscribes it again.
+			c.mu.Lock()
+			c.cancelling = false
+			c.mu.Unlock()
+		}
+	}
+	return err // (if sent, backpressure stays off: the cancel may still be in flight)
 }
 
 func (c *Consumer) signalLocked() {
@@ -314,6 +330,13 @@ func (c *Consumer) stopBackpressure() {
 func (c *Consumer) push(d *Delivery) (full chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.queue) == cap(c.queue) && c.head > 0 {
+		// Full, with read slots at the front (a reader that never quite
+		// catches up): slide the unread down rather than grow for ever.
+		n := copy(c.queue, c.queue[c.head:])
+		clear(c.queue[n:])
+		c.queue, c.head = c.queue[:n], 0
+	}
 	c.queue = append(c.queue, d)
 	if c.waiting > 0 { // a busy reader of Next finds it without being woken
 		c.signalLocked()

@@ -281,10 +281,13 @@ func (w *tagWindow) compact() {
 		n++
 	}
 	w.base += uint64(n)
-	w.settled = w.settled[n:]
-	if len(w.settled) == 0 {
-		w.settled = w.settled[:0:0] // let the old array go
+	if n == len(w.settled) {
+		// Empty: reuse the array from its start rather than allocate a new
+		// one for the next delivery (prefetch bounds its size).
+		w.settled = w.settled[:0]
+		return
 	}
+	w.settled = w.settled[n:]
 }
 
 // assembly collects a content-bearing method's header and body frames.
