@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 )
 
@@ -321,21 +320,9 @@ func (ch *Channel) resubscribe(c *Consumer) {
 	if ch.conn.cfg.Recovery != nil {
 		rc = *ch.conn.cfg.Recovery
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var helper sync.WaitGroup
-	helper.Add(1)
-	go func() { // ends the loop when the consumer, channel or connection ends
-		defer helper.Done()
-		select {
-		case <-c.done:
-		case <-ch.done:
-		case <-ch.conn.closeCalled:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
-	defer helper.Wait()
-	defer cancel()
+	// The loop ends when the consumer, its channel or the connection ends.
+	ctx, stop := contextUntil(context.Background(), c.done, ch.done, ch.conn.closeCalled)
+	defer stop()
 	for attempt := 1; ; attempt++ {
 		t := time.NewTimer(rc.backoff(attempt))
 		select {

@@ -317,19 +317,8 @@ func (c *Connection) startRecovery(l *link, cause error) {
 func (c *Connection) recoverLoop(lost *link, cause error) {
 	defer c.wg.Done()
 	rc := c.cfg.Recovery
-	ctx, cancel := context.WithCancel(context.Background())
-	var helper sync.WaitGroup
-	helper.Add(1)
-	go func() { // Close stops the recovery wherever it is
-		defer helper.Done()
-		select {
-		case <-c.closeCalled:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	defer helper.Wait()
-	defer cancel()
+	ctx, stop := contextUntil(context.Background(), c.closeCalled, nil, nil) // Close stops the recovery wherever it is
+	defer stop()
 
 	c.retire(lost, cause)
 	c.emit(RecoveryEvent{Kind: RecoveryStarted, Err: cause})
@@ -441,19 +430,8 @@ func (c *Connection) channelList() []*Channel {
 func (c *Connection) restore(ctx context.Context, l *link) error {
 	// Replies stop coming when l ends, and the calls waiting for them are
 	// failed only once the recovery retires l: stop waiting at l's end.
-	ctx, cancel := context.WithCancel(ctx)
-	var watcher sync.WaitGroup
-	watcher.Add(1)
-	go func() {
-		defer watcher.Done()
-		select {
-		case <-l.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	defer watcher.Wait()
-	defer cancel()
+	ctx, stop := contextUntil(ctx, l.done, nil, nil)
+	defer stop()
 	if !c.cfg.Recovery.SkipTopology {
 		if err := c.restoreTopology(ctx, l); err != nil {
 			return err
@@ -465,6 +443,26 @@ func (c *Connection) restore(ctx context.Context, l *link) error {
 		}
 	}
 	return nil
+}
+
+// contextUntil returns a context that ends with parent or as soon as one of
+// a, b or c (nil ones never) closes, and a stop function that ends it and
+// returns once its watching goroutine has exited, so no goroutine outlives
+// the caller.
+func contextUntil(parent context.Context, a, b, c <-chan struct{}) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(parent)
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-a:
+		case <-b:
+		case <-c:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, func() { cancel(); <-exited }
 }
 
 // linkErr returns the error that ended l or ctx, if either has ended.
