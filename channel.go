@@ -87,11 +87,16 @@ const (
 // channel closes. If ctx ends before open-ok arrives, the channel the server
 // opens anyway is closed again when it does.
 func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
+	return c.channelWhenUp(ctx, false)
+}
+
+// channelWhenUp is Channel, also for the library's own (internal) channels.
+func (c *Connection) channelWhenUp(ctx context.Context, internal bool) (*Channel, error) {
 	for {
 		if err := c.waitUp(ctx); err != nil {
 			return nil, err
 		}
-		ch, err := c.openChannel(ctx)
+		ch, err := c.openChannel(ctx, internal)
 		var down errLinkDown
 		if !errors.As(err, &down) {
 			return ch, err
@@ -112,8 +117,10 @@ func (e errLinkDown) Unwrap() error { return ErrConnectionLost }
 
 // openChannel opens a channel on the current link without waiting for a
 // recovery: recovery itself uses it.
-func (c *Connection) openChannel(ctx context.Context) (*Channel, error) {
-	ch, err := c.allocChannel()
+// An internal channel is the library's own: recovery ends it rather than
+// reopening it, and declarations on it are not recorded.
+func (c *Connection) openChannel(ctx context.Context, internal bool) (*Channel, error) {
+	ch, err := c.allocChannel(internal)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +149,7 @@ func newChannel(c *Connection, id uint16) *Channel {
 // ErrNoFreeChannel reports that every channel number up to channel_max is in use.
 var ErrNoFreeChannel = errors.New("amqp: no free channel number (channel_max reached)")
 
-func (c *Connection) allocChannel() (*Channel, error) {
+func (c *Connection) allocChannel(internal bool) (*Channel, error) {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
 	if c.ending {
@@ -159,6 +166,7 @@ func (c *Connection) allocChannel() (*Channel, error) {
 		id := uint16((int(c.nextID)+i)%n + 1)
 		if c.channels[id].Load() == nil && !l.reserved[id] {
 			ch := newChannel(c, id)
+			ch.internal = internal // before anyone (retire) can see it
 			ch.link.Store(l)
 			c.channels[id].Store(ch)
 			c.nextID = id % uint16(n)
@@ -404,7 +412,6 @@ func (ch *Channel) handleMethod(m Method) error {
 		return nil
 	}
 	if isReplyKey(m.key()) {
-		ch.noteReply(m)
 		return ch.complete(m, nil)
 	}
 	return unexpectedFrame(ch.id, "unexpected "+m.MethodName())
@@ -463,8 +470,7 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	calls := ch.calls.drain()
 	consumers := ch.takeConsumersLocked()
 	ch.resetForReopenLocked(cause, false)
-	ch.state = chReopening
-	ch.reopenSteps = 0
+	ch.state = chReopening // (reopenSteps is 0: a close during a reopen ended the channel above)
 	// Pipelined: the server handles these in order, and any call made from
 	// now on is queued behind them, so it runs on the reopened channel.
 	ch.sendReopenStepLocked(&ChannelOpen{})
@@ -478,7 +484,7 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 		ch.sendReopenStepLocked(&ConfirmSelect{})
 		ch.enterConfirmModeLocked() // sequence numbers start again at 1
 	}
-	ch.txMode = false
+	ch.txMode, ch.txWork, ch.txLost = false, false, false // a channel error ends the transaction
 	listeners := ch.listeners.onError
 	ch.mu.Unlock()
 
@@ -512,14 +518,11 @@ func (ch *Channel) reopenStep(r callResult) {
 	ch.mu.Unlock()
 }
 
-// noteReply records state that a successful reply establishes, for
-// re-application after a reopen.
-func (ch *Channel) noteReply(m Method) {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	p := ch.calls.peek()
-	if p == nil || p.reply == nil {
-		return
+// noteReplyLocked records state that the successful reply to p
+// establishes, for re-application after a reopen. ch.mu must be held.
+func (ch *Channel) noteReplyLocked(p *pendingCall) {
+	if p.reply == nil {
+		return // the library's own calls (a reopen's steps) record nothing
 	}
 	switch req := p.req.(type) {
 	case *BasicQos:

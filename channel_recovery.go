@@ -329,9 +329,13 @@ func (ch *Channel) resubscribe(c *Consumer) {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			if err := ch.Err(); err != nil {
-				c.end(err, true)
+			// Ended by its consumer (already ended), its channel, or Close:
+			// unregistered as it is, nothing else would end it.
+			err := ch.Err()
+			if err == nil {
+				err = ErrClosed
 			}
+			c.end(err, true)
 			return
 		}
 		args := c.consumeArgs()
@@ -355,13 +359,10 @@ func (ch *Channel) resubscribe(c *Consumer) {
 // queueExists checks with a passive declare, on a channel of its own so
 // that a 404 closes that channel and not the consumer's.
 func (ch *Channel) queueExists(ctx context.Context, queue string) error {
-	tmp, err := ch.conn.Channel(ctx)
+	tmp, err := ch.conn.channelWhenUp(ctx, true)
 	if err != nil {
 		return err
 	}
-	tmp.mu.Lock()
-	tmp.internal = true
-	tmp.mu.Unlock()
 	defer tmp.Close(context.WithoutCancel(ctx))
 	_, err = tmp.call(ctx, &QueueDeclare{Queue: queue, Passive: true})
 	return err

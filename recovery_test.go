@@ -672,3 +672,64 @@ func testRecoveryUpdatedSecret(t *testing.T, setCredentials func(*amqp.Config)) 
 	defer mu.Unlock()
 	require.Equal(t, []string{"token-1", "token-2"}, passwords)
 }
+
+// TestResubscribingConsumerEndsWithClose checks that a consumer waiting to
+// resubscribe (unregistered from its channel) still ends when the
+// connection is closed.
+func TestResubscribingConsumerEndsWithClose(t *testing.T) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, _ int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+		if m, ok := cmd.Method.(*amqp.QueueDeclare); ok && m.Passive {
+			return true, c.CloseChannel(ctx, cmd.Channel, amqp.CodeNotFound, "NOT_FOUND - no queue", m)
+		}
+		return false, nil
+	})
+	ctx := t.Context()
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}))
+	require.NoError(t, err)
+	events := watchRecovery(conn)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	cons, err := ch.ConsumeWith(ctx, amqp.BasicConsume{Queue: "q", ConsumerTag: "c"}, amqp.ConsumerOptions{Resubscribe: true})
+	require.NoError(t, err)
+	require.NoError(t, b.conn(t, 0).Send(ctx, 1, &amqp.BasicCancel{ConsumerTag: "c", NoWait: true}))
+	events.wait(t, amqp.RecoveryEntityFailed)
+
+	closeCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	require.NoError(t, conn.Close(closeCtx))
+	select {
+	case <-cons.Done():
+		require.ErrorIs(t, cons.Err(), amqp.ErrClosed)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the resubscribing consumer never ended after Close")
+	}
+}
+
+// TestChannelErrorEndsTransactionBookkeeping checks that a transaction
+// ended by a channel error leaves nothing behind that a later recovery
+// would report as a lost transaction.
+func TestChannelErrorEndsTransactionBookkeeping(t *testing.T) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, _ int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+		if m, ok := cmd.Method.(*amqp.QueueDeclare); ok && m.Passive {
+			return true, c.CloseChannel(ctx, cmd.Channel, amqp.CodeNotFound, "NOT_FOUND - no queue", m)
+		}
+		return false, nil
+	})
+	ctx := t.Context()
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
+	require.NoError(t, err)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.TxSelect(ctx))
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("in tx")})
+	require.NoError(t, err)
+	_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: "missing", Passive: true})
+	require.ErrorIs(t, err, amqp.ErrNotFound) // the channel error that ends the transaction
+	require.NoError(t, ch.TxSelect(ctx)) // a new, empty transaction on the reopened channel
+
+	b.conn(t, 0).Drop()
+	events.wait(t, amqp.RecoverySucceeded)
+	require.NoError(t, ch.TxCommit(ctx), "the empty transaction commits")
+}

@@ -227,7 +227,7 @@ func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
 	if len(exchanges)+len(queues)+len(bindings) == 0 {
 		return nil
 	}
-	tmp, err := c.openChannel(ctx)
+	tmp, err := c.openChannel(ctx, true)
 	if errors.Is(err, ErrNoFreeChannel) {
 		var giveBack func()
 		tmp, giveBack, err = c.openBorrowedChannel(ctx, l)
@@ -242,9 +242,6 @@ func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
 		c.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: "topology", Err: err})
 		return nil
 	}
-	tmp.mu.Lock()
-	tmp.internal = true
-	tmp.mu.Unlock()
 	// ctx ends with l, so a close-ok that never comes cannot hold the recovery.
 	defer tmp.Close(ctx)
 
@@ -324,9 +321,13 @@ func (c *Connection) openBorrowedChannel(ctx context.Context, l *link) (tmp *Cha
 	c.chMu.Unlock()
 	giveBack = func() {
 		c.chMu.Lock()
-		defer c.chMu.Unlock()
-		if cur := c.channels[owner.id].Load(); cur == nil || cur == tmp {
+		ending := c.ending
+		if cur := c.channels[owner.id].Load(); !ending && (cur == nil || cur == tmp) {
 			c.channels[owner.id].Store(owner)
+		}
+		c.chMu.Unlock()
+		if ending { // finalize ran while the number was lent and could not see the owner
+			owner.finish(c.closedErr())
 		}
 	}
 	_, err = tmp.call(ctx, &ChannelOpen{})
