@@ -727,7 +727,7 @@ func TestChannelErrorEndsTransactionBookkeeping(t *testing.T) {
 	require.NoError(t, err)
 	_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: "missing", Passive: true})
 	require.ErrorIs(t, err, amqp.ErrNotFound) // the channel error that ends the transaction
-	require.NoError(t, ch.TxSelect(ctx)) // a new, empty transaction on the reopened channel
+	require.NoError(t, ch.TxSelect(ctx))      // a new, empty transaction on the reopened channel
 
 	b.conn(t, 0).Drop()
 	events.wait(t, amqp.RecoverySucceeded)
