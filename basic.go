@@ -32,8 +32,8 @@ func (ch *Channel) Get(ctx context.Context, args BasicGet) (*Delivery, error) {
 		got       *Delivery // what get-ok brought, if the hook ran first; guarded by ch.mu
 	)
 	giveBack := func(d *Delivery) { // ch.mu held
-		if d != nil && !d.noAck && d.generation == ch.generation.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
-			ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
+		if d != nil && !d.noAck {
+			ch.requeueLocked(d)
 		}
 	}
 	r, err := ch.callWithHook(ctx, &args, func(r callResult) {

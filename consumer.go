@@ -500,8 +500,15 @@ func (ch *Channel) requeueUnread(c *Consumer) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	for _, d := range unread {
-		if d.generation == ch.generation.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
-			ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
-		}
+		ch.requeueLocked(d)
+	}
+}
+
+// requeueLocked hands a delivery nobody will read back to the server
+// (basic.reject with requeue), unless it is stale or already settled.
+// ch.mu must be held.
+func (ch *Channel) requeueLocked(d *Delivery) {
+	if d.generation == ch.generation.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
+		ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
 	}
 }

@@ -14,11 +14,9 @@ import (
 type pendingCall struct {
 	req Method
 	// reply receives the outcome; buffered so the reader never blocks on it.
-	// Nil for the library's own calls, which use then instead.
+	// Nil for the library's own calls (such as re-applying qos after a
+	// channel was reopened), which have only a hook.
 	reply chan callResult
-	// then runs on the reader goroutine with the outcome of an internal call
-	// (such as re-applying qos after a channel was reopened). It must not block.
-	then func(callResult)
 	// hook runs on the reader goroutine before the caller is told, so state
 	// the reply establishes (a consumer's registration) is in place before
 	// the next frame is read, even if the caller has given up. Must not block.
@@ -37,11 +35,9 @@ func (p *pendingCall) resolve(r callResult) {
 	if p.hook != nil {
 		p.hook(r)
 	}
-	if p.then != nil {
-		p.then(r)
-		return
+	if p.reply != nil {
+		p.reply <- r
 	}
-	p.reply <- r
 }
 
 // callQueue is a FIFO of pending calls. It is not synchronized: its owner's
@@ -249,7 +245,7 @@ func (ch *Channel) sendLocked(m Method, then func(callResult)) {
 		return appendMethodFrame(b, ch.id, m)
 	})
 	if err == nil && then != nil {
-		ch.calls.push(&pendingCall{req: m, then: then})
+		ch.calls.push(&pendingCall{req: m, hook: then})
 	}
 	// A failed append means the link is ending; its end fails everything.
 }
