@@ -266,13 +266,9 @@ func (ch *Channel) Close(ctx context.Context) error {
 	for _, c := range ch.consumers {
 		c.stopBackpressure()
 	}
-	p := &pendingCall{req: &ChannelClose{}, reply: make(chan callResult, 1)}
-	err := ch.link.Load().w.appendFrames(func(b []byte) ([]byte, error) {
-		return appendMethodFrame(b, ch.id, &ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"})
-	})
-	if err == nil {
-		ch.calls.push(p)
-	}
+	req := &ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"}
+	p := &pendingCall{req: req, reply: make(chan callResult, 1)}
+	err := ch.appendLocked(ch.link.Load(), req, p)
 	ch.mu.Unlock()
 	if err != nil {
 		ch.finish(ErrClosed)

@@ -290,20 +290,14 @@ func (ch *Channel) recoveryCall(ctx context.Context, m Method) (callResult, erro
 	if expectsReply(m) {
 		p = &pendingCall{req: m, reply: make(chan callResult, 1)}
 	}
-	err := l.w.appendFrames(func(b []byte) ([]byte, error) {
-		return appendMethodFrame(b, ch.id, m)
-	})
-	if err != nil {
+	if err := ch.appendLocked(l, m, p); err != nil {
 		ch.mu.Unlock()
 		return callResult{}, l.deadErr(ctx)
 	}
-	ch.noteSentLocked(m)
+	ch.mu.Unlock()
 	if p == nil {
-		ch.mu.Unlock()
 		return callResult{}, nil
 	}
-	ch.calls.push(p)
-	ch.mu.Unlock()
 	select {
 	case r := <-p.reply:
 		return r, r.err

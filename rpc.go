@@ -159,23 +159,33 @@ func (ch *Channel) queue(ctx context.Context, m Method, precondition func() erro
 				return err
 			}
 		}
-		err = l.w.appendFrames(func(b []byte) ([]byte, error) {
-			return appendMethodFrame(b, ch.id, m)
-		})
-		if err != nil {
+		if err := ch.appendLocked(l, m, p); err != nil {
 			ch.mu.Unlock()
 			if err = ch.sendError(ctx, l, m, err); err != errRetry {
 				return err
 			}
 			continue
 		}
-		ch.noteSentLocked(m)
-		if p != nil {
-			ch.calls.push(p)
-		}
 		ch.mu.Unlock()
 		return nil
 	}
+}
+
+// appendLocked queues m's frame on link l's writer and, once it is queued,
+// records what m changes (noteSentLocked) and awaits p, if given, as its
+// reply. ch.mu must be held.
+func (ch *Channel) appendLocked(l *link, m Method, p *pendingCall) error {
+	err := l.w.appendFrames(func(b []byte) ([]byte, error) {
+		return appendMethodFrame(b, ch.id, m)
+	})
+	if err != nil {
+		return err
+	}
+	ch.noteSentLocked(m)
+	if p != nil {
+		ch.calls.push(p)
+	}
+	return nil
 }
 
 // lockForSend returns with ch.mu held and the link to write to once the
@@ -241,12 +251,11 @@ func (ch *Channel) sendLocked(m Method, then func(callResult)) {
 	if l == nil {
 		return // recovering: nothing to answer on, and the server forgot the channel
 	}
-	err := l.w.appendFrames(func(b []byte) ([]byte, error) {
-		return appendMethodFrame(b, ch.id, m)
-	})
-	if err == nil && then != nil {
-		ch.calls.push(&pendingCall{req: m, hook: then})
+	var p *pendingCall
+	if then != nil {
+		p = &pendingCall{req: m, hook: then}
 	}
+	_ = ch.appendLocked(l, m, p)
 	// A failed append means the link is ending; its end fails everything.
 }
 
