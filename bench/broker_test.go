@@ -148,6 +148,10 @@ func BenchmarkConfirmBroker(b *testing.B) {
 		}
 		m.stop()
 	})
+	b.Run(rawWriter, func(b *testing.B) {
+		url := brokerURL(b)
+		confirmRaw(b, url, brokerQueue(b, url, "confirm", boundedQueue), size)
+	})
 }
 
 // Consume cadence for ConsumeBroker.
@@ -221,6 +225,10 @@ func BenchmarkConsumeBroker(b *testing.B) {
 			}
 		}
 		m.stop()
+	})
+	b.Run(rawWriter, func(b *testing.B) {
+		url := brokerURL(b)
+		consumeRaw(b, url, prefilledQueue(b, url, size), size)
 	})
 }
 

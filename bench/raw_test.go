@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"testing"
@@ -189,4 +190,141 @@ func publishRaw(b *testing.B, url, queue string, size int) {
 		b.Fatal(err)
 	}
 	m.stop()
+}
+
+// consumeRaw is the raw floor of ConsumeBroker: one goroutine that reads
+// frames off the socket, counts the deliveries without decoding them, and
+// writes a pre-encoded multiple ack every ackEvery deliveries. There is no
+// hand-off between goroutines: what it costs per message is what this
+// machine charges for reading RabbitMQ's deliveries at all.
+func consumeRaw(b *testing.B, url, queue string, size int) {
+	ctx := benchCtx(b)
+	r, err := dialRaw(ctx, url)
+	if err != nil {
+		b.Fatalf("raw dial: %v", err)
+	}
+	b.Cleanup(r.close)
+	if err := r.send(1, &amqp.BasicQos{PrefetchCount: consumePrefetch}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := expectRaw[*amqp.BasicQosOk](r, 1); err != nil {
+		b.Fatal(err)
+	}
+	m := start(b)
+	if err := r.send(1, &amqp.BasicConsume{Queue: queue}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := expectRaw[*amqp.BasicConsumeOk](r, 1); err != nil {
+		b.Fatal(err)
+	}
+	var ack []byte
+	var tag uint64
+	for got := 0; got < b.N; {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			b.Fatal(err)
+		}
+		switch f.Type {
+		case amqp.FrameMethod:
+			// basic.deliver: class 60, method 60, consumer-tag shortstr, then the delivery tag.
+			p := f.Payload
+			if len(p) < 5 || p[1] != 60 || p[3] != 60 || len(p) < 5+int(p[4])+8 {
+				b.Fatalf("raw: unexpected method frame % x", p[:min(len(p), 8)])
+			}
+			tag = binary.BigEndian.Uint64(p[5+int(p[4]):])
+		case amqp.FrameBody:
+			if len(f.Payload) != size {
+				b.Fatalf("raw: body frame of %d bytes", len(f.Payload))
+			}
+			got++
+			if got%ackEvery == 0 || got == b.N {
+				ack, _ = amqp.AppendMethodFrame(ack[:0], 1, &amqp.BasicAck{DeliveryTag: tag, Multiple: true})
+				if _, err := r.nc.Write(ack); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	m.stop()
+}
+
+// confirmRaw is the raw floor of ConfirmBroker: one goroutine that writes
+// pre-encoded publishes while fewer than confirmWindow await their confirm,
+// and otherwise reads the broker's acks. No hand-off between goroutines, no
+// decoding beyond the ack's delivery tag.
+func confirmRaw(b *testing.B, url, queue string, size int) {
+	ctx := benchCtx(b)
+	r, err := dialRaw(ctx, url)
+	if err != nil {
+		b.Fatalf("raw dial: %v", err)
+	}
+	b.Cleanup(r.close)
+	if err := r.send(1, &amqp.ConfirmSelect{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := expectRaw[*amqp.ConfirmSelectOk](r, 1); err != nil {
+		b.Fatal(err)
+	}
+	perBatch := max(1, (64<<10)/(size+100))
+	batch, one, err := r.publishBatch(queue, body(size), perBatch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := start(b)
+	var published, confirmed uint64
+	n := uint64(b.N)
+	for confirmed < n {
+		if room := min(confirmWindow-(published-confirmed), n-published, uint64(perBatch)); room > 0 {
+			if _, err := r.nc.Write(batch[:int(room)*one]); err != nil {
+				b.Fatal(err)
+			}
+			published += room
+			continue
+		}
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			b.Fatal(err)
+		}
+		// basic.ack: class 60, method 80, the delivery tag, then the multiple bit.
+		p := f.Payload
+		if f.Type != amqp.FrameMethod || len(p) < 13 || p[1] != 60 || p[3] != 80 {
+			b.Fatalf("raw: unexpected %s frame % x", f.Type, p[:min(len(p), 8)])
+		}
+		confirmed = max(confirmed, binary.BigEndian.Uint64(p[4:]))
+	}
+	m.stop()
+}
+
+// rpcRaw is the raw floor of RPC: the calling goroutine writes a pre-encoded
+// queue.declare passive and then reads the socket itself until declare-ok
+// arrives. No client can answer sooner: it has no reader goroutine to wake
+// and no request to encode. lat receives each round trip.
+func rpcRaw(b *testing.B, url, queue string, lat []int64) *meter {
+	ctx := benchCtx(b)
+	r, err := dialRaw(ctx, url)
+	if err != nil {
+		b.Fatalf("raw dial: %v", err)
+	}
+	b.Cleanup(r.close)
+	req, err := amqp.AppendMethodFrame(nil, 1, &amqp.QueueDeclare{Queue: queue, Passive: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := start(b)
+	for i := range b.N {
+		t0 := time.Now()
+		if _, err := r.nc.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			b.Fatal(err)
+		}
+		// queue.declare-ok: class 50, method 11.
+		if p := f.Payload; f.Type != amqp.FrameMethod || len(p) < 4 || p[1] != 50 || p[3] != 11 {
+			b.Fatalf("raw: unexpected %s frame % x", f.Type, p[:min(len(p), 8)])
+		}
+		lat[i] = int64(time.Since(t0))
+	}
+	return m
 }

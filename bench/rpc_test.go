@@ -12,7 +12,7 @@ import (
 // channel, against a fake server in a child process ("fake") and against
 // RabbitMQ ("broker"). p50-ns is the median round trip.
 func BenchmarkRPC(b *testing.B) {
-	for _, client := range []string{ours, incumbent} {
+	for _, client := range []string{ours, incumbent, rawWriter} {
 		b.Run(client, func(b *testing.B) {
 			for _, target := range []string{"fake", "broker"} {
 				b.Run(target, func(b *testing.B) {
@@ -25,7 +25,10 @@ func BenchmarkRPC(b *testing.B) {
 					}
 					lat := make([]int64, b.N)
 					var m *meter
-					if client == ours {
+					switch client {
+					case rawWriter:
+						m = rpcRaw(b, url, queue, lat)
+					case ours:
 						ctx := benchCtx(b)
 						_, ch := dialOurs(b, ctx, url)
 						args := amqp.QueueDeclare{Queue: queue, Passive: true}
@@ -37,7 +40,7 @@ func BenchmarkRPC(b *testing.B) {
 							}
 							lat[i] = int64(time.Since(t0))
 						}
-					} else {
+					case incumbent:
 						_, ch := dialIncumbent(b, url)
 						m = start(b)
 						for i := range b.N {

@@ -185,10 +185,33 @@ func main() {
 	}
 
 	fmt.Println()
+	fmt.Println("### Ours against the raw floor: ratio ours / raw (1.00× is the least any client can do)")
+	fmt.Println()
+	fmt.Println("| scenario | client | cpu-ns/msg | p50-ns |")
+	fmt.Println("|---|---|--:|--:|")
+	for _, sc := range scenarios {
+		if _, ok := get(sc, raw, "cpu-ns/msg"); !ok {
+			continue
+		}
+		for _, client := range []string{ours, oursRecycle, incumbent} {
+			if _, ok := get(sc, client, "cpu-ns/msg"); !ok {
+				continue
+			}
+			fmt.Printf("| %s | %s |", sc, client)
+			for _, u := range []string{"cpu-ns/msg", "p50-ns"} {
+				a, ok1 := get(sc, client, u)
+				b, ok2 := get(sc, raw, u)
+				fmt.Printf(" %s |", ratio(a, b, ok1 && ok2))
+			}
+			fmt.Println()
+		}
+	}
+
+	fmt.Println()
 	fmt.Println("### Goals of issue #5")
 	fmt.Println()
-	fmt.Println("| goal | target | ours | amqp091 | met |")
-	fmt.Println("|---|---|--:|--:|:-:|")
+	fmt.Println("| goal | target | ours | amqp091 | raw floor | met |")
+	fmt.Println("|---|---|--:|--:|--:|:-:|")
 	type goal struct {
 		name, scenario, unit, target string
 		ok                           func(ours, other float64) bool
@@ -233,15 +256,22 @@ func main() {
 				continue
 			}
 		}
+		floor, okf := get(g.scenario, raw, g.unit)
 		met := "no"
-		if g.ok(a, ref) {
+		switch {
+		case g.ok(a, ref):
 			met = "yes"
+		case okf && !g.vsRaw && !g.ok(floor, ref):
+			// Not even pre-encoded frames on a bare socket, read and
+			// written by one goroutine, reach the target here.
+			met = "no: below the raw floor"
 		}
 		target := g.target
 		if g.vsRaw {
 			target = fmt.Sprintf("%s (raw %s)", g.target, num(ref, true))
+			okf = false // the raw client is the reference, not a floor
 		}
-		fmt.Printf("| %s | %s | %s | %s | %s |\n", g.name, target, num(a, true), num(b, okb), met)
+		fmt.Printf("| %s | %s | %s | %s | %s | %s |\n", g.name, target, num(a, true), num(b, okb), num(floor, okf), met)
 	}
 }
 
