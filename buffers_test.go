@@ -3,6 +3,7 @@ package amqp
 import (
 	"context"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -43,4 +44,21 @@ func TestConsumerBufferStaysBounded(t *testing.T) {
 	}
 	require.Equal(t, 1, len(c.queue)-c.head)
 	require.Less(t, cap(c.queue), 64, "the buffer holds one delivery but has grown to %d slots", cap(c.queue))
+}
+
+// A delivery with a small body is one allocation that fills its size class:
+// a field added to Delivery (or a reordering that adds padding) would push
+// every small message into the next class, 32 to 96 bytes more per message.
+func TestDeliverySizeClasses(t *testing.T) {
+	require.EqualValues(t, 304, unsafe.Sizeof(Delivery{}))
+	require.EqualValues(t, 320, unsafe.Sizeof(deliveryWithTinyBody{}))
+	require.EqualValues(t, 352, unsafe.Sizeof(deliveryWithShortBody{}))
+	require.EqualValues(t, 448, unsafe.Sizeof(deliveryWithBody{}))
+	var a assembly
+	var bin deliveryBin
+	for _, size := range []uint64{0, tinyBody, tinyBody + 1, shortBody, shortBody + 1, smallBody} {
+		allocs := testing.AllocsPerRun(100, func() { a.newDelivery(size, &bin) })
+		require.EqualValues(t, 1, allocs, "a %d-byte body", size)
+		require.EqualValues(t, size, cap(a.newDelivery(size, &bin).Body))
+	}
 }
