@@ -75,23 +75,58 @@ type RejectOptions struct {
 // ErrNoAckDelivery, ErrAlreadySettled or ErrStaleDelivery without sending
 // anything when the acknowledgement would be a protocol error.
 func (d *Delivery) Ack(ctx context.Context, opt AckOptions) error {
-	return d.settle(ctx, &BasicAck{DeliveryTag: d.DeliveryTag, Multiple: opt.Multiple}, opt.Multiple)
+	return d.settle(ctx, settlement{kind: ackKind, multiple: opt.Multiple})
 }
 
 // Nack rejects the delivery, and with Multiple those before it (basic.nack).
 // It returns the same local errors as Ack.
 func (d *Delivery) Nack(ctx context.Context, opt NackOptions) error {
-	return d.settle(ctx, &BasicNack{DeliveryTag: d.DeliveryTag, Multiple: opt.Multiple, Requeue: opt.Requeue}, opt.Multiple)
+	return d.settle(ctx, settlement{kind: nackKind, multiple: opt.Multiple, requeue: opt.Requeue})
 }
 
 // Reject rejects the delivery (basic.reject). It returns the same local errors as Ack.
 func (d *Delivery) Reject(ctx context.Context, opt RejectOptions) error {
-	return d.settle(ctx, &BasicReject{DeliveryTag: d.DeliveryTag, Requeue: opt.Requeue}, false)
+	return d.settle(ctx, settlement{kind: rejectKind, requeue: opt.Requeue})
 }
 
-func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
+// settlement is a basic.ack, basic.nack or basic.reject to send, kept as
+// plain values: a method struct passed as a Method would escape to the heap,
+// an allocation per acknowledgement.
+type settlement struct {
+	kind              Method // ackKind, nackKind or rejectKind: which method, for its name and kind only
+	multiple, requeue bool
+}
+
+// The kinds of settlement, for the checks and errors that need a Method.
+var (
+	ackKind    Method = &BasicAck{}
+	nackKind   Method = &BasicNack{}
+	rejectKind Method = &BasicReject{}
+)
+
+// appendFrame appends the settlement's method frame for tag on channel.
+func (s settlement) appendFrame(b []byte, channel uint16, tag uint64) []byte {
+	b, start := beginFrame(b, FrameMethod, channel)
+	switch s.kind {
+	case ackKind:
+		m := BasicAck{DeliveryTag: tag, Multiple: s.multiple}
+		b = appendShort(appendShort(b, m.ClassID()), m.MethodID())
+		b, _ = m.appendArgs(b) // fixed-size fields: cannot fail
+	case nackKind:
+		m := BasicNack{DeliveryTag: tag, Multiple: s.multiple, Requeue: s.requeue}
+		b = appendShort(appendShort(b, m.ClassID()), m.MethodID())
+		b, _ = m.appendArgs(b)
+	default:
+		m := BasicReject{DeliveryTag: tag, Requeue: s.requeue}
+		b = appendShort(appendShort(b, m.ClassID()), m.MethodID())
+		b, _ = m.appendArgs(b)
+	}
+	return endFrame(b, start)
+}
+
+func (d *Delivery) settle(ctx context.Context, s settlement) error {
 	if d.ch == nil {
-		return fmt.Errorf("amqp: %s: delivery has no channel", m.MethodName())
+		return fmt.Errorf("amqp: %s: delivery has no channel", s.kind.MethodName())
 	}
 	if d.released {
 		return ErrReleased
@@ -103,21 +138,49 @@ func (d *Delivery) settle(ctx context.Context, m Method, multiple bool) error {
 	if d.generation != ch.generation.Load() {
 		return ErrStaleDelivery // also while recovering: no need to wait to know
 	}
-	return ch.sendIf(ctx, m, func() error {
-		if d.generation != ch.generation.Load() {
-			return ErrStaleDelivery
-		}
-		var newly []uint64
-		if ch.txMode {
-			newly = ch.settle.appendUnsettled(nil, d.DeliveryTag, multiple)
-		}
-		if err := ch.settle.settle(d.DeliveryTag, multiple); err != nil {
+	for {
+		l, err := ch.lockForSend(ctx, s.kind)
+		if err != nil {
 			return err
 		}
-		ch.txSettled = append(ch.txSettled, newly...)
-		ch.txWork = ch.txWork || ch.txMode
+		if err := d.settleLocked(s.multiple); err != nil {
+			ch.mu.Unlock()
+			return err
+		}
+		tag := d.DeliveryTag
+		err = l.w.appendFrames(func(b []byte) ([]byte, error) {
+			return s.appendFrame(b, ch.id, tag), nil
+		})
+		if err != nil {
+			ch.mu.Unlock()
+			if err = ch.sendError(ctx, l, s.kind, err); err == errRetry {
+				continue // never sent; the retry finds the delivery stale
+			}
+			return err
+		}
+		ch.mu.Unlock()
 		return nil
-	})
+	}
+}
+
+// settleLocked checks that the delivery can be settled and records it as
+// settled (with multiple, every unsettled one before it too), and in a
+// transaction what the next rollback must undo. ch.mu must be held.
+func (d *Delivery) settleLocked(multiple bool) error {
+	ch := d.ch
+	if d.generation != ch.generation.Load() {
+		return ErrStaleDelivery
+	}
+	var newly []uint64
+	if ch.txMode {
+		newly = ch.settle.appendUnsettled(nil, d.DeliveryTag, multiple)
+	}
+	if err := ch.settle.settle(d.DeliveryTag, multiple); err != nil {
+		return err
+	}
+	ch.txSettled = append(ch.txSettled, newly...)
+	ch.txWork = ch.txWork || ch.txMode
+	return nil
 }
 
 // Release hands the delivery back to the library, which reuses its memory

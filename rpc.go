@@ -134,13 +134,7 @@ func (ch *Channel) callFull(ctx context.Context, req Method, precondition func()
 
 // send sends a method that has no reply (or whose reply the caller does not
 // want: no-wait). It waits for room in the write queue, bounded by ctx.
-func (ch *Channel) send(ctx context.Context, m Method) error { return ch.sendIf(ctx, m, nil) }
-
-// sendIf is send with a precondition checked under the channel lock, right
-// before the frame is queued; if it fails, nothing is sent.
-func (ch *Channel) sendIf(ctx context.Context, m Method, precondition func() error) error {
-	return ch.queue(ctx, m, precondition, nil)
-}
+func (ch *Channel) send(ctx context.Context, m Method) error { return ch.queue(ctx, m, nil, nil) }
 
 // queue queues m for the socket once the channel takes requests: it waits
 // for room in the write queue and while the connection recovers (or fails
