@@ -24,8 +24,16 @@ var shared = &brokertest.SharedNode{Options: brokertest.NodeOptions{Name: "broke
 func TestMain(m *testing.M) {
 	// goleak checks, after every test has run and the shared node is
 	// stopped, that no goroutine outlived its test.
-	goleak.VerifyTestMain(suite{m})
+	goleak.VerifyTestMain(suite{m}, toxiproxyStuckPipe)
 }
+
+// toxiproxyStuckPipe ignores a goroutine of toxiproxy's own that v2.12.0
+// can leave behind: NoopToxic.Pipe sends a chunk to its output without
+// watching for an interrupt, so when the proxy stops while a chunk is in
+// flight (the faults here do that on purpose) nothing reads the output and
+// the goroutine blocks for ever. It belongs to the test proxy, not to the
+// client; every goroutine of the client is still checked.
+var toxiproxyStuckPipe = goleak.IgnoreTopFunction("github.com/Shopify/toxiproxy/v2/toxics.(*NoopToxic).Pipe")
 
 // suite runs the tests, then stops the shared node.
 type suite struct{ m *testing.M }
@@ -48,7 +56,7 @@ func (s suite) Run() int {
 func checkLeaks(t *testing.T) {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore, toxiproxyStuckPipe) })
 }
 
 // ctxFor returns a context that ends after d or when the test ends.
