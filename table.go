@@ -218,12 +218,6 @@ func appendFieldValue(b []byte, v any, depth int) ([]byte, error) {
 	case []any:
 		return appendArray(append(b, 'A'), v, depth+1)
 	case time.Time:
-		// 'T' is unsigned on the wire (RabbitMQ reads it so), and the
-		// decoder rejects values past MaxInt64, so refuse what would come
-		// back as a different time or not at all.
-		if !v.IsZero() && v.Unix() < 0 {
-			return b, fmt.Errorf("%w: timestamp %v is before 1970", ErrFieldTooLong, v)
-		}
 		return appendTimestamp(append(b, 'T'), v), nil
 	case Table:
 		return appendTableAt(append(b, 'F'), v, depth+1)
