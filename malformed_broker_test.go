@@ -176,7 +176,7 @@ func TestBrokerMalformedContentReachesTheConsumerAndDeadLetters(t *testing.T) {
 	require.Eventually(t, func() bool {
 		ok, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: dlq, Passive: true})
 		return err == nil && ok.MessageCount == uint32(len(brokerPoisons))
-	}, deadlineWait(t), 20*time.Millisecond, "the rejected messages were dead-lettered")
+	}, waitBudget(t), 20*time.Millisecond, "the rejected messages were dead-lettered")
 }
 
 // The set-up: manual ack, prefetch 1, recovery on, and a consumer
@@ -238,15 +238,6 @@ func mapKeys[V any](m map[string]V) []string {
 		keys = append(keys, k)
 	}
 	return keys
-}
-
-// deadlineWait is how long a test may wait for something asynchronous: most
-// of what is left before its deadline, so a slow machine only makes it slower.
-func deadlineWait(t *testing.T) time.Duration {
-	if d, ok := t.Deadline(); ok {
-		return time.Until(d) * 3 / 4
-	}
-	return time.Minute
 }
 
 // probeBrokerAcceptsProps reports whether the broker takes a publish with
