@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math"
+	"regexp"
 	"testing"
 	"time"
 
@@ -199,7 +200,13 @@ func TestSettings(t *testing.T) {
 	s, err = Config{
 		URL:    "amqp://u:p@h1:5673,h2:5674/my%2Fvhost",
 		Expiry: 1500*time.Millisecond + 1, Capacity: 7,
-		ChannelCapacity: []CapacityRule{{`http\.request`, 200}, {`http\.response!.*`, 10}, {`http\..*`, 50}},
+		ChannelCapacity: []CapacityRule{
+			{Pattern: "http.request", Capacity: 200},
+			{Pattern: "http.response!*", Capacity: 10},
+			{Regexp: regexp.MustCompile(`http\.`), Capacity: 50},
+			{Pattern: "[!a-z]x[0-9]?", Capacity: 3},
+			{Regexp: regexp.MustCompile(`websocket\.(send|receive)!`), Capacity: 4},
+		},
 	}.settings()
 	require.NoError(t, err)
 	require.Equal(t, []string{"h1:5673", "h2:5674"}, s.amqp.Addrs)
@@ -208,15 +215,24 @@ func TestSettings(t *testing.T) {
 	require.Equal(t, 200, s.capacity("http.request"))
 	require.Equal(t, 10, s.capacity("http.response!abc"))
 	require.Equal(t, 50, s.capacity("http.disconnect"), "first match wins")
-	require.Equal(t, 7, s.capacity("xhttp.request"), "patterns match the whole name")
+	require.Equal(t, 7, s.capacity("xhttp.request"), "globs match the whole name, regexps at the start")
 	require.Equal(t, 7, s.capacity("http"))
+	require.Equal(t, 50, s.capacity("http.requestx"), "a glob matches the whole name; the regexp only the start")
+	require.Equal(t, 3, s.capacity("Xx1y"))
+	require.Equal(t, 3, s.capacity("-x9!"))
+	require.Equal(t, 7, s.capacity("ax1y"), "[!a-z] excludes a")
+	require.Equal(t, 7, s.capacity("Xx1"), "? is exactly one character")
+	require.Equal(t, 7, s.capacity("Xx1yz"), "? is exactly one character")
+	require.Equal(t, 4, s.capacity("websocket.send!abc"), "a regexp matches at the start")
+	require.Equal(t, 7, s.capacity("my.websocket.send!abc"), "and only there")
 
 	for name, c := range map[string]Config{
 		"no URL":        {},
 		"bad URL":       {URL: "http://x"},
 		"bad query":     {URL: "amqp://h/?expiry=5"},
-		"bad pattern":   {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{"(", 1}}},
-		"zero capacity": {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{"a", 0}}},
+		"no pattern":    {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{Capacity: 1}}},
+		"both kinds":    {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{Pattern: "a", Regexp: regexp.MustCompile("a"), Capacity: 1}}},
+		"zero capacity": {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{Pattern: "a"}}},
 		"negative":      {URL: "amqp://h/", Expiry: -1},
 		"namespace":     {URL: "amqp://h/", Namespace: "amq.x"},
 		"namespace2":    {URL: "amqp://h/", Namespace: "a:b"},

@@ -25,6 +25,12 @@ import (
 // sees a membership lapse at the same moment, and none needs to be running
 // for it to happen.
 func (l *Layer) GroupAdd(ctx context.Context, group, channel string) error {
+	if l.wire != nil {
+		if err := l.checkWireMember(group, channel); err != nil {
+			return err
+		}
+		return l.wire.groupAdd(ctx, group, channel)
+	}
 	if err := checkGroup(group); err != nil {
 		return err
 	}
@@ -113,6 +119,12 @@ func (l *Layer) groupAdd(ctx context.Context, s *session, ch *amqp.Channel, grou
 // membership's queue and exchange (the exchange would go on its own with the
 // queue's binding). The group's exchange auto-deletes with its last member.
 func (l *Layer) GroupDiscard(ctx context.Context, group, channel string) error {
+	if l.wire != nil {
+		if err := l.checkWireMember(group, channel); err != nil {
+			return err
+		}
+		return l.wire.groupDiscard(ctx, group, channel)
+	}
 	if err := checkGroup(group); err != nil {
 		return err
 	}
@@ -182,6 +194,9 @@ func pipelined(calls ...func() error) error {
 // while it is used; unused (no Receive) for twice the Expiry, it goes away
 // with its messages, which have all expired by then.
 func (l *Layer) NewChannel(ctx context.Context, prefix string) (string, error) {
+	if l.wire != nil {
+		return l.wire.newChannel(ctx, prefix)
+	}
 	name, err := newChannelName(prefix)
 	if err != nil {
 		return "", err

@@ -20,7 +20,12 @@ import (
 // again (trying the URL's nodes in order); calls that were running on the
 // lost connection return its error.
 type Layer struct {
-	cfg *settings
+	cfg  *settings
+	wire wire // nil in Native mode: the Layer's own methods are the mapping
+
+	// background counts the goroutines a wire starts for a connection
+	// (consumers); Close waits for them.
+	background sync.WaitGroup
 
 	// dialing is a one-slot semaphore: the goroutine that holds it may
 	// replace sess. Waiting for it is bounded by the caller's ctx.
@@ -60,11 +65,21 @@ func New(ctx context.Context, cfg Config) (*Layer, error) {
 		return nil, err
 	}
 	l := &Layer{cfg: s, dialing: make(chan struct{}, 1)}
+	switch s.Mode {
+	case AsgiRabbitMQ:
+		l.wire = &asgiWire{l: l, locks: map[string]*queueLock{}}
+	case ChannelsRabbitMQ:
+		l.wire = newChannelsWire(l)
+	}
 	if _, err := l.session(ctx); err != nil {
+		l.Close(ctx)
 		return nil, err
 	}
 	return l, nil
 }
+
+// Mode returns the layer's wire mode.
+func (l *Layer) Mode() WireMode { return l.cfg.Mode }
 
 // Capacity returns the capacity of a channel: the first ChannelCapacity rule
 // that matches its name, or Capacity.
@@ -79,10 +94,21 @@ func (l *Layer) Close(ctx context.Context) error {
 	s := l.sess
 	l.sess = nil
 	l.mu.Unlock()
-	if s == nil {
-		return nil
+	var err error
+	if s != nil {
+		err = s.conn.Close(ctx)
 	}
-	return s.conn.Close(ctx)
+	if c, ok := l.wire.(interface{ close() }); ok {
+		c.close()
+	}
+	// The wire's consumers end with their connection.
+	l.background.Wait()
+	return err
+}
+
+// goBackground runs f in a goroutine that Close waits for.
+func (l *Layer) goBackground(f func()) {
+	l.background.Go(f)
 }
 
 // session returns the current session, dialing when there is none or its
@@ -100,9 +126,19 @@ func (l *Layer) session(ctx context.Context) (*session, error) {
 	if s, err := l.current(); s != nil || err != nil {
 		return s, err // another goroutine connected meanwhile
 	}
-	conn, err := amqp.DialConfig(ctx, l.cfg.amqp)
+	conn, err := l.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("layer: connecting: %w", err)
+	}
+	if l.wire != nil {
+		// Before any call uses the connection: what every process of
+		// the mode declares on connecting, and its consumer.
+		if err := l.wire.setUp(ctx, conn); err != nil {
+			cctx, cancel := cleanupContext(ctx)
+			defer cancel()
+			conn.Close(cctx)
+			return nil, fmt.Errorf("layer: setting up the %s connection: %w", l.cfg.Mode, err)
+		}
 	}
 	s := &session{conn: conn, declared: map[string]time.Time{}, avail: make(chan struct{})}
 	l.mu.Lock()
@@ -113,6 +149,24 @@ func (l *Layer) session(ctx context.Context) (*session, error) {
 	}
 	l.sess = s
 	return s, nil
+}
+
+// dial connects, trying as many times as the URL's connection_attempts
+// says, retry_delay apart.
+func (l *Layer) dial(ctx context.Context) (*amqp.Connection, error) {
+	for attempt := 1; ; attempt++ {
+		conn, err := amqp.DialConfig(ctx, l.cfg.amqp)
+		if err == nil || attempt >= l.cfg.dial.attempts {
+			return conn, err
+		}
+		t := time.NewTimer(l.cfg.dial.delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (attempt %d of %d: %w)", ctx.Err(), attempt, l.cfg.dial.attempts, err)
+		}
+	}
 }
 
 // current returns the session if its connection is open, or ErrClosed.

@@ -23,6 +23,12 @@ import (
 // A message that cannot be read (encrypted with other keys, or not a
 // msgpack map) is consumed and reported as a [*MessageError].
 func (l *Layer) Receive(ctx context.Context, channels ...string) (channel string, msg Message, err error) {
+	if l.wire != nil {
+		if channels, err = l.checkWireChannels(channels); err != nil {
+			return "", nil, err
+		}
+		return l.wire.receive(ctx, channels)
+	}
 	channels, err = checkChannels(channels)
 	if err != nil {
 		return "", nil, err
@@ -64,6 +70,12 @@ func (l *Layer) Receive(ctx context.Context, channels ...string) (channel string
 // false at once when they are all empty. ctx bounds the round trips to the
 // broker (one per channel tried).
 func (l *Layer) TryReceive(ctx context.Context, channels ...string) (channel string, msg Message, ok bool, err error) {
+	if l.wire != nil {
+		if channels, err = l.checkWireChannels(channels); err != nil {
+			return "", nil, false, err
+		}
+		return l.wire.tryReceive(ctx, channels)
+	}
 	channels, err = checkChannels(channels)
 	if err != nil {
 		return "", nil, false, err

@@ -20,6 +20,12 @@ import (
 // If ctx ends while Send waits for the broker's answer, the message may or
 // may not have been delivered.
 func (l *Layer) Send(ctx context.Context, channel string, msg Message) error {
+	if l.wire != nil {
+		if err := l.wire.checkChannel(channel, useSend); err != nil {
+			return err
+		}
+		return l.wire.send(ctx, channel, msg)
+	}
 	if err := checkChannel(channel); err != nil {
 		return err
 	}
@@ -66,6 +72,12 @@ func (l *Layer) Send(ctx context.Context, channel string, msg Message) error {
 // (the broker forwards them from the membership queues): a Receive waits
 // for them, whereas a TryReceive right after SendGroup may come too early.
 func (l *Layer) SendGroup(ctx context.Context, group string, msg Message) error {
+	if l.wire != nil {
+		if err := checkPyGroup(group); err != nil {
+			return err
+		}
+		return l.wire.sendGroup(ctx, group, msg)
+	}
 	if err := checkGroup(group); err != nil {
 		return err
 	}
