@@ -57,14 +57,14 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 	t.Run("send-receive/go-to-python", func(t *testing.T) {
 		ch := id + ".ch1"
 		require.NoError(t, gol.Send(ctx, ch, goMessage("go->py")))
-		got, m, e := py.receive(ch, wait)
+		got, m, e := py.in(t).receive(ch, wait)
 		require.Empty(t, e)
 		require.Equal(t, ch, got)
 		require.Equal(t, pyMessage("go->py"), m)
 	})
 	t.Run("send-receive/python-to-go", func(t *testing.T) {
 		ch := id + ".ch2"
-		py.ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("py->go")})
+		py.in(t).ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("py->go")})
 		got, m, err := receiveWithin(t, gol, wait, id+".other", ch)
 		require.NoError(t, err)
 		require.Equal(t, ch, got)
@@ -73,14 +73,14 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 	t.Run("process-channel/go-to-python", func(t *testing.T) {
 		prefix := id + ".pc1!"
 		require.NoError(t, gol.Send(ctx, prefix+"xyz", goMessage("to a ! channel")))
-		got, m, e := py.receive(prefix, wait)
+		got, m, e := py.in(t).receive(prefix, wait)
 		require.Empty(t, e)
 		require.Equal(t, prefix+"xyz", got, "the asgi_channel header names the channel")
 		require.Equal(t, pyMessage("to a ! channel"), m)
 	})
 	t.Run("process-channel/python-to-go", func(t *testing.T) {
 		prefix := id + ".pc2!"
-		py.ok(map[string]any{"op": "send", "channel": prefix + "abc", "message": pyMessage("to a ! channel")})
+		py.in(t).ok(map[string]any{"op": "send", "channel": prefix + "abc", "message": pyMessage("to a ! channel")})
 		got, m, err := receiveWithin(t, gol, wait, prefix)
 		require.NoError(t, err)
 		require.Equal(t, prefix+"abc", got)
@@ -89,10 +89,10 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		require.ErrorIs(t, err, layer.ErrInvalidName, "receive names a ! channel by its prefix, as asgiref requires")
 	})
 	t.Run("new-channel/go-sends-to-python-name", func(t *testing.T) {
-		ch := py.ok(map[string]any{"op": "new_channel", "prefix": id + ".nc1?"})["channel"].(string)
+		ch := py.in(t).ok(map[string]any{"op": "new_channel", "prefix": id + ".nc1?"})["channel"].(string)
 		require.Regexp(t, `^`+id+`\.nc1\?[a-zA-Z]{20}$`, ch)
 		require.NoError(t, gol.Send(ctx, ch, goMessage("to python's new channel")))
-		got, m, e := py.receive(ch, wait)
+		got, m, e := py.in(t).receive(ch, wait)
 		require.Empty(t, e)
 		require.Equal(t, ch, got)
 		require.Equal(t, pyMessage("to python's new channel"), m)
@@ -101,7 +101,7 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		ch, err := gol.NewChannel(ctx, id+".nc2?")
 		require.NoError(t, err)
 		require.Regexp(t, `^`+id+`\.nc2\?[a-zA-Z]{20}$`, ch, "asgi_rabbitmq's new_channel names")
-		py.ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("to go's new channel")})
+		py.in(t).ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("to go's new channel")})
 		got, m, err := receiveWithin(t, gol, wait, ch)
 		require.NoError(t, err)
 		require.Equal(t, ch, got)
@@ -110,10 +110,10 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 
 	g, pyCh, goCh := id+".g", id+".gpy", id+".ggo"
 	t.Run("group-send/go-to-both", func(t *testing.T) {
-		py.ok(map[string]any{"op": "group_add", "group": g, "channel": pyCh})
+		py.in(t).ok(map[string]any{"op": "group_add", "group": g, "channel": pyCh})
 		require.NoError(t, gol.GroupAdd(ctx, g, goCh))
 		require.NoError(t, gol.SendGroup(ctx, g, goMessage("from go to all")))
-		_, m, e := py.receive(pyCh, wait)
+		_, m, e := py.in(t).receive(pyCh, wait)
 		require.Empty(t, e)
 		require.Equal(t, pyMessage("from go to all"), m)
 		_, gm, err := receiveWithin(t, gol, wait, goCh)
@@ -121,8 +121,8 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		require.Equal(t, goMessage("from go to all"), gm)
 	})
 	t.Run("group-send/python-to-both", func(t *testing.T) {
-		py.ok(map[string]any{"op": "group_send", "group": g, "message": pyMessage("from python to all")})
-		_, m, e := py.receive(pyCh, wait)
+		py.in(t).ok(map[string]any{"op": "group_send", "group": g, "message": pyMessage("from python to all")})
+		_, m, e := py.in(t).receive(pyCh, wait)
 		require.Empty(t, e)
 		require.Equal(t, pyMessage("from python to all"), m)
 		_, gm, err := receiveWithin(t, gol, wait, goCh)
@@ -130,8 +130,8 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		require.Equal(t, goMessage("from python to all"), gm)
 		// A discard on one side is seen by the other's sends.
 		require.NoError(t, gol.GroupDiscard(ctx, g, goCh))
-		py.ok(map[string]any{"op": "group_send", "group": g, "message": pyMessage("after discard")})
-		_, _, e = py.receive(pyCh, wait)
+		py.in(t).ok(map[string]any{"op": "group_send", "group": g, "message": pyMessage("after discard")})
+		_, _, e = py.in(t).receive(pyCh, wait)
 		require.Empty(t, e)
 		_, _, ok, err := gol.TryReceive(ctx, goCh)
 		require.NoError(t, err)
@@ -148,7 +148,7 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		_, _, _, err := gol.TryReceive(ctx, prefix)
 		require.NoError(t, err)
 		attempts(t, 3, func(attempt int) error {
-			py.ok(map[string]any{"op": "group_send", "group": gp, "message": pyMessage("to a go ! member")})
+			py.in(t).ok(map[string]any{"op": "group_send", "group": gp, "message": pyMessage("to a go ! member")})
 			got, m, err := receiveWithin(t, gol, wait, prefix)
 			if err != nil {
 				return err
@@ -160,12 +160,12 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 	})
 	t.Run("group-send-process-member/go-to-python", func(t *testing.T) {
 		gp, prefix := id+".gp2", id+".gppy!"
-		py.ok(map[string]any{"op": "group_add", "group": gp, "channel": prefix + "m1"})
-		_, _, e := py.receive(prefix, 0)
+		py.in(t).ok(map[string]any{"op": "group_add", "group": gp, "channel": prefix + "m1"})
+		_, _, e := py.in(t).receive(prefix, 0)
 		require.Equal(t, "Timeout", e)
 		attempts(t, 3, func(attempt int) error {
 			require.NoError(t, gol.SendGroup(ctx, gp, goMessage("to a python ! member")))
-			got, m, e := py.receive(prefix, wait)
+			got, m, e := py.in(t).receive(prefix, wait)
 			if e != "" {
 				return errors.New(e)
 			}
@@ -178,7 +178,7 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 	t.Run("channel-full/go-sees-python-full", func(t *testing.T) {
 		ch := id + ".full1"
 		for i := range 2 {
-			py.ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("fill")})
+			py.in(t).ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("fill")})
 			_ = i
 		}
 		// Python publishes without confirms: wait until the broker counts both.
@@ -189,7 +189,7 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		}))
 		err := gol.Send(ctx, ch, goMessage("one too many"))
 		require.ErrorIs(t, err, layer.ErrChannelFull)
-		_, m, e := py.receive(ch, wait)
+		_, m, e := py.in(t).receive(ch, wait)
 		require.Empty(t, e)
 		require.Equal(t, pyMessage("fill"), m)
 	})
@@ -198,7 +198,7 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		for range 2 {
 			require.NoError(t, gol.Send(ctx, ch, goMessage("fill")))
 		}
-		r := py.do(map[string]any{"op": "send", "channel": ch, "message": pyMessage("one too many")})
+		r := py.in(t).do(map[string]any{"op": "send", "channel": ch, "message": pyMessage("one too many")})
 		require.Equal(t, "ChannelFull", r["error"], "%v", r)
 		_, _, err := receiveWithin(t, gol, wait, ch)
 		require.NoError(t, err)
@@ -208,12 +208,12 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		ch := id + ".exp1"
 		require.NoError(t, gol.Send(ctx, ch, goMessage("expires")))
 		time.Sleep(2500 * time.Millisecond)
-		_, _, e := py.receive(ch, 500*time.Millisecond)
+		_, _, e := py.in(t).receive(ch, 500*time.Millisecond)
 		require.Equal(t, "Timeout", e, "the message expired unread (per-message expiration)")
 	})
 	t.Run("expiry/python-to-go", func(t *testing.T) {
 		ch := id + ".exp2"
-		py.ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("expires")})
+		py.in(t).ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("expires")})
 		time.Sleep(2500 * time.Millisecond)
 		_, _, ok, err := gol.TryReceive(ctx, ch)
 		require.NoError(t, err)
@@ -230,7 +230,7 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		raw := rawChannel(t, "")
 		ok := eventually(ctx, 200*time.Millisecond, func() bool { return !exchangeExists(t, raw, goMember) })
 		require.True(t, ok, "the member's exchange (its group bindings) was deleted")
-		py.ok(map[string]any{"op": "group_send", "group": ge, "message": pyMessage("after expiry")})
+		py.in(t).ok(map[string]any{"op": "group_send", "group": ge, "message": pyMessage("after expiry")})
 		_, _, err := receiveWithin(t, gol, time.Second, goMember)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 	})
@@ -240,20 +240,20 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 	t.Run("group-expiry/both", func(t *testing.T) {
 		gx, goMember, pyMember := id+".gx", id+".gxgo", id+".gxpy"
 		require.NoError(t, gol.GroupAdd(ctx, gx, goMember))
-		py.ok(map[string]any{"op": "group_add", "group": gx, "channel": pyMember})
+		py.in(t).ok(map[string]any{"op": "group_add", "group": gx, "channel": pyMember})
 		require.NoError(t, gol.SendGroup(ctx, gx, goMessage("before")))
 		_, _, err := receiveWithin(t, gol, wait, goMember)
 		require.NoError(t, err)
-		_, _, e := py.receive(pyMember, wait)
+		_, _, e := py.in(t).receive(pyMember, wait)
 		require.Empty(t, e)
 		attempts(t, 3, func(attempt int) error {
 			time.Sleep(5 * time.Second) // 3 s, then the dead-letter consumers' unbind
-			py.ok(map[string]any{"op": "group_send", "group": gx, "message": pyMessage("after")})
+			py.in(t).ok(map[string]any{"op": "group_send", "group": gx, "message": pyMessage("after")})
 			require.NoError(t, gol.SendGroup(ctx, gx, goMessage("after")))
 			if _, _, err := receiveWithin(t, gol, 1500*time.Millisecond, goMember); err == nil {
 				return errors.New("the Go member still received")
 			}
-			if _, _, e := py.receive(pyMember, 500*time.Millisecond); e != "Timeout" {
+			if _, _, e := py.in(t).receive(pyMember, 500*time.Millisecond); e != "Timeout" {
 				return errors.New("the Python member still received")
 			}
 			return nil
@@ -281,14 +281,14 @@ func TestAsgiRabbitMQInteropEncryption(t *testing.T) {
 			to   *layer.Layer
 		}{{pyOld, goRotated}, {pyRotated, goRotated}, {pyOld, goOld}} {
 			ch := id + ".enc1"
-			c.from.ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("secret")})
+			c.from.in(t).ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("secret")})
 			_, m, err := receiveWithin(t, c.to, wait, ch)
 			require.NoError(t, err)
 			require.Equal(t, goMessage("secret"), m)
 		}
 		// What the rotated side encrypts, the old key alone cannot read.
 		ch := id + ".enc2"
-		pyRotated.ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("new key")})
+		pyRotated.in(t).ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("new key")})
 		_, _, err := receiveWithin(t, goOld, wait, ch)
 		require.ErrorIs(t, err, layer.ErrDecrypt)
 	})
@@ -299,13 +299,13 @@ func TestAsgiRabbitMQInteropEncryption(t *testing.T) {
 		}{{goOld, pyRotated}, {goRotated, pyRotated}, {goOld, pyOld}} {
 			ch := id + ".enc3"
 			require.NoError(t, c.from.Send(ctx, ch, goMessage("secret")))
-			_, m, e := c.to.receive(ch, wait)
+			_, m, e := c.to.in(t).receive(ch, wait)
 			require.Empty(t, e)
 			require.Equal(t, pyMessage("secret"), m)
 		}
 		ch := id + ".enc4"
 		require.NoError(t, goRotated.Send(ctx, ch, goMessage("new key")))
-		_, _, e := pyOld.receive(ch, wait)
+		_, _, e := pyOld.in(t).receive(ch, wait)
 		require.Contains(t, e, "InvalidToken")
 	})
 }

@@ -350,7 +350,7 @@ func (w *channelsWire) send(ctx context.Context, channel string, msg Message) er
 	queue, _, _ := strings.Cut(channel, "!")
 	err = publish(ctx, ch, amqp.Publishing{RoutingKey: queue, Body: body})
 	if errors.Is(err, amqp.ErrNacked) {
-		return &ChannelFullError{Channel: channel, Capacity: w.l.cfg.Capacity}
+		return &ChannelFullError{Channel: channel} // the receiver's capacity, not ours
 	}
 	if err != nil {
 		return fmt.Errorf("layer: sending to channel %q: %w", channel, err)

@@ -37,10 +37,13 @@ var (
 // ErrChannelFull.
 type ChannelFullError struct {
 	Channel  string // the channel name
-	Capacity int    // the channel's capacity in this layer's configuration
+	Capacity int    // the channel's capacity in this layer's configuration; 0 when the receiving layer's is not known (ChannelsRabbitMQ)
 }
 
 func (e *ChannelFullError) Error() string {
+	if e.Capacity == 0 {
+		return fmt.Sprintf("layer: channel %q is full (its layer's queue refused the message)", e.Channel)
+	}
 	return fmt.Sprintf("layer: channel %q is full (capacity %d)", e.Channel, e.Capacity)
 }
 

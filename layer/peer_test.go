@@ -46,7 +46,7 @@ func peerPython() (string, error) {
 type peer struct {
 	t      testing.TB
 	name   string
-	in     io.WriteCloser
+	stdin  io.WriteCloser
 	lines  chan []byte
 	cmd    *exec.Cmd
 	stderr *syncBuffer
@@ -92,7 +92,7 @@ func startPeer(t testing.TB, pyLayer string, config map[string]any) *peer {
 	cmd := exec.Command(py, "-B", filepath.Join(dir, "peer.py"), "--layer", pyLayer, "--url", brokerURL(), "--config", string(cfg))
 	p := &peer{t: t, name: pyLayer, cmd: cmd, stderr: &syncBuffer{}, lines: make(chan []byte, 16)}
 	cmd.Stderr = p.stderr
-	p.in, err = cmd.StdinPipe()
+	p.stdin, err = cmd.StdinPipe()
 	require.NoError(t, err)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -106,7 +106,7 @@ func startPeer(t testing.TB, pyLayer string, config map[string]any) *peer {
 		close(p.lines)
 	}()
 	t.Cleanup(func() {
-		p.in.Close() // stdin EOF ends the peer
+		p.stdin.Close() // stdin EOF ends the peer
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		select {
@@ -130,13 +130,20 @@ func startPeer(t testing.TB, pyLayer string, config map[string]any) *peer {
 	return p
 }
 
+// in returns the peer bound to test t, whose failures its calls report.
+func (p *peer) in(t testing.TB) *peer {
+	c := *p
+	c.t = t
+	return &c
+}
+
 // try sends one command and waits for its reply.
 func (p *peer) try(cmd map[string]any, wait time.Duration) (map[string]any, error) {
 	b, err := json.Marshal(cmd)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := p.in.Write(append(b, '\n')); err != nil {
+	if _, err := p.stdin.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("writing to the peer: %w (stderr: %s)", err, p.stderr)
 	}
 	select {
