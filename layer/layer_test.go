@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -237,6 +239,9 @@ func TestInvalidNames(t *testing.T) {
 	require.ErrorIs(t, l.GroupAdd(ctx, "g", bad), layer.ErrInvalidName)
 	require.ErrorIs(t, l.GroupDiscard(ctx, "", "ok"), layer.ErrInvalidName)
 	require.ErrorIs(t, l.SendGroup(ctx, "a:b", layer.Message{}), layer.ErrInvalidName)
+	long := strings.Repeat("a", layer.MaxNameLength+1)
+	require.ErrorIs(t, l.Send(ctx, long, layer.Message{}), layer.ErrInvalidName, "100 characters: asgiref refuses it")
+	require.NoError(t, l.Send(ctx, long[1:], layer.Message{}), "99 characters")
 }
 
 func TestExpiry(t *testing.T) {
@@ -318,8 +323,8 @@ func TestChannelFullUnderLoad(t *testing.T) {
 func TestChannelCapacityRules(t *testing.T) {
 	t.Parallel()
 	l := newLayer(t, layer.Config{Namespace: namespace(t), Capacity: 3, ChannelCapacity: []layer.CapacityRule{
-		{Pattern: `http\.request`, Capacity: 5},
-		{Pattern: `http\..*`, Capacity: 1},
+		{Pattern: "http.request", Capacity: 5},          // a glob, as a string key in Django settings
+		{Regexp: regexp.MustCompile(`http\.`), Capacity: 1}, // a regexp, as re.compile(...): matched at the start
 	}})
 	ctx := ctxFor(t, 30*time.Second)
 	fill := func(ch string) int {
