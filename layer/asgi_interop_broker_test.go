@@ -112,6 +112,10 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 	t.Run("group-send/go-to-both", func(t *testing.T) {
 		py.in(t).ok(map[string]any{"op": "group_add", "group": g, "channel": pyCh})
 		require.NoError(t, gol.GroupAdd(ctx, g, goCh))
+		// Each side redeclares what the other declared, with its own
+		// arguments (a 406 would fail): the same broker objects.
+		py.in(t).ok(map[string]any{"op": "group_add", "group": g, "channel": goCh})
+		require.NoError(t, gol.GroupAdd(ctx, g, pyCh))
 		require.NoError(t, gol.SendGroup(ctx, g, goMessage("from go to all")))
 		_, m, e := py.in(t).receive(pyCh, wait)
 		require.Empty(t, e)
@@ -144,6 +148,9 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 	t.Run("group-send-process-member/python-to-go", func(t *testing.T) {
 		gp, prefix := id+".gp1", id+".gpgo!"
 		require.NoError(t, gol.GroupAdd(ctx, gp, prefix+"m1"))
+		// Python redeclares what Go declared (membership queue, marker
+		// queue, group exchange) with its own arguments: a 406 would fail.
+		py.in(t).ok(map[string]any{"op": "group_add", "group": gp, "channel": prefix + "m1"})
 		// The relay publishes to queue prefix: it exists once received on.
 		_, _, _, err := gol.TryReceive(ctx, prefix)
 		require.NoError(t, err)
@@ -233,6 +240,18 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 		py.in(t).ok(map[string]any{"op": "group_send", "group": ge, "message": pyMessage("after expiry")})
 		_, _, err := receiveWithin(t, gol, time.Second, goMember)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
+	})
+
+	t.Run("expiry-leaves-groups/go-to-python", func(t *testing.T) {
+		ge, pyMember := id+".gexp2", id+".gexppy"
+		py.in(t).ok(map[string]any{"op": "group_add", "group": ge, "channel": pyMember})
+		py.in(t).ok(map[string]any{"op": "send", "channel": pyMember, "message": pyMessage("left to expire")})
+		raw := rawChannel(t, "")
+		ok := eventually(ctx, 200*time.Millisecond, func() bool { return !exchangeExists(t, raw, pyMember) })
+		require.True(t, ok, "the member's exchange (its group bindings) was deleted")
+		require.NoError(t, gol.SendGroup(ctx, ge, goMessage("after expiry")))
+		_, _, e := py.in(t).receive(pyMember, time.Second)
+		require.Equal(t, "Timeout", e)
 	})
 
 	// Group expiry: each side's membership lapses group_expiry after its

@@ -19,6 +19,7 @@ func TestChannelsRabbitMQInterop(t *testing.T) {
 	py := startPeer(t, "channels_rabbitmq", map[string]any{})
 	pySmall := startPeer(t, "channels_rabbitmq", map[string]any{"local_capacity": 1, "remote_capacity": 2, "expiry": 1})
 	gol := newLayer(t, layer.Config{Mode: layer.ChannelsRabbitMQ})
+	goExpiring := newLayer(t, layer.Config{Mode: layer.ChannelsRabbitMQ, LocalCapacity: 1, LocalExpiry: 300 * time.Millisecond})
 	goSmall := newLayer(t, layer.Config{Mode: layer.ChannelsRabbitMQ, LocalCapacity: 1, Capacity: 2, Expiry: time.Second})
 	ctx := ctxFor(t, 2*time.Minute)
 	const wait = 10 * time.Second
@@ -157,6 +158,18 @@ func TestChannelsRabbitMQInterop(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded, "the second message expired in RabbitMQ")
 	})
 
+	// local_expiry: a message held in memory unread is dropped after it,
+	// and the prefetch it held is free again.
+	t.Run("local-expiry/python-to-go", func(t *testing.T) {
+		ch, err := goExpiring.NewChannel(ctx, "")
+		require.NoError(t, err)
+		py.in(t).ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("dropped")})
+		time.Sleep(time.Second)
+		py.in(t).ok(map[string]any{"op": "send", "channel": ch, "message": pyMessage("kept")})
+		_, m, err := receiveWithin(t, goExpiring, wait, ch)
+		require.NoError(t, err)
+		require.Equal(t, goMessage("kept"), m)
+	})
 }
 
 // drainPeer receives on a peer's channel until nothing is left.

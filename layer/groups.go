@@ -62,6 +62,9 @@ const maxGroupAddAttempts = 8
 func (l *Layer) groupAdd(ctx context.Context, s *session, ch *amqp.Channel, group, channel string) error {
 	gx := l.groupExchange(group)
 	name := l.memberName(group, channel) // the membership's exchange and queue
+	if err := l.register(ctx, s, ch, "queue "+name, "exchange "+name, "exchange "+gx); err != nil {
+		return err
+	}
 	// Three round trips: the declarations, then the bindings, each binding
 	// after what it binds. (Methods sent with no-wait would take one, but a
 	// no-wait failure may reach the client only after the next call was

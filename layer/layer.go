@@ -314,6 +314,11 @@ func (l *Layer) channelQueueArgs(channel string) amqp.Table {
 // queue's x-expires lease).
 func (l *Layer) declareChannel(ctx context.Context, s *session, ch *amqp.Channel, channel string) error {
 	q := l.queueName(channel)
+	// Registered first: Flush may find a name whose object is gone, never
+	// miss one that exists.
+	if err := l.register(ctx, s, ch, "queue "+q); err != nil {
+		return err
+	}
 	if _, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: q, Arguments: l.channelQueueArgs(channel)}); err != nil {
 		return fmt.Errorf("layer: declaring the queue of channel %q: %w", channel, err)
 	}

@@ -678,3 +678,37 @@ func TestNewFails(t *testing.T) {
 	_, err = layer.New(ctx, layer.Config{})
 	require.Error(t, err)
 }
+
+// Flush removes every channel, message, group and membership of the
+// namespace, whichever layer made them, and nothing of another namespace.
+func TestFlush(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	a := newLayer(t, layer.Config{Namespace: ns})
+	b := newLayer(t, layer.Config{Namespace: ns})
+	other := newLayer(t, layer.Config{Namespace: namespace(t) + "o"})
+	ctx := ctxFor(t, 30*time.Second)
+	require.NoError(t, a.Send(ctx, "c1", layer.Message{"n": 1}))
+	require.NoError(t, b.Send(ctx, "c2", layer.Message{"n": 2}))
+	require.NoError(t, b.GroupAdd(ctx, "g", "c3"))
+	require.NoError(t, other.Send(ctx, "c1", layer.Message{"kept": true}))
+	raw := rawChannel(t, "")
+	require.True(t, exchangeExists(t, raw, groupExchange(ns, "g")))
+
+	require.NoError(t, a.Flush(ctx))
+	for _, q := range []string{ns + ":channel:c1", ns + ":channel:c2", ns + ":channel:c3", memberName(ns, "g", "c3")} {
+		require.False(t, queueExists(t, raw, q), q)
+	}
+	require.False(t, exchangeExists(t, raw, groupExchange(ns, "g")))
+	require.False(t, exchangeExists(t, raw, memberName(ns, "g", "c3")))
+
+	// The layers go on: a Send declares its channel again.
+	require.NoError(t, b.Send(ctx, "c1", layer.Message{"n": 3}))
+	_, m, err := a.Receive(ctx, "c1")
+	require.NoError(t, err)
+	require.Equal(t, int64(3), m["n"], "the message from before the flush is gone")
+	_, m, ok, err := other.TryReceive(ctx, "c1")
+	require.NoError(t, err)
+	require.True(t, ok, "another namespace keeps its own")
+	require.Equal(t, true, m["kept"])
+}

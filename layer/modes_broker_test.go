@@ -13,9 +13,6 @@ func TestModesRefuseAtTheCall(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 30*time.Second)
 
-	native := newLayer(t, layer.Config{Namespace: namespace(t)})
-	require.ErrorIs(t, native.Flush(ctx), layer.ErrUnsupported)
-
 	asgi := newLayer(t, layer.Config{Mode: layer.AsgiRabbitMQ})
 	require.Equal(t, layer.AsgiRabbitMQ, asgi.Mode())
 	require.ErrorIs(t, asgi.Flush(ctx), layer.ErrUnsupported)
