@@ -323,7 +323,7 @@ func TestChannelFullUnderLoad(t *testing.T) {
 func TestChannelCapacityRules(t *testing.T) {
 	t.Parallel()
 	l := newLayer(t, layer.Config{Namespace: namespace(t), Capacity: 3, ChannelCapacity: []layer.CapacityRule{
-		{Pattern: "http.request", Capacity: 5},          // a glob, as a string key in Django settings
+		{Pattern: "http.request", Capacity: 5},              // a glob, as a string key in Django settings
 		{Regexp: regexp.MustCompile(`http\.`), Capacity: 1}, // a regexp, as re.compile(...): matched at the start
 	}})
 	ctx := ctxFor(t, 30*time.Second)
