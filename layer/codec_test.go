@@ -1,8 +1,10 @@
 package layer
 
 import (
+	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math"
 	"regexp"
 	"testing"
@@ -119,6 +121,10 @@ func TestDecodeRejects(t *testing.T) {
 		"trailing":    {0x80, 0x00},
 		"truncated":   {0x81, 0xa1},
 		"fernet text": []byte(pythonToken),
+		"huge array":  {0xdd, 0xfe, 0xfe, 0xfe, 0xa3}, // 4 billion elements: refused before any allocation
+		"huge map":    {0xdf, 0xff, 0xff, 0xff, 0xff},
+		"huge str":    {0x81, 0xdb, 0xff, 0xff, 0xff, 0xff},
+		"deep":        append(bytes.Repeat([]byte{0x91}, 2000), 0x01),
 	} {
 		_, err := c.decode(body)
 		require.ErrorIs(t, err, ErrDecode, name)
@@ -241,4 +247,30 @@ func TestSettings(t *testing.T) {
 		_, err := c.settings()
 		require.Error(t, err, name)
 	}
+}
+
+// FuzzDecodeMessage feeds the decoder the bodies another process may send:
+// it never panics, a body it refuses matches ErrDecode, and what it accepts
+// encodes and decodes again to the same message.
+func FuzzDecodeMessage(f *testing.F) {
+	seed, _ := hex.DecodeString(pythonPacked)
+	for _, b := range [][]byte{seed, {0x80}, {0x81, 0xa1, 'n', 0x03}, []byte(pythonToken), {0xc0}, {0x81, 0x01, 0x02},
+		// channels_rabbitmq's reserved keys
+		{0x82, 0xb0, '_', '_', 'a', 's', 'g', 'i', '_', 'c', 'h', 'a', 'n', 'n', 'e', 'l', '_', '_', 0xa1, 'c', 0xa1, 'x', 0xc0}} {
+		f.Add(b)
+	}
+	c, err := newCodec(nil, time.Minute)
+	require.NoError(f, err)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m, err := c.decode(body)
+		if err != nil {
+			require.ErrorIs(t, err, ErrDecode)
+			return
+		}
+		again, err := c.encode(m)
+		require.NoError(t, err)
+		m2, err := c.decode(again)
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprint(m), fmt.Sprint(m2))
+	})
 }
