@@ -154,18 +154,15 @@ func (w *asgiWire) sendGroup(ctx context.Context, group string, msg Message) err
 	if err != nil {
 		return err
 	}
-	s, ch, err := w.l.channel(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.put(ch, true)
-	if err := ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: group, Type: "fanout"}); err != nil {
-		return fmt.Errorf("layer: declaring the exchange of group %q: %w", group, err)
-	}
-	if err := publish(ctx, ch, amqp.Publishing{Exchange: group, Properties: w.properties(""), Body: body}); err != nil {
-		return fmt.Errorf("layer: sending to group %q: %w", group, err)
-	}
-	return nil
+	return w.l.withChannel(ctx, func(ch *amqp.Channel) error {
+		if err := ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: group, Type: "fanout"}); err != nil {
+			return fmt.Errorf("layer: declaring the exchange of group %q: %w", group, err)
+		}
+		if err := publish(ctx, ch, amqp.Publishing{Exchange: group, Properties: w.properties(""), Body: body}); err != nil {
+			return fmt.Errorf("layer: sending to group %q: %w", group, err)
+		}
+		return nil
+	})
 }
 
 // declareQueues declares the queues of channels (Protocol.receive does on
@@ -272,12 +269,11 @@ func (w *asgiWire) newChannel(ctx context.Context, prefix string) (string, error
 	if err := w.checkChannel(name, useSend); err != nil || strings.Count(prefix, "?") != 1 {
 		return "", &NameError{Kind: "prefix", Name: prefix, Reason: "asgi_rabbitmq's new_channel takes a channel name ending in '?' (and no other '?' or '!'), up to 79 characters"}
 	}
-	s, ch, err := w.l.channel(ctx)
+	err := w.l.withChannel(ctx, func(ch *amqp.Channel) error {
+		_, err := w.declareQueues(ctx, ch, []string{name})
+		return err
+	})
 	if err != nil {
-		return "", err
-	}
-	defer s.put(ch, true)
-	if _, err := w.declareQueues(ctx, ch, []string{name}); err != nil {
 		return "", err
 	}
 	return name, nil
@@ -376,12 +372,8 @@ func (w *asgiWire) pushMarker(ctx context.Context, ch *amqp.Channel, group, chan
 // groupDiscard is Protocol.group_discard: unbind, leaving the marker to
 // expire. A membership that does not exist is no error.
 func (w *asgiWire) groupDiscard(ctx context.Context, group, channel string) error {
-	s, ch, err := w.l.channel(ctx)
+	err := w.l.withChannel(ctx, func(ch *amqp.Channel) error { return w.unbind(ctx, ch, group, channel) })
 	if err != nil {
-		return err
-	}
-	defer s.put(ch, true)
-	if err := w.unbind(ctx, ch, group, channel); err != nil {
 		return fmt.Errorf("layer: discarding channel %q from group %q: %w", channel, group, err)
 	}
 	return nil

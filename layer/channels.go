@@ -342,13 +342,10 @@ func (w *channelsWire) send(ctx context.Context, channel string, msg Message) er
 	if err != nil {
 		return err
 	}
-	s, ch, err := w.l.channel(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.put(ch, true)
 	queue, _, _ := strings.Cut(channel, "!")
-	err = publish(ctx, ch, amqp.Publishing{RoutingKey: queue, Body: body})
+	err = w.l.withChannel(ctx, func(ch *amqp.Channel) error {
+		return publish(ctx, ch, amqp.Publishing{RoutingKey: queue, Body: body})
+	})
 	if errors.Is(err, amqp.ErrNacked) {
 		return &ChannelFullError{Channel: channel} // the receiver's capacity, not ours
 	}
@@ -366,12 +363,9 @@ func (w *channelsWire) sendGroup(ctx context.Context, group string, msg Message)
 	if err != nil {
 		return err
 	}
-	s, ch, err := w.l.channel(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.put(ch, true)
-	err = publish(ctx, ch, amqp.Publishing{Exchange: w.l.cfg.GroupsExchange, RoutingKey: group, Body: body})
+	err = w.l.withChannel(ctx, func(ch *amqp.Channel) error {
+		return publish(ctx, ch, amqp.Publishing{Exchange: w.l.cfg.GroupsExchange, RoutingKey: group, Body: body})
+	})
 	if err != nil && !errors.Is(err, amqp.ErrNacked) {
 		return fmt.Errorf("layer: sending to group %q: %w", group, err)
 	}
@@ -434,15 +428,12 @@ func (w *channelsWire) groupDiscard(ctx context.Context, group, channel string) 
 // bind binds (or, with add false, unbinds) the layer's queue to
 // GroupsExchange with the group as routing key.
 func (w *channelsWire) bind(ctx context.Context, group string, add bool) error {
-	s, ch, err := w.l.channel(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.put(ch, true)
-	if add {
-		return ch.QueueBind(ctx, amqp.QueueBind{Queue: w.queue, Exchange: w.l.cfg.GroupsExchange, RoutingKey: group})
-	}
-	return ch.QueueUnbind(ctx, amqp.QueueUnbind{Queue: w.queue, Exchange: w.l.cfg.GroupsExchange, RoutingKey: group})
+	return w.l.withChannel(ctx, func(ch *amqp.Channel) error {
+		if add {
+			return ch.QueueBind(ctx, amqp.QueueBind{Queue: w.queue, Exchange: w.l.cfg.GroupsExchange, RoutingKey: group})
+		}
+		return ch.QueueUnbind(ctx, amqp.QueueUnbind{Queue: w.queue, Exchange: w.l.cfg.GroupsExchange, RoutingKey: group})
+	})
 }
 
 func (w *channelsWire) checkChannel(name string, use nameUse) error {

@@ -234,6 +234,17 @@ func (l *Layer) channel(ctx context.Context) (*session, *amqp.Channel, error) {
 	}
 }
 
+// withChannel runs f on a channel from the pool, which goes back to the
+// pool afterwards.
+func (l *Layer) withChannel(ctx context.Context, f func(ch *amqp.Channel) error) error {
+	s, ch, err := l.channel(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.put(ch, true)
+	return f(ch)
+}
+
 // open opens a channel, sets it up and puts it in the pool. If that fails,
 // the callers waiting for a channel are told why.
 func (s *session) open() {

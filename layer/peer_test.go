@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amqp-go/amqp/layer"
 	"github.com/stretchr/testify/require"
 )
 
@@ -215,4 +216,18 @@ func eventually(ctx context.Context, every time.Duration, f func() bool) bool {
 		case <-time.After(every):
 		}
 	}
+}
+
+// bothReceive checks that a message with the given text reached the Go
+// layer's channel goCh and the peer's channel pyCh.
+func bothReceive(t *testing.T, l *layer.Layer, goCh string, p *peer, pyCh, text string) {
+	t.Helper()
+	_, m, e := p.in(t).receive(pyCh, 10*time.Second)
+	require.Empty(t, e)
+	require.Equal(t, pyMessage(text), m)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, gm, err := l.Receive(ctx, goCh)
+	require.NoError(t, err)
+	require.Equal(t, goMessage(text), gm)
 }
