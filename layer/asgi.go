@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/amqp-go/amqp"
 )
@@ -291,7 +290,7 @@ func (w *asgiWire) markerQueue(group, channel string) string {
 // other channels an exchange of the channel's name between the group's
 // exchange and the channel's queue.
 func (w *asgiWire) groupAdd(ctx context.Context, group, channel string) error {
-	if n := utf8.RuneCountInString(w.markerQueue(group, channel)); len(w.markerQueue(group, channel)) > 255 {
+	if n := len(w.markerQueue(group, channel)); n > 255 {
 		return &NameError{Kind: "group", Name: group, Reason: fmt.Sprintf("with channel %q its expiry marker queue's name is %d bytes, over AMQP's 255", channel, n)}
 	}
 	s, ch, err := w.l.channel(ctx)

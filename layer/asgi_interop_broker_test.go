@@ -53,6 +53,14 @@ func TestAsgiRabbitMQInterop(t *testing.T) {
 	gol := newLayer(t, layer.Config{Mode: layer.AsgiRabbitMQ, Capacity: 2, Expiry: 2 * time.Second, GroupExpiry: 3 * time.Second})
 	ctx := ctxFor(t, 3*time.Minute)
 	const wait = 10 * time.Second
+	// asgi_rabbitmq never deletes a group's exchange; the test does.
+	// (Queues go on their own: x-expires.)
+	t.Cleanup(func() {
+		raw := rawChannel(t, "")
+		for _, g := range []string{".g", ".gp1", ".gp2", ".gexp", ".gexp2", ".gx"} {
+			require.NoError(t, raw.ExchangeDelete(ctxFor(t, 10*time.Second), amqp.ExchangeDelete{Exchange: id + g}))
+		}
+	})
 
 	t.Run("send-receive/go-to-python", func(t *testing.T) {
 		ch := id + ".ch1"
