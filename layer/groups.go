@@ -24,6 +24,13 @@ import (
 // to the group. The broker keeps the time, so every layer on the cluster
 // sees a membership lapse at the same moment, and none needs to be running
 // for it to happen.
+//
+// In AsgiRabbitMQ mode the mapping and the expiry are asgi_rabbitmq's (see
+// the README): a group message reaches a process-specific member, and a
+// membership lapses, through the shared "dead-letters" queue that this
+// layer and every Python process consume. In ChannelsRabbitMQ mode the
+// channel must be one of this layer's own, memberships last as long as the
+// layer, and there is no GroupExpiry.
 func (l *Layer) GroupAdd(ctx context.Context, group, channel string) error {
 	if l.wire != nil {
 		if err := l.checkWireMember(group, channel); err != nil {
@@ -196,6 +203,11 @@ func pipelined(calls ...func() error) error {
 // those that send to it. prefix may end in "!" already. The channel lasts
 // while it is used; unused (no Receive) for twice the Expiry, it goes away
 // with its messages, which have all expired by then.
+//
+// In AsgiRabbitMQ mode the name is prefix + "?" + 20 random letters, as
+// asgi_rabbitmq's new_channel makes them (prefix may end in "?" already).
+// In ChannelsRabbitMQ mode it is the layer's queue + "!" + 12 random
+// letters, and prefix is ignored, as channels_rabbitmq does.
 func (l *Layer) NewChannel(ctx context.Context, prefix string) (string, error) {
 	if l.wire != nil {
 		return l.wire.newChannel(ctx, prefix)

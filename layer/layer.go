@@ -82,7 +82,9 @@ func New(ctx context.Context, cfg Config) (*Layer, error) {
 func (l *Layer) Mode() WireMode { return l.cfg.Mode }
 
 // Capacity returns the capacity of a channel: the first ChannelCapacity rule
-// that matches its name, or Capacity.
+// that matches its name, or Capacity. In ChannelsRabbitMQ mode it is
+// Capacity, the capacity of this layer's queue, which all its channels
+// share.
 func (l *Layer) Capacity(channel string) int { return l.cfg.capacity(channel) }
 
 // Close closes the layer's connection, bounded by ctx. Calls in progress

@@ -22,6 +22,12 @@ import (
 //
 // A message that cannot be read (encrypted with other keys, or not a
 // msgpack map) is consumed and reported as a [*MessageError].
+//
+// In AsgiRabbitMQ mode a process-specific channel is received by its prefix,
+// "a!", and the returned channel is the full name the sender used, "a!b".
+// In ChannelsRabbitMQ mode only this layer's own channels (from NewChannel)
+// can be received, from the buffer its consumer fills; other names fail
+// with ErrInvalidName.
 func (l *Layer) Receive(ctx context.Context, channels ...string) (channel string, msg Message, err error) {
 	if l.wire != nil {
 		if channels, err = l.checkWireChannels(channels); err != nil {
