@@ -8,6 +8,9 @@ import (
 	"github.com/amqp-go/amqp"
 )
 
+// deadLetterPrefetch bounds the dead letters a layer holds unhandled.
+const deadLetterPrefetch = 64
+
 // setUp is what asgi_rabbitmq does on connecting
 // (RabbitmqConnection.start_loop, Protocol.declare_dead_letters): declare
 // the fanout exchange and the queue "dead-letters", bind them, and consume
@@ -30,6 +33,12 @@ func (w *asgiWire) setUp(ctx context.Context, conn *amqp.Connection) error {
 	if err == nil {
 		// pika's queue_bind routes with the queue's name by default.
 		err = ch.QueueBind(ctx, amqp.QueueBind{Queue: asgiDeadLetters, Exchange: asgiDeadLetters, RoutingKey: asgiDeadLetters})
+	}
+	if err == nil {
+		// Python consumes with no prefetch limit, so a burst of dead
+		// letters all lands in one process's memory; a bound here changes
+		// nothing else the other processes see.
+		err = ch.Qos(ctx, amqp.BasicQos{PrefetchCount: deadLetterPrefetch})
 	}
 	var c *amqp.Consumer
 	if err == nil {
