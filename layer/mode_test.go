@@ -74,3 +74,18 @@ func TestURLTakesPikaParameters(t *testing.T) {
 		t.Logf("%s: %v", name, err)
 	}
 }
+
+// RabbitMQ compares queue arguments with their types, so each mode writes
+// integers as its Python layer's encoder does: pika 0.11 (asgi_rabbitmq)
+// 'I' when it fits, else 'l'; pamqp (channels_rabbitmq) the smallest type.
+func TestArgumentIntegersTypedAsPython(t *testing.T) {
+	require.Equal(t, int32(0), pikaInt(0))
+	require.Equal(t, int32(120000), pikaInt(120000))
+	require.Equal(t, int64(1<<40), pikaInt(1<<40))
+	for v, want := range map[int64]any{
+		100: int8(100), -100: int8(-100), 1000: int16(1000), 60000: uint16(60000),
+		100000: int32(100000), 3000000000: uint32(3000000000), 1 << 40: int64(1 << 40),
+	} {
+		require.Equal(t, want, pamqpInt(v), "%d", v)
+	}
+}
