@@ -108,6 +108,11 @@ func (l *Layer) declareRegistry(ctx context.Context, s *session, ch *amqp.Channe
 		"x-message-ttl": ttl,
 		"x-expires":     ttl, // a declaration renews it; publishes do not
 	}})
+	if errors.Is(err, amqp.ErrPreconditionFailed) {
+		// Declared by a layer of the namespace with another Expiry or
+		// GroupExpiry: use it as it is, rather than fail every call.
+		_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: q, Passive: true})
+	}
 	if err != nil {
 		return fmt.Errorf("layer: declaring the registry %q: %w", q, err)
 	}

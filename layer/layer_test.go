@@ -711,4 +711,11 @@ func TestFlush(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok, "another namespace keeps its own")
 	require.Equal(t, true, m["kept"])
+
+	// A layer of the namespace with other expiries (its registry arguments
+	// differ) still works, and its channels are flushed too.
+	c := newLayer(t, layer.Config{Namespace: ns, Expiry: 7 * time.Second, GroupExpiry: time.Hour})
+	require.NoError(t, c.Send(ctx, "c9", layer.Message{}))
+	require.NoError(t, a.Flush(ctx))
+	require.False(t, queueExists(t, raw, ns+":channel:c9"))
 }
