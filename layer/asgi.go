@@ -94,7 +94,8 @@ func (w *asgiWire) properties(channel string) amqp.Properties {
 	return p
 }
 
-func (w *asgiWire) lockQueue(q string) func() {
+// withQueueLock runs f while no other Send of this layer to queue q runs.
+func (w *asgiWire) withQueueLock(q string, f func() error) error {
 	w.mu.Lock()
 	ql := w.locks[q]
 	if ql == nil {
@@ -103,15 +104,16 @@ func (w *asgiWire) lockQueue(q string) func() {
 	}
 	ql.users++
 	w.mu.Unlock()
-	ql.mu.Lock()
-	return func() {
-		ql.mu.Unlock()
+	defer func() {
 		w.mu.Lock()
 		if ql.users--; ql.users == 0 {
 			delete(w.locks, q)
 		}
 		w.mu.Unlock()
-	}
+	}()
+	ql.mu.Lock()
+	defer ql.mu.Unlock()
+	return f()
 }
 
 // send is Protocol.send: declare the queue, compare its message count with
@@ -125,24 +127,21 @@ func (w *asgiWire) send(ctx context.Context, channel string, msg Message) error 
 		return err
 	}
 	q := asgiQueue(channel)
-	s, ch, err := w.l.channel(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.put(ch, true)
-	unlock := w.lockQueue(q)
-	defer unlock()
-	ok, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: q, Arguments: w.queueArgs()})
-	if err != nil {
-		return fmt.Errorf("layer: declaring the queue of channel %q: %w", channel, err)
-	}
-	if capacity := w.l.cfg.capacity(channel); int(ok.MessageCount) >= capacity {
-		return &ChannelFullError{Channel: channel, Capacity: capacity}
-	}
-	if err := publish(ctx, ch, amqp.Publishing{RoutingKey: q, Properties: w.properties(channel), Body: body}); err != nil {
-		return fmt.Errorf("layer: sending to channel %q: %w", channel, err)
-	}
-	return nil
+	return w.l.withChannel(ctx, func(ch *amqp.Channel) error {
+		return w.withQueueLock(q, func() error {
+			ok, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: q, Arguments: w.queueArgs()})
+			if err != nil {
+				return fmt.Errorf("layer: declaring the queue of channel %q: %w", channel, err)
+			}
+			if capacity := w.l.cfg.capacity(channel); int(ok.MessageCount) >= capacity {
+				return &ChannelFullError{Channel: channel, Capacity: capacity}
+			}
+			if err := publish(ctx, ch, amqp.Publishing{RoutingKey: q, Properties: w.properties(channel), Body: body}); err != nil {
+				return fmt.Errorf("layer: sending to channel %q: %w", channel, err)
+			}
+			return nil
+		})
+	})
 }
 
 // sendGroup is Protocol.send_group: declare the group's fanout exchange (so
