@@ -10,11 +10,13 @@
 //     opening handshake (protocol header, start-ok with PLAIN, tune-ok, open),
 //     or a test runs any part of it by hand with [Session.SendProtocolHeader],
 //     [Session.Send] and [Expect].
+//
 //   - [Session.Send] and [Session.SendContent] write methods and messages on
 //     any channel, in any order; [Session.SendHeader], [Session.SendBody],
 //     [Session.SendFrame] and [Session.WriteRaw] write single frames, frames
 //     with any type or end octet, and arbitrary bytes: what a client library
 //     would never send.
+//
 //   - [Session.ReadFrame] and [Session.ReadCommand] read what the broker sends
 //     without judging it; [Expect], [Session.ExpectChannelClose],
 //     [Session.ExpectConnectionClose], [Session.ExpectProtocolHeader] and
