@@ -18,7 +18,17 @@ type check struct {
 	rule    string // Rule.ID
 	run     func(t *T)
 	timeout time.Duration // 0: Options.CheckTimeout
+	needs   need          // a hook it needs; such checks run alone, after the others
 }
+
+// need names a hook of Options that a check cannot do without.
+type need int
+
+const (
+	needsNothing need = iota
+	needsRestart      // Options.Restart
+	needsAlarm        // Options.Alarm
+)
 
 var (
 	registry   = map[string]*check{}
@@ -32,12 +42,19 @@ func register(ruleID string, run func(t *T)) *check {
 }
 
 func registerTimeout(ruleID string, timeout time.Duration, run func(t *T)) *check {
+	return registerNeeds(ruleID, needsNothing, timeout, run)
+}
+
+// registerNeeds adds a check that needs a hook of Options: it is skipped
+// without it, and otherwise runs alone, since the hook affects the whole
+// broker.
+func registerNeeds(ruleID string, needs need, timeout time.Duration, run func(t *T)) *check {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	if _, dup := registry[ruleID]; dup {
 		panic("conformance: rule " + ruleID + " checked twice")
 	}
-	c := &check{rule: ruleID, run: run, timeout: timeout}
+	c := &check{rule: ruleID, run: run, timeout: timeout, needs: needs}
 	registry[ruleID] = c
 	return c
 }
@@ -67,6 +84,8 @@ type T struct {
 	queues   []string
 	exchs    []string
 	seq      int
+
+	seqPublished int // publishes made by publishUntil
 
 	verdict Verdict
 	detail  string
@@ -100,6 +119,16 @@ func (t *T) step() (context.Context, context.CancelFunc) {
 // quiet bounds a wait during which nothing should arrive.
 func (t *T) quiet() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(t.ctx, t.run.opts.QuietPeriod)
+}
+
+// Restart restarts the broker through Options.Restart, keeping its data.
+func (t *T) Restart() {
+	t.Must(t.run.opts.Restart(t.ctx), "restarting the broker")
+}
+
+// Alarm raises (on) or clears a resource alarm through Options.Alarm.
+func (t *T) Alarm(on bool) {
+	t.Must(t.run.opts.Alarm(t.ctx, on), "setting the resource alarm")
 }
 
 // Dial opens a socket to the broker and nothing else.

@@ -228,15 +228,32 @@ var _ = register("content/method-inside-content", func(t *T) {
 })
 
 var _ = register("content/body-overrun", func(t *T) {
-	t.badContent("a header announcing 2 bytes, then a 5-byte body frame", func(s *amqpraw.Session, ch uint16) {
-		ctx, cancel := t.step()
-		defer cancel()
-		t.Must(s.Send(ctx, ch, &amqp.BasicPublish{RoutingKey: t.Name("q")}), "basic.publish")
-		t.Must(s.SendHeader(ctx, ch, 60, 2, amqp.Properties{}), "header")
-		t.Must(s.SendBody(ctx, ch, []byte("12345")), "body")
-	})
+	s := t.Open()
+	ch := t.Channel(s)
+	ctx, cancel := t.step()
+	defer cancel()
+	t.Must(s.Send(ctx, ch, &amqp.BasicPublish{RoutingKey: t.Name("q")}), "basic.publish")
+	t.Must(s.SendHeader(ctx, ch, 60, 2, amqp.Properties{}), "header")
+	t.Must(s.SendBody(ctx, ch, []byte("12345")), "body")
+	// The overrun itself must be the error, not whatever frame comes next.
+	if cmd := t.Quiet(s); cmd != nil {
+		if c, ok := cmd.Method.(*amqp.ConnectionClose); ok {
+			_ = s.Send(ctx, 0, &amqp.ConnectionCloseOk{})
+			if c.ReplyCode == amqp.CodeUnexpectedFrame {
+				t.Pass("5 body bytes for a 2-byte content: connection.close %d %s", c.ReplyCode, c.ReplyText)
+			}
+		}
+		t.Fail("5 body bytes for a 2-byte content: %v", cmd)
+	}
+	// Say what the broker made of it once another frame came.
+	t.Must(s.Send(ctx, ch, &amqp.BasicQos{}), "basic.qos")
+	cmd, err := s.ReadCommand(ctx)
+	after := fmt.Sprint(cmd)
+	if err != nil {
+		after = brief(err)
+	}
+	t.Fail("5 body bytes for a 2-byte content drew nothing within %s; a basic.qos sent next drew %s", t.run.opts.QuietPeriod, after)
 })
-
 
 var _ = register("channel/unopened", func(t *T) {
 	s := t.Open()

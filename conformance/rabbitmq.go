@@ -129,4 +129,47 @@ var rabbitmqStatus = map[string]rabbitmqRule{
 	"tx/not mandatory":                                      {Status: "ok"},
 	"tx.commit/transacted":                                  {Status: "ok"},
 	"tx.rollback/transacted":                                {Status: "ok"},
+
+	// The general part's rules, from the page's table of the PDF's rules
+	// (by section).
+	"frame/end-octet":                {Status: "ok"},
+	"frame/unknown-type":             {Status: "ok"},
+	"frame/oversized":                {Status: "ok"},
+	"frame/connection-class-channel": {Status: "ok"},
+	"frame/heartbeat-channel":        {Status: "ok"},
+	"frame/content-channel-zero":     {Status: "ok"},
+	"frame/header-class-id":          {Status: "ok"},
+	"frame/body-split":               {Status: "ok"},
+	"content/header-without-method":  {Status: "planned"},
+	"content/body-without-header":    {Status: "planned"},
+	"content/method-inside-content":  {Status: "planned"},
+	"content/body-overrun":           {Status: "planned", Deviation: "the page notes that 505 is not returned for every way a content can be badly formatted"},
+	"connection/errors-before-open":  {Status: "ok"},
+	"connection/limits-proposed":     {Status: "ok"},
+	"connection/channel-max":         {Status: "does"},
+	"channel/close-handshake":        {Status: "ok"},
+	"connection/close-handshake":     {Status: "ok"},
+	"heartbeat/accepted":             {Status: "ok"},
+}
+
+// disagreements explain, for RabbitMQ 3.10, every rule where our verdict
+// and the page's status part ways: a FAIL on a rule the page calls ok (or
+// does), or a PASS on one it calls failing or planned. A test keeps this
+// list exact.
+var disagreements = map[string]string{
+	"connection.start.server-properties/required-fields": "connection.start's server-properties carry product, version, platform, copyright, information, capabilities and cluster_name, but no host",
+	"connection.tune-ok.channel-max/upper-limit":         "listed as planned, but 3.10 does it: after a tune-ok with channel_max 2048 (over the 2047 proposed) the broker closes the socket without connection.close",
+	"exchange.declare.type/typed":                        "the broker refuses the redeclaration with channel.close 406 PRECONDITION_FAILED (inequivalent arg 'type'), where the rule names 530 NOT_ALLOWED",
+	"queue.declare.auto-delete/pre-existence":            "the broker does not ignore auto-delete on redeclaration: channel.close 406 PRECONDITION_FAILED (inequivalent arg 'auto_delete')",
+	"queue.bind.exchange/default-exchange":               "queue.bind to \"\" draws channel.close 403 ACCESS_REFUSED (operation not permitted on the default exchange)",
+	"queue.unbind.exchange/default-exchange":             "the queue.bind to \"\" that the scenario starts with draws channel.close 403 ACCESS_REFUSED",
+	"frame/oversized":                                    "the broker accepts a frame up to 8 bytes over the negotiated frame_max (a 131073-byte frame with frame_max 131072 is taken, basic.qos after it answered); one further over draws 501",
+	"frame/heartbeat-channel":                            "a heartbeat on channel 1 draws connection.close 505 UNEXPECTED_FRAME, where the spec names 503 (4.2.3) or 501 (4.2.6.2)",
+	"frame/content-channel-zero":                         "a content header on channel 0 draws connection.close 505 UNEXPECTED_FRAME, where the spec names 504 CHANNEL_ERROR",
+	"frame/header-class-id":                              "a content header of class 50 after basic.publish draws connection.close 505 UNEXPECTED_FRAME, where the spec names 501 FRAME_ERROR",
+	"basic.publish.exchange/03":                          "not a real disagreement: the page's \"doesn't\" means the broker does not refuse basic content, which is what the check sees (amq.direct takes it); the rule's MUST applies only to a refusal",
+	"content/header-without-method":                      "the page lists 4.2.6 as planned, noting that 505 is not returned for every badly formatted content; for a header with no method 3.10 does return 505",
+	"content/body-without-header":                        "the page lists 4.2.6 as planned, noting that 505 is not returned for every badly formatted content; for a body with no header 3.10 does return 505",
+	"content/method-inside-content":                      "the page lists 4.2.6 as planned, noting that 505 is not returned for every badly formatted content; for a method inside a content 3.10 does return 505",
+	"connection/channel-max":                             "with channel_max negotiated down to 2 in tune-ok, channel.open on channel 3 is answered with channel.open-ok: the broker applies its own limit (2047), not the negotiated one",
 }

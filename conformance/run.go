@@ -47,6 +47,19 @@ type Options struct {
 	// Progress, when set, is called with each result as it comes, from
 	// one goroutine at a time.
 	Progress func(Result)
+
+	// Restart, when set, restarts the broker and returns once it accepts
+	// connections again, its durable queues, exchanges, bindings and
+	// persistent messages kept (rabbitmqctl stop_app and start_app). The
+	// checks of the rules about restarts are skipped without it. Never
+	// give it for a broker others use.
+	Restart func(ctx context.Context) error
+
+	// Alarm, when set, raises (on) or clears a resource alarm that blocks
+	// publishers (rabbitmqctl set_vm_memory_high_watermark). The checks of
+	// connection.blocked and of overflow are skipped without it. Never give
+	// it for a broker others use.
+	Alarm func(ctx context.Context, on bool) error
 }
 
 func (o *Options) defaults() {
@@ -117,23 +130,34 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		progressMu sync.Mutex
 		next       = make(chan int)
 	)
+	runOne := func(i int) {
+		results[i] = r.runOne(ctx, &rules[i])
+		if opts.Progress != nil {
+			progressMu.Lock()
+			opts.Progress(results[i])
+			progressMu.Unlock()
+		}
+	}
 	for range opts.Parallel {
 		wg.Go(func() {
 			for i := range next {
-				results[i] = r.runOne(ctx, &rules[i])
-				if opts.Progress != nil {
-					progressMu.Lock()
-					opts.Progress(results[i])
-					progressMu.Unlock()
-				}
+				runOne(i)
 			}
 		})
 	}
+	var alone []int // checks that restart or block the broker: one at a time, after the rest
 	for i := range rules {
+		if c := lookup(rules[i].ID); c != nil && c.needs != needsNothing && r.hasHook(c.needs) {
+			alone = append(alone, i)
+			continue
+		}
 		next <- i
 	}
 	close(next)
 	wg.Wait()
+	for _, i := range alone {
+		runOne(i)
+	}
 	rep.Results = results
 	rep.Duration = time.Since(rep.Started)
 	return rep, nil
@@ -160,9 +184,11 @@ func (r *runner) probe(ctx context.Context) (string, bool) {
 // runOne runs the check of one rule, cleans up after it and judges it.
 func (r *runner) runOne(ctx context.Context, rule *Rule) Result {
 	res := Result{Rule: *rule, RabbitMQ: rabbitmqStatus[rule.ID].Status}
-	registryMu.Lock()
-	c := registry[rule.ID]
-	registryMu.Unlock()
+	c := lookup(rule.ID)
+	if c != nil && !r.hasHook(c.needs) {
+		res.Verdict, res.Detail = Skip, needReasons[c.needs]
+		return res
+	}
 	if c == nil {
 		res.Verdict, res.Detail = Skip, unchecked[rule.ID]
 		if res.Detail == "" {
@@ -200,6 +226,28 @@ func (r *runner) runOne(ctx context.Context, rule *Rule) Result {
 		}
 	}
 	return res
+}
+
+func lookup(ruleID string) *check {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	return registry[ruleID]
+}
+
+// needReasons say why a check that needs a hook was skipped.
+var needReasons = map[need]string{
+	needsRestart: "needs a broker restart: run against a broker of your own with Options.Restart (amqp-conformance -restart-cmd); the suite never restarts a broker it was not given the means to",
+	needsAlarm:   "needs a resource alarm that blocks every publisher of the broker: run against a broker of your own with Options.Alarm (amqp-conformance -alarm-cmd)",
+}
+
+func (r *runner) hasHook(n need) bool {
+	switch n {
+	case needsRestart:
+		return r.opts.Restart != nil
+	case needsAlarm:
+		return r.opts.Alarm != nil
+	}
+	return true
 }
 
 // execute runs the check, turning its end (and any panic) into a verdict.
