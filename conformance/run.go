@@ -38,7 +38,7 @@ type Options struct {
 	ReplyTimeout time.Duration
 
 	// QuietPeriod is how long a check waits to be sure that nothing comes
-	// (a message that must not be delivered); zero means 500 ms.
+	// (a message that must not be delivered); zero means 1 s.
 	QuietPeriod time.Duration
 
 	// Parallel is how many checks run at once; zero means 4.
@@ -73,7 +73,7 @@ func (o *Options) defaults() {
 		o.ReplyTimeout = 5 * time.Second
 	}
 	if o.QuietPeriod == 0 {
-		o.QuietPeriod = 500 * time.Millisecond
+		o.QuietPeriod = time.Second
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = 4
