@@ -85,7 +85,8 @@ type T struct {
 	exchs    []string
 	seq      int
 
-	seqPublished int // publishes made by publishUntil
+	seqPublished int  // publishes made by publishUntil
+	restarted    bool // the check has called Restart
 
 	verdict Verdict
 	detail  string
@@ -122,8 +123,11 @@ func (t *T) quiet() (context.Context, context.CancelFunc) {
 }
 
 // Restart restarts the broker through Options.Restart, keeping its data.
+// The checks that restart the broker share one restart: Restart returns
+// once all of them have called it and the broker is back.
 func (t *T) Restart() {
-	t.Must(t.run.opts.Restart(t.ctx), "restarting the broker")
+	t.restarted = true
+	t.Must(t.run.restarts.arrive(t.ctx), "restarting the broker")
 }
 
 // Alarm raises (on) or clears a resource alarm through Options.Alarm.

@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -205,21 +206,33 @@ var _ = registerNeeds("ext.connection.blocked/alarm", needsAlarm, 60*time.Second
 	t.Pass("connection.blocked %q during the alarm, connection.unblocked after", blocked.(*amqp.ConnectionBlocked).Reason)
 })
 
-// publishUntil publishes to q every 50 ms until a method that stop
-// accepts arrives, and returns it.
+// publishUntil publishes to q every 200 ms until a method that stop
+// accepts arrives (acks in between are fine), and returns it.
 func (t *T) publishUntil(s *amqpraw.Session, ch uint16, q string, stop func(amqp.Method) bool) amqp.Method {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		t.Publish(s, ch, "", q, amqp.Properties{DeliveryMode: 2}, "during the alarm")
 		t.seqPublished++
-		for cmd := t.Quiet(s); cmd != nil; cmd = t.Quiet(s) {
+		ctx, cancel := context.WithTimeout(t.ctx, 200*time.Millisecond)
+		for {
+			cmd, err := s.ReadCommand(ctx)
+			if errors.Is(err, context.DeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				cancel()
+				t.Fail("during the alarm: %v", brief(err))
+			}
 			if stop(cmd.Method) {
+				cancel()
 				return cmd.Method
 			}
 			if _, ack := cmd.Method.(*amqp.BasicAck); !ack {
+				cancel()
 				t.Fail("during the alarm: %v", cmd)
 			}
 		}
+		cancel()
 	}
 	t.Fail("nothing within 20 s of publishing during a resource alarm")
 	return nil

@@ -88,6 +88,7 @@ type runner struct {
 	handshake amqpraw.Handshake
 	prefix    string // unique to the run: names of queues and exchanges
 	rabbitmq  bool   // the broker says it is RabbitMQ: its documented deviations apply
+	restarts  *restartBarrier
 }
 
 // Run runs the checks of every rule that opts.Run selects and returns the
@@ -145,15 +146,27 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			}
 		})
 	}
-	var alone []int // checks that restart or block the broker: one at a time, after the rest
+	// Checks that restart or block the broker run after the rest: those
+	// that restart it together, sharing one restart; the others one at a
+	// time.
+	var restarting, alone []int
 	for i := range rules {
-		if c := lookup(rules[i].ID); c != nil && c.needs != needsNothing && r.hasHook(c.needs) {
+		c := lookup(rules[i].ID)
+		switch {
+		case c == nil || c.needs == needsNothing || !r.hasHook(c.needs):
+			next <- i
+		case c.needs == needsRestart:
+			restarting = append(restarting, i)
+		default:
 			alone = append(alone, i)
-			continue
 		}
-		next <- i
 	}
 	close(next)
+	wg.Wait()
+	r.restarts = &restartBarrier{restart: opts.Restart, ctx: ctx, pending: len(restarting)}
+	for _, i := range restarting {
+		wg.Go(func() { runOne(i) })
+	}
 	wg.Wait()
 	for _, i := range alone {
 		runOne(i)
@@ -205,6 +218,9 @@ func (r *runner) runOne(ctx context.Context, rule *Rule) Result {
 	t := &T{ctx: cctx, run: r, rule: rule}
 	start := time.Now()
 	r.execute(t, c)
+	if c.needs == needsRestart && !t.restarted {
+		r.restarts.leave()
+	}
 	res.Duration = time.Since(start)
 
 	received := 0
