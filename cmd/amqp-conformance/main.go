@@ -3,7 +3,8 @@
 // class and per level:
 //
 //	amqp-conformance -url amqp://guest:guest@localhost:5672/ [-run REGEXP] [-vhost VHOST]
-//	                 [-json FILE | -junit FILE] [-timeout 2m] [-parallel 4]
+//	                 [-json FILE|-] [-junit FILE] [-verdicts] [-timeout 2m] [-parallel 4]
+//	                 [-restart-cmd CMD] [-alarm-cmd CMD]
 //
 // Each rule of the specification's XML, of its general part (framing,
 // channel 0, heartbeats, negotiation) and of RabbitMQ's extensions gets
@@ -11,6 +12,16 @@
 // broker's own documentation owns up to) or SKIP (with why). Checks clean up
 // the queues and exchanges they declare. On a terminal, progress is shown as
 // checks finish. The exit status is 1 when a check failed, 2 on bad usage.
+//
+// The rules about restarts (durable queues and bindings, persistent
+// messages) and about resource alarms (connection.blocked, overflow) are
+// skipped unless -restart-cmd and -alarm-cmd give the means, for a broker of
+// your own: for example, with a local node,
+//
+//	-restart-cmd 'rabbitmqctl stop_app && rabbitmqctl start_app'
+//	-alarm-cmd 'if [ "$1" = on ]; then w=0.0000001; else w=0.4; fi; rabbitmqctl set_vm_memory_high_watermark $w'
+//
+// Never give them for a broker that others use.
 //
 // See package github.com/amqp-go/amqp/conformance for the suite itself.
 package main
@@ -21,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"regexp"
 	"time"
@@ -43,10 +55,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 2*time.Minute, "bound on the whole run")
 	parallel := fs.Int("parallel", 4, "checks run at once")
 	verdicts := fs.Bool("verdicts", false, "print only one \"VERDICT rule\" line per rule (the golden-file format)")
+	restartCmd := fs.String("restart-cmd", "", "shell command that restarts the broker keeping its data (enables the restart rules; never for a shared broker)")
+	alarmCmd := fs.String("alarm-cmd", "", "shell command that raises a resource alarm when given \"on\" and clears it when given \"off\" as $1 (enables the alarm rules; never for a shared broker)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	opts := conformance.Options{URL: *url, Vhost: *vhost, Timeout: *timeout, Parallel: *parallel}
+	if *restartCmd != "" {
+		opts.Restart = func(ctx context.Context) error { return shell(ctx, stderr, *restartCmd) }
+	}
+	if *alarmCmd != "" {
+		opts.Alarm = func(ctx context.Context, on bool) error {
+			arg := "off"
+			if on {
+				arg = "on"
+			}
+			return shell(ctx, stderr, *alarmCmd, arg)
+		}
+	}
 	if *runRe != "" {
 		re, err := regexp.Compile(*runRe)
 		if err != nil {
@@ -94,6 +120,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// shell runs cmd with sh -c, args as $1..., its output to w.
+func shell(ctx context.Context, w io.Writer, cmd string, args ...string) error {
+	c := exec.CommandContext(ctx, "sh", append([]string{"-c", cmd, "sh"}, args...)...)
+	c.Stdout, c.Stderr = w, w
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	return nil
 }
 
 func writeFile(name string, write func(io.Writer) error) error {
