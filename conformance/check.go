@@ -301,6 +301,17 @@ func (t *T) Fresh() (*amqpraw.Session, uint16) {
 	return s, t.Channel(s)
 }
 
+// FreshQueue opens a connection and a channel, declares a queue with a
+// name of the check's, and publishes bodies to it.
+func (t *T) FreshQueue(bodies ...string) (*amqpraw.Session, uint16, string) {
+	s, ch := t.Fresh()
+	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	for _, b := range bodies {
+		t.Publish(s, ch, "", q, amqp.Properties{}, b)
+	}
+	return s, ch, q
+}
+
 // Consume starts a consumer and returns its tag.
 func (t *T) Consume(s *amqpraw.Session, ch uint16, c amqp.BasicConsume) string {
 	return Call[*amqp.BasicConsumeOk](t, s, ch, &c).ConsumerTag

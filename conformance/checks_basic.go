@@ -21,8 +21,7 @@ func (t *T) bodies(s *amqpraw.Session, ch uint16, n int, what string) []string {
 }
 
 var _ = register("basic/06", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	for i := range 5 {
 		t.Publish(s, ch, "", q, amqp.Properties{Priority: 0}, fmt.Sprint("p0-", i))
 	}
@@ -36,8 +35,7 @@ var _ = register("basic/06", func(t *T) {
 })
 
 var _ = register("basic/07", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	for p := range uint8(10) {
 		t.Publish(s, ch, "", q, amqp.Properties{Priority: p}, fmt.Sprint(p))
 	}
@@ -75,9 +73,7 @@ var _ = register("basic/08", func(t *T) {
 })
 
 var _ = register("basic/09", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
+	s, ch, q := t.FreshQueue("m")
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q, NoAck: true})
 	t.Next(s, ch, "a no-ack delivery")
 	if ok := Call[*amqp.QueueDeclareOk](t, s, ch, &amqp.QueueDeclare{Queue: q, Passive: true}); ok.MessageCount != 0 {
@@ -87,8 +83,7 @@ var _ = register("basic/09", func(t *T) {
 })
 
 var _ = register("basic/10", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	for i := range 4 {
 		t.Publish(s, ch, "", q, amqp.Properties{}, fmt.Sprint(i))
 	}
@@ -117,8 +112,7 @@ var _ = register("basic/10", func(t *T) {
 })
 
 var _ = register("basic.qos.prefetch-size/01", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	ctx, cancel := t.step()
 	defer cancel()
 	if _, err := amqpraw.Call[*amqp.BasicQosOk](ctx, s, ch, &amqp.BasicQos{PrefetchSize: 10}); err != nil {
@@ -131,8 +125,7 @@ var _ = register("basic.qos.prefetch-size/01", func(t *T) {
 })
 
 var _ = register("basic.qos.prefetch-count/01", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	for i := range 5 {
 		t.Publish(s, ch, "", q, amqp.Properties{}, fmt.Sprint(i))
 	}
@@ -154,8 +147,7 @@ var _ = register("basic.qos.prefetch-count/01", func(t *T) {
 })
 
 var _ = register("basic.consume/01", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	for range 16 {
 		t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	}
@@ -163,8 +155,7 @@ var _ = register("basic.consume/01", func(t *T) {
 })
 
 var _ = register("basic.consume.consumer-tag/01", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q, ConsumerTag: "twice"})
 	ctx, cancel := t.step()
 	defer cancel()
@@ -195,8 +186,7 @@ var _ = register("basic.consume.consumer-tag/02", func(t *T) {
 })
 
 var _ = register("basic.consume.exclusive/01", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	s2, ch2 := t.Fresh()
 	t.ExpectChannelClose(s2, ch2, &amqp.BasicConsume{Queue: q, Exclusive: true}, amqp.CodeAccessRefused)
@@ -239,9 +229,7 @@ var _ = register("basic.publish.exchange/must-exist", func(t *T) {
 })
 
 var _ = register("basic.publish.exchange/default-exchange", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
+	s, ch, q := t.FreshQueue("m")
 	if t.Get(s, ch, q, true) == nil {
 		t.Fail("basic.publish to \"\" with the queue's name: nothing arrived")
 	}
@@ -256,8 +244,7 @@ var _ = register("basic.publish.exchange/02", func(t *T) {
 })
 
 var _ = register("basic.publish.exchange/03", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	Call[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: "amq.direct", RoutingKey: q})
 	t.Publish(s, ch, "amq.direct", q, amqp.Properties{}, "m")
 	if err := t.Sync(s, ch); err != nil {
@@ -288,8 +275,7 @@ var _ = register("basic.publish.mandatory/01", func(t *T) {
 })
 
 var _ = register("basic.publish.immediate/01", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	ctx, cancel := t.step()
 	defer cancel()
 	t.Must(s.SendContent(ctx, ch, &amqp.BasicPublish{RoutingKey: q, Immediate: true}, amqp.Properties{}, []byte("m")), "basic.publish")
@@ -307,9 +293,7 @@ var _ = register("basic.publish.immediate/01", func(t *T) {
 })
 
 var _ = register("basic.deliver/01", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "poison")
+	s, ch, q := t.FreshQueue("poison")
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	ctx, cancel := t.step()
 	defer cancel()
@@ -323,11 +307,13 @@ var _ = register("basic.deliver/01", func(t *T) {
 	t.Pass("after 5 rejected deliveries the message was not delivered again")
 })
 
-// ackTwice settles a delivery twice with m and expects 406.
+func rejectRequeue(tag uint64) amqp.Method { return &amqp.BasicReject{DeliveryTag: tag, Requeue: true} }
+
+func nackRequeue(tag uint64) amqp.Method { return &amqp.BasicNack{DeliveryTag: tag, Requeue: true} }
+
+// settleTwice settles a delivery twice with m and expects 406.
 func (t *T) settleTwice(what string, settle func(tag uint64) amqp.Method) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
+	s, ch, q := t.FreshQueue("m")
 	m := t.Get(s, ch, q, false)
 	if m == nil {
 		t.Fail("basic.get: the queue is empty")
@@ -362,9 +348,7 @@ var _ = register("basic.nack.multiple/exists", func(t *T) {
 
 // requeueComesBack settles a delivery with requeue and expects it back.
 func (t *T) requeueComesBack(what string, settle func(tag uint64) amqp.Method) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
+	s, ch, q := t.FreshQueue("m")
 	m := t.Get(s, ch, q, false)
 	if m == nil {
 		t.Fail("basic.get: the queue is empty")
@@ -380,19 +364,17 @@ func (t *T) requeueComesBack(what string, settle func(tag uint64) amqp.Method) {
 }
 
 var _ = register("basic.reject/02", func(t *T) {
-	t.requeueComesBack("basic.reject", func(tag uint64) amqp.Method { return &amqp.BasicReject{DeliveryTag: tag, Requeue: true} })
+	t.requeueComesBack("basic.reject", rejectRequeue)
 })
 
 var _ = register("basic.nack/02", func(t *T) {
-	t.requeueComesBack("basic.nack", func(tag uint64) amqp.Method { return &amqp.BasicNack{DeliveryTag: tag, Requeue: true} })
+	t.requeueComesBack("basic.nack", nackRequeue)
 })
 
 // notBackToSender settles a consumer's delivery with requeue and expects
 // it not to come back to the same consumer on the same channel.
 func (t *T) notBackToSender(what string, settle func(tag uint64) amqp.Method) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
+	s, ch, q := t.FreshQueue("m")
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	m := t.Next(s, ch, "the delivery")
 	ctx, cancel := t.step()
@@ -405,19 +387,17 @@ func (t *T) notBackToSender(what string, settle func(tag uint64) amqp.Method) {
 }
 
 var _ = register("basic.reject.requeue/01", func(t *T) {
-	t.notBackToSender("basic.reject", func(tag uint64) amqp.Method { return &amqp.BasicReject{DeliveryTag: tag, Requeue: true} })
+	t.notBackToSender("basic.reject", rejectRequeue)
 })
 
 var _ = register("basic.nack.requeue/01", func(t *T) {
-	t.notBackToSender("basic.nack", func(tag uint64) amqp.Method { return &amqp.BasicNack{DeliveryTag: tag, Requeue: true} })
+	t.notBackToSender("basic.nack", nackRequeue)
 })
 
 // recoverRedelivers has the consumer's unacknowledged delivery resent by
 // m and checks the redelivered flag.
 func (t *T) recoverRedelivers(m amqp.Method, reply bool) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
+	s, ch, q := t.FreshQueue("m")
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	t.Next(s, ch, "the first delivery")
 	ctx, cancel := t.step()
@@ -499,8 +479,7 @@ func (t *T) confirmed(s *amqpraw.Session, ch uint16, n uint64) (acked, nacked []
 }
 
 var _ = register("confirm/all messages acknowledged", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	Call[*amqp.ConfirmSelectOk](t, s, ch, &amqp.ConfirmSelect{})
 	for i := range 5 {
 		key := q

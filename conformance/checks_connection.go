@@ -211,8 +211,7 @@ func (t *T) pauseChannel(s *amqpraw.Session, ch uint16, what string) {
 }
 
 var _ = register("channel.flow/initial-state", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.pauseChannel(s, ch, "a new channel, paused at once")
 	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q, NoAck: true})
@@ -223,9 +222,7 @@ var _ = register("channel.flow/initial-state", func(t *T) {
 })
 
 var _ = register("channel.flow/bidirectional", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "first")
+	s, ch, q := t.FreshQueue("first")
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q, NoAck: true})
 	t.Next(s, ch, "the first message")
 	t.pauseChannel(s, ch, "while consuming")
@@ -278,8 +275,7 @@ var _ = register("delivery-tag/channel-local", func(t *T) {
 })
 
 var _ = register("delivery-tag/non-zero", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	for i := range 3 {
 		t.Publish(s, ch, "", q, amqp.Properties{}, string(rune('a'+i)))
 	}
@@ -296,9 +292,7 @@ var _ = register("delivery-tag/non-zero", func(t *T) {
 })
 
 var _ = register("redelivered/implementation", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
+	s, ch, q := t.FreshQueue("m")
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	if redelivered(t.Next(s, ch, "the first delivery")) {
 		t.Fail("the first delivery is flagged redelivered")

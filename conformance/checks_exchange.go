@@ -44,9 +44,7 @@ var _ = register("exchange/required-instances", func(t *T) {
 })
 
 var _ = register("exchange/default-exchange", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "via the default exchange")
+	s, ch, q := t.FreshQueue("via the default exchange")
 	if m := t.Get(s, ch, q, true); m == nil || string(m.Body) != "via the default exchange" {
 		t.Fail("a message published to the default exchange with the queue's name did not arrive")
 	}
@@ -257,6 +255,17 @@ var _ = register("exchange.bind.source/default-exchange", func(t *T) {
 	ExpectReply[*amqp.ExchangeBindOk](t, s, ch, &amqp.ExchangeBind{Destination: dst, Source: ""})
 })
 
+// bindThenUnbind makes a binding, which must work, then passes if undoing
+// it does.
+func bindThenUnbind[B, U amqp.Method](t *T, s *amqpraw.Session, ch uint16, what string, bind, unbind amqp.Method) {
+	ctx, cancel := t.step()
+	defer cancel()
+	if _, err := amqpraw.Call[B](ctx, s, ch, bind); err != nil {
+		t.Fail("%s: %v", what, brief(err))
+	}
+	ExpectReply[U](t, s, ch, unbind)
+}
+
 // unbindFails checks that a failing unbind raises a connection exception.
 func (t *T) unbindFails(m amqp.Method, s *amqpraw.Session, ch uint16) {
 	ctx, cancel := t.step()
@@ -289,12 +298,7 @@ var _ = register("exchange.unbind.destination/must-exist", func(t *T) {
 
 var _ = register("exchange.unbind.destination/default-exchange", func(t *T) {
 	s, ch, src, _ := t.e2e()
-	ctx, cancel := t.step()
-	defer cancel()
-	if _, err := amqpraw.Call[*amqp.ExchangeBindOk](ctx, s, ch, &amqp.ExchangeBind{Destination: "", Source: src}); err != nil {
-		t.Fail("binding the default exchange as destination: %v", brief(err))
-	}
-	ExpectReply[*amqp.ExchangeUnbindOk](t, s, ch, &amqp.ExchangeUnbind{Destination: "", Source: src})
+	bindThenUnbind[*amqp.ExchangeBindOk, *amqp.ExchangeUnbindOk](t, s, ch, "binding the default exchange as destination", &amqp.ExchangeBind{Destination: "", Source: src}, &amqp.ExchangeUnbind{Destination: "", Source: src})
 })
 
 var _ = register("exchange.unbind.source/must-exist", func(t *T) {
@@ -304,10 +308,5 @@ var _ = register("exchange.unbind.source/must-exist", func(t *T) {
 
 var _ = register("exchange.unbind.source/default-exchange", func(t *T) {
 	s, ch, _, dst := t.e2e()
-	ctx, cancel := t.step()
-	defer cancel()
-	if _, err := amqpraw.Call[*amqp.ExchangeBindOk](ctx, s, ch, &amqp.ExchangeBind{Destination: dst, Source: ""}); err != nil {
-		t.Fail("binding to the default exchange as source: %v", brief(err))
-	}
-	ExpectReply[*amqp.ExchangeUnbindOk](t, s, ch, &amqp.ExchangeUnbind{Destination: dst, Source: ""})
+	bindThenUnbind[*amqp.ExchangeBindOk, *amqp.ExchangeUnbindOk](t, s, ch, "binding to the default exchange as source", &amqp.ExchangeBind{Destination: dst, Source: ""}, &amqp.ExchangeUnbind{Destination: dst, Source: ""})
 })

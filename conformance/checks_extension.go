@@ -30,8 +30,7 @@ var _ = register("ext/capabilities", func(t *T) {
 })
 
 var _ = register("ext.confirm/select", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	Call[*amqp.ConfirmSelectOk](t, s, ch, &amqp.ConfirmSelect{})
 	for range 3 {
 		t.Publish(s, ch, "", q, amqp.Properties{}, "m")
@@ -56,8 +55,7 @@ var _ = register("ext.confirm/nack", func(t *T) {
 })
 
 var _ = register("ext.basic.nack/multiple", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	for range 3 {
 		t.Publish(s, ch, "", q, amqp.Properties{}, "m")
 	}
@@ -78,8 +76,7 @@ var _ = register("ext.basic.nack/multiple", func(t *T) {
 })
 
 var _ = register("ext.consumer-cancel-notify/queue-deleted", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	tag := t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	other := t.Channel(s)
 	ctx, cancel := t.step()
@@ -120,8 +117,7 @@ var _ = register("ext.e2e/routing", func(t *T) {
 })
 
 var _ = register("ext.direct-reply-to/rpc", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.Consume(s, ch, amqp.BasicConsume{Queue: "amq.rabbitmq.reply-to", NoAck: true})
 	t.Publish(s, ch, "", q, amqp.Properties{ReplyTo: "amq.rabbitmq.reply-to"}, "request")
 	server := t.Channel(s)
@@ -164,8 +160,7 @@ var _ = register("ext.authentication-failure-close/refused", func(t *T) {
 })
 
 var _ = register("ext.per-consumer-qos/prefetch", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	for range 4 {
 		t.Publish(s, ch, "", q, amqp.Properties{}, "m")
 	}
@@ -193,8 +188,7 @@ var _ = register("ext.per-consumer-qos/prefetch", func(t *T) {
 })
 
 var _ = registerNeeds("ext.connection.blocked/alarm", needsAlarm, 60*time.Second, func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.Alarm(true)
 	blocked := t.publishUntil(s, ch, q, func(m amqp.Method) bool { _, ok := m.(*amqp.ConnectionBlocked); return ok })
 	t.Alarm(false)

@@ -78,8 +78,7 @@ var _ = registerNeeds("basic/02", needsAlarm, hookTimeout, func(t *T) {
 })
 
 var _ = registerNeeds("basic/03", needsAlarm, hookTimeout, func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.Alarm(true)
 	m := t.publishUntil(s, ch, q, func(m amqp.Method) bool {
 		switch m.(type) {

@@ -10,9 +10,7 @@ import (
 // The rules of the queue class.
 
 var _ = register("queue.declare/default-binding", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
+	s, ch, q := t.FreshQueue("m")
 	if t.Get(s, ch, q, true) == nil {
 		t.Fail("a message published to the default exchange with a new queue's name did not arrive")
 	}
@@ -63,8 +61,7 @@ var _ = register("queue.declare.queue/syntax", func(t *T) {
 })
 
 var _ = register("queue.declare.passive/passive", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	ctx, cancel := t.step()
 	defer cancel()
 	if _, err := amqpraw.Call[*amqp.QueueDeclareOk](ctx, s, ch, &amqp.QueueDeclare{Queue: q, Passive: true}); err != nil {
@@ -74,8 +71,7 @@ var _ = register("queue.declare.passive/passive", func(t *T) {
 })
 
 var _ = register("queue.declare.passive/equivalent", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	ctx, cancel := t.step()
 	defer cancel()
 	if _, err := amqpraw.Call[*amqp.QueueDeclareOk](ctx, s, ch, &amqp.QueueDeclare{Queue: q}); err != nil {
@@ -145,15 +141,13 @@ var _ = register("queue.declare.auto-delete/pre-existence", func(t *T) {
 })
 
 var _ = register("queue.bind/duplicates", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	Call[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: "amq.direct", RoutingKey: q})
 	ExpectReply[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: "amq.direct", RoutingKey: q})
 })
 
 var _ = register("queue.bind/unique", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	key := t.run.prefix + ".bind.x"
 	for _, pattern := range []string{t.run.prefix + ".bind.*", t.run.prefix + ".#", "#.bind.x"} {
 		Call[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: "amq.topic", RoutingKey: pattern})
@@ -177,8 +171,7 @@ var _ = register("queue.bind/transient-exchange", func(t *T) {
 })
 
 var _ = register("queue.bind/binding-count", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	for _, x := range []string{"amq.direct", "amq.fanout", "amq.topic", "amq.headers"} {
 		Call[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: x, RoutingKey: q})
 	}
@@ -201,20 +194,17 @@ var _ = register("queue.bind.queue/must-exist", func(t *T) {
 })
 
 var _ = register("queue.bind.exchange/exchange-existence", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.ExpectChannelClose(s, ch, &amqp.QueueBind{Queue: q, Exchange: t.Name("missing")}, amqp.CodeNotFound)
 })
 
 var _ = register("queue.bind.exchange/default-exchange", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	ExpectReply[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: "", RoutingKey: q})
 })
 
 var _ = register("queue.bind.routing-key/direct-exchange-key-matching", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	Call[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: "amq.direct", RoutingKey: q + ".K"})
 	t.Publish(s, ch, "amq.direct", q+".R", amqp.Properties{}, "other key")
 	t.Publish(s, ch, "amq.direct", q+".K", amqp.Properties{}, "same key")
@@ -229,8 +219,7 @@ var _ = register("queue.bind.routing-key/direct-exchange-key-matching", func(t *
 })
 
 var _ = register("queue.unbind/01", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.unbindFails(&amqp.QueueUnbind{Queue: q, Exchange: t.Name("missing")}, s, ch)
 })
 
@@ -244,26 +233,17 @@ var _ = register("queue.unbind.queue/must-exist", func(t *T) {
 })
 
 var _ = register("queue.unbind.exchange/must-exist", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.ExpectChannelClose(s, ch, &amqp.QueueUnbind{Queue: q, Exchange: t.Name("missing")}, amqp.CodeNotFound)
 })
 
 var _ = register("queue.unbind.exchange/default-exchange", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	ctx, cancel := t.step()
-	defer cancel()
-	if _, err := amqpraw.Call[*amqp.QueueBindOk](ctx, s, ch, &amqp.QueueBind{Queue: q, Exchange: "", RoutingKey: q}); err != nil {
-		t.Fail("binding to the default exchange: %v", brief(err))
-	}
-	ExpectReply[*amqp.QueueUnbindOk](t, s, ch, &amqp.QueueUnbind{Queue: q, Exchange: "", RoutingKey: q})
+	s, ch, q := t.FreshQueue()
+	bindThenUnbind[*amqp.QueueBindOk, *amqp.QueueUnbindOk](t, s, ch, "binding to the default exchange", &amqp.QueueBind{Queue: q, Exchange: "", RoutingKey: q}, &amqp.QueueUnbind{Queue: q, Exchange: "", RoutingKey: q})
 })
 
 var _ = register("queue.purge/02", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
-	t.Publish(s, ch, "", q, amqp.Properties{}, "unacked")
+	s, ch, q := t.FreshQueue("unacked")
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	t.Next(s, ch, "the message")
 	ok := Call[*amqp.QueuePurgeOk](t, s, ch, &amqp.QueuePurge{Queue: q})
@@ -296,16 +276,14 @@ var _ = register("queue.delete.queue/must-exist", func(t *T) {
 })
 
 var _ = register("queue.delete.if-unused/in-use", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	other := t.Channel(s)
 	t.ExpectChannelClose(s, other, &amqp.QueueDelete{Queue: q, IfUnused: true}, amqp.CodePreconditionFailed)
 })
 
 var _ = register("queue.delete.if-empty/not-empty", func(t *T) {
-	s, ch := t.Fresh()
-	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
+	s, ch, q := t.FreshQueue()
 	Call[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: "amq.direct", RoutingKey: q})
 	t.Publish(s, ch, "amq.direct", q, amqp.Properties{}, "one")
 	t.Publish(s, ch, "amq.direct", q, amqp.Properties{}, "two")
