@@ -43,12 +43,12 @@ func TestConformanceRulesThatRestartOrBlockTheBroker(t *testing.T) {
 			}
 			return node.StartApp()
 		},
-		Alarm: func(_ context.Context, on bool) error {
-			watermark := "0.4"
-			if on {
-				watermark = "0.0000001"
-			}
-			_, err := node.Ctl("set_vm_memory_high_watermark", watermark)
+		RaiseAlarm: func(context.Context) error {
+			_, err := node.Ctl("set_vm_memory_high_watermark", "0.0000001")
+			return err
+		},
+		ClearAlarm: func(context.Context) error {
+			_, err := node.Ctl("set_vm_memory_high_watermark", "0.4")
 			return err
 		},
 	})

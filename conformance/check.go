@@ -27,7 +27,7 @@ type need int
 const (
 	needsNothing need = iota
 	needsRestart      // Options.Restart
-	needsAlarm        // Options.Alarm
+	needsAlarm        // Options.RaiseAlarm and ClearAlarm
 )
 
 var (
@@ -130,9 +130,14 @@ func (t *T) Restart() {
 	t.Must(t.run.restarts.arrive(t.ctx), "restarting the broker")
 }
 
-// Alarm raises (on) or clears a resource alarm through Options.Alarm.
-func (t *T) Alarm(on bool) {
-	t.Must(t.run.opts.Alarm(t.ctx, on), "setting the resource alarm")
+// RaiseAlarm raises a resource alarm through Options.RaiseAlarm.
+func (t *T) RaiseAlarm() {
+	t.Must(t.run.opts.RaiseAlarm(t.ctx), "raising the resource alarm")
+}
+
+// ClearAlarm clears it through Options.ClearAlarm.
+func (t *T) ClearAlarm() {
+	t.Must(t.run.opts.ClearAlarm(t.ctx), "clearing the resource alarm")
 }
 
 // Dial opens a socket to the broker and nothing else.
@@ -227,11 +232,21 @@ func (t *T) Publish(s *amqpraw.Session, ch uint16, exchange, key string, props a
 	t.Must(s.SendContent(ctx, ch, &amqp.BasicPublish{Exchange: exchange, RoutingKey: key}, props, []byte(body)), "basic.publish")
 }
 
-// Get fetches one message with basic.get; nil when the queue is empty.
-func (t *T) Get(s *amqpraw.Session, ch uint16, queue string, noAck bool) *amqpraw.Command {
+// Get fetches one message with basic.get in no-ack mode; nil when the
+// queue is empty.
+func (t *T) Get(s *amqpraw.Session, ch uint16, queue string) *amqpraw.Command {
+	return t.get(s, ch, queue, &amqp.BasicGet{Queue: queue, NoAck: true})
+}
+
+// GetUnacked is Get for a message to be acknowledged.
+func (t *T) GetUnacked(s *amqpraw.Session, ch uint16, queue string) *amqpraw.Command {
+	return t.get(s, ch, queue, &amqp.BasicGet{Queue: queue})
+}
+
+func (t *T) get(s *amqpraw.Session, ch uint16, queue string, get *amqp.BasicGet) *amqpraw.Command {
 	ctx, cancel := t.step()
 	defer cancel()
-	t.Must(s.Send(ctx, ch, &amqp.BasicGet{Queue: queue, NoAck: noAck}), "basic.get")
+	t.Must(s.Send(ctx, ch, get), "basic.get")
 	cmd, err := s.ReadCommand(ctx)
 	t.Must(err, "basic.get")
 	switch cmd.Method.(type) {

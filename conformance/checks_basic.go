@@ -230,7 +230,7 @@ var _ = register("basic.publish.exchange/must-exist", func(t *T) {
 
 var _ = register("basic.publish.exchange/default-exchange", func(t *T) {
 	s, ch, q := t.FreshQueue("m")
-	if t.Get(s, ch, q, true) == nil {
+	if t.Get(s, ch, q) == nil {
 		t.Fail("basic.publish to \"\" with the queue's name: nothing arrived")
 	}
 	t.Pass("basic.publish to \"\" reached the queue named by the routing key")
@@ -314,7 +314,7 @@ func nackRequeue(tag uint64) amqp.Method { return &amqp.BasicNack{DeliveryTag: t
 // settleTwice settles a delivery twice with m and expects 406.
 func (t *T) settleTwice(what string, settle func(tag uint64) amqp.Method) {
 	s, ch, q := t.FreshQueue("m")
-	m := t.Get(s, ch, q, false)
+	m := t.GetUnacked(s, ch, q)
 	if m == nil {
 		t.Fail("basic.get: the queue is empty")
 	}
@@ -349,14 +349,14 @@ var _ = register("basic.nack.multiple/exists", func(t *T) {
 // requeueComesBack settles a delivery with requeue and expects it back.
 func (t *T) requeueComesBack(what string, settle func(tag uint64) amqp.Method) {
 	s, ch, q := t.FreshQueue("m")
-	m := t.Get(s, ch, q, false)
+	m := t.GetUnacked(s, ch, q)
 	if m == nil {
 		t.Fail("basic.get: the queue is empty")
 	}
 	ctx, cancel := t.step()
 	defer cancel()
 	t.Must(s.Send(ctx, ch, settle(deliveryTag(m))), what)
-	again := t.Get(s, ch, q, true)
+	again := t.Get(s, ch, q)
 	if again == nil || !redelivered(again) {
 		t.Fail("after %s with requeue: %v", what, again)
 	}
@@ -396,7 +396,8 @@ var _ = register("basic.nack.requeue/01", func(t *T) {
 
 // recoverRedelivers has the consumer's unacknowledged delivery resent by
 // m and checks the redelivered flag.
-func (t *T) recoverRedelivers(m amqp.Method, reply bool) {
+func (t *T) recoverRedelivers(m amqp.Method) {
+	_, reply := m.(*amqp.BasicRecover) // basic.recover-async has no reply
 	s, ch, q := t.FreshQueue("m")
 	t.Consume(s, ch, amqp.BasicConsume{Queue: q})
 	t.Next(s, ch, "the first delivery")
@@ -426,9 +427,9 @@ func (t *T) recoverRedelivers(m amqp.Method, reply bool) {
 	t.Pass("the message resent after %s is flagged redelivered", m.MethodName())
 }
 
-var _ = register("basic.recover-async/01", func(t *T) { t.recoverRedelivers(&amqp.BasicRecoverAsync{Requeue: true}, false) })
+var _ = register("basic.recover-async/01", func(t *T) { t.recoverRedelivers(&amqp.BasicRecoverAsync{Requeue: true}) })
 
-var _ = register("basic.recover/01", func(t *T) { t.recoverRedelivers(&amqp.BasicRecover{Requeue: true}, true) })
+var _ = register("basic.recover/01", func(t *T) { t.recoverRedelivers(&amqp.BasicRecover{Requeue: true}) })
 
 var _ = register("tx.commit/transacted", func(t *T) {
 	s, ch := t.Fresh()
@@ -509,7 +510,7 @@ var _ = register("confirm/all queues", func(t *T) {
 		t.Fail("a persistent publish to two durable queues: nacked %v", nacked)
 	}
 	for _, q := range []string{q1, q2} {
-		if t.Get(s, ch, q, true) == nil {
+		if t.Get(s, ch, q) == nil {
 			t.Fail("acknowledged, but queue %s does not hold the message", q)
 		}
 	}

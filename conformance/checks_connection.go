@@ -260,7 +260,7 @@ var _ = register("delivery-tag/channel-local", func(t *T) {
 	other := t.Channel(s)
 	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q")})
 	t.Publish(s, ch, "", q, amqp.Properties{}, "m")
-	m := t.Get(s, ch, q, false)
+	m := t.GetUnacked(s, ch, q)
 	if m == nil {
 		t.Fail("basic.get: the queue is empty")
 	}

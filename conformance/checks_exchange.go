@@ -45,7 +45,7 @@ var _ = register("exchange/required-instances", func(t *T) {
 
 var _ = register("exchange/default-exchange", func(t *T) {
 	s, ch, q := t.FreshQueue("via the default exchange")
-	if m := t.Get(s, ch, q, true); m == nil || string(m.Body) != "via the default exchange" {
+	if m := t.Get(s, ch, q); m == nil || string(m.Body) != "via the default exchange" {
 		t.Fail("a message published to the default exchange with the queue's name did not arrive")
 	}
 	t.Pass("a message published to \"\" with the queue's name arrived")
@@ -226,10 +226,10 @@ var _ = register("exchange.bind/unique", func(t *T) {
 		Call[*amqp.ExchangeBindOk](t, s, ch, &amqp.ExchangeBind{Destination: dst, Source: "amq.topic", RoutingKey: pattern})
 	}
 	t.Publish(s, ch, "amq.topic", key, amqp.Properties{}, "once")
-	if t.Get(s, ch, q, true) == nil {
+	if t.Get(s, ch, q) == nil {
 		t.Fail("the message matching three bindings did not arrive at all")
 	}
-	if m := t.Get(s, ch, q, true); m != nil {
+	if m := t.Get(s, ch, q); m != nil {
 		t.Fail("the message matching three bindings arrived more than once")
 	}
 	t.Pass("a message matching three exchange bindings arrived once")

@@ -110,7 +110,7 @@ var _ = register("ext.e2e/routing", func(t *T) {
 	Call[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: dst})
 	Call[*amqp.ExchangeBindOk](t, s, ch, &amqp.ExchangeBind{Destination: dst, Source: src})
 	t.Publish(s, ch, src, "", amqp.Properties{}, "through two exchanges")
-	if m := t.Get(s, ch, q, true); m == nil {
+	if m := t.Get(s, ch, q); m == nil {
 		t.Fail("a message published to the source exchange did not reach the destination's queue")
 	}
 	t.Pass("a message published to the source reached the queue bound to the destination")
@@ -121,7 +121,7 @@ var _ = register("ext.direct-reply-to/rpc", func(t *T) {
 	t.Consume(s, ch, amqp.BasicConsume{Queue: "amq.rabbitmq.reply-to", NoAck: true})
 	t.Publish(s, ch, "", q, amqp.Properties{ReplyTo: "amq.rabbitmq.reply-to"}, "request")
 	server := t.Channel(s)
-	req := t.Get(s, server, q, true)
+	req := t.Get(s, server, q)
 	if req == nil {
 		t.Fail("the request did not arrive")
 	}
@@ -189,9 +189,9 @@ var _ = register("ext.per-consumer-qos/prefetch", func(t *T) {
 
 var _ = registerNeeds("ext.connection.blocked/alarm", needsAlarm, 60*time.Second, func(t *T) {
 	s, ch, q := t.FreshQueue()
-	t.Alarm(true)
+	t.RaiseAlarm()
 	blocked := t.publishUntil(s, ch, q, func(m amqp.Method) bool { _, ok := m.(*amqp.ConnectionBlocked); return ok })
-	t.Alarm(false)
+	t.ClearAlarm()
 	ctx, cancel := t.step()
 	defer cancel()
 	if _, err := amqpraw.Expect[*amqp.ConnectionUnblocked](ctx, s, 0); err != nil {

@@ -20,7 +20,7 @@ var _ = registerNeeds("queue.declare.durable/persistence", needsRestart, hookTim
 	s, ch = t.Fresh()
 	Call[*amqp.QueueDeclareOk](t, s, ch, &amqp.QueueDeclare{Queue: q, Passive: true})
 	t.Publish(s, ch, "", q, amqp.Properties{}, "after the restart")
-	if t.Get(s, ch, q, true) == nil {
+	if t.Get(s, ch, q) == nil {
 		t.Fail("the durable queue exists after the restart but a message sent to it did not arrive")
 	}
 	t.Pass("the durable queue was there after the restart and took a message")
@@ -36,7 +36,7 @@ var _ = registerNeeds("queue.bind/durable-exchange", needsRestart, hookTimeout, 
 	t.Restart()
 	s, ch = t.Fresh()
 	t.Publish(s, ch, x, "k", amqp.Properties{}, "after the restart")
-	if t.Get(s, ch, q, true) == nil {
+	if t.Get(s, ch, q) == nil {
 		t.Fail("after the restart, a message sent through the durable binding did not arrive")
 	}
 	t.Pass("after the restart, the durable binding still routed")
@@ -51,7 +51,7 @@ var _ = registerNeeds("basic/01", needsRestart, hookTimeout, func(t *T) {
 	closePolitely(t.ctx, s)
 	t.Restart()
 	s, ch = t.Fresh()
-	if m := t.Get(s, ch, q, true); m == nil || string(m.Body) != "persistent" {
+	if m := t.Get(s, ch, q); m == nil || string(m.Body) != "persistent" {
 		t.Fail("the confirmed persistent message was gone after the restart")
 	}
 	t.Pass("the confirmed persistent message was still there after the restart")
@@ -61,13 +61,13 @@ var _ = registerNeeds("basic/02", needsAlarm, hookTimeout, func(t *T) {
 	s, ch := t.Fresh()
 	q := t.Declare(s, ch, amqp.QueueDeclare{Queue: t.Name("q"), Durable: true})
 	Call[*amqp.ConfirmSelectOk](t, s, ch, &amqp.ConfirmSelect{})
-	t.Alarm(true)
+	t.RaiseAlarm()
 	t.publishUntil(s, ch, q, func(m amqp.Method) bool {
 		_, blocked := m.(*amqp.ConnectionBlocked)
 		_, ack := m.(*amqp.BasicAck)
 		return blocked || !ack
 	})
-	t.Alarm(false)
+	t.ClearAlarm()
 	s2, ch2 := t.Fresh()
 	ok := Call[*amqp.QueueDeclareOk](t, s2, ch2, &amqp.QueueDeclare{Queue: q, Passive: true})
 	sent := t.seqPublished
@@ -79,7 +79,7 @@ var _ = registerNeeds("basic/02", needsAlarm, hookTimeout, func(t *T) {
 
 var _ = registerNeeds("basic/03", needsAlarm, hookTimeout, func(t *T) {
 	s, ch, q := t.FreshQueue()
-	t.Alarm(true)
+	t.RaiseAlarm()
 	m := t.publishUntil(s, ch, q, func(m amqp.Method) bool {
 		switch m.(type) {
 		case *amqp.ChannelFlow, *amqp.ConnectionBlocked:
@@ -87,7 +87,7 @@ var _ = registerNeeds("basic/03", needsAlarm, hookTimeout, func(t *T) {
 		}
 		return false
 	})
-	t.Alarm(false)
+	t.ClearAlarm()
 	if f, ok := m.(*amqp.ChannelFlow); ok {
 		t.Pass("under a memory alarm the broker slowed the publisher with channel.flow active=%t", f.Active)
 	}

@@ -11,7 +11,7 @@ import (
 
 var _ = register("queue.declare/default-binding", func(t *T) {
 	s, ch, q := t.FreshQueue("m")
-	if t.Get(s, ch, q, true) == nil {
+	if t.Get(s, ch, q) == nil {
 		t.Fail("a message published to the default exchange with a new queue's name did not arrive")
 	}
 	t.Pass("a new queue received a message sent to \"\" with its name, without any bind")
@@ -153,10 +153,10 @@ var _ = register("queue.bind/unique", func(t *T) {
 		Call[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: "amq.topic", RoutingKey: pattern})
 	}
 	t.Publish(s, ch, "amq.topic", key, amqp.Properties{}, "once")
-	if t.Get(s, ch, q, true) == nil {
+	if t.Get(s, ch, q) == nil {
 		t.Fail("the message matching three bindings did not arrive at all")
 	}
-	if t.Get(s, ch, q, true) != nil {
+	if t.Get(s, ch, q) != nil {
 		t.Fail("the message matching three bindings arrived more than once")
 	}
 	t.Pass("a message matching three of the queue's bindings arrived once")
@@ -208,11 +208,11 @@ var _ = register("queue.bind.routing-key/direct-exchange-key-matching", func(t *
 	Call[*amqp.QueueBindOk](t, s, ch, &amqp.QueueBind{Queue: q, Exchange: "amq.direct", RoutingKey: q + ".K"})
 	t.Publish(s, ch, "amq.direct", q+".R", amqp.Properties{}, "other key")
 	t.Publish(s, ch, "amq.direct", q+".K", amqp.Properties{}, "same key")
-	m := t.Get(s, ch, q, true)
+	m := t.Get(s, ch, q)
 	if m == nil || string(m.Body) != "same key" {
 		t.Fail("after publishing with key R and then K to a queue bound with K: got %v", m)
 	}
-	if extra := t.Get(s, ch, q, true); extra != nil {
+	if extra := t.Get(s, ch, q); extra != nil {
 		t.Fail("a message with another key arrived too: %q", extra.Body)
 	}
 	t.Pass("bound with key K: the message with K arrived, the one with R did not")
@@ -255,7 +255,7 @@ var _ = register("queue.purge/02", func(t *T) {
 		t.Fail("channel.close: %v", brief(err))
 	}
 	ch2 := t.Channel(s)
-	if t.Get(s, ch2, q, true) == nil {
+	if t.Get(s, ch2, q) == nil {
 		t.Fail("purge-ok counted %d, and the delivered but unacknowledged message was gone after its channel closed", ok.MessageCount)
 	}
 	t.Pass("purge-ok counted %d; the unacknowledged message came back when its channel closed", ok.MessageCount)

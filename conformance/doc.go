@@ -50,7 +50,7 @@
 // Checks use names unique to the run and the check, and delete every queue
 // and exchange they declared. The rules about restarts (durable queues and
 // bindings, persistent messages) need [Options].Restart, and those about
-// resource alarms (connection.blocked, overflow) need [Options].Alarm; without
+// resource alarms (connection.blocked, overflow) need [Options].RaiseAlarm and ClearAlarm; without
 // them they are skipped, so a run never restarts or blocks a broker it was
 // not given the means to. With them, checks that restart the broker share a
 // single restart, and alarm checks run one at a time, after all the others.

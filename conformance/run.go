@@ -55,11 +55,12 @@ type Options struct {
 	// give it for a broker others use.
 	Restart func(ctx context.Context) error
 
-	// Alarm, when set, raises (on) or clears a resource alarm that blocks
-	// publishers (rabbitmqctl set_vm_memory_high_watermark). The checks of
-	// connection.blocked and of overflow are skipped without it. Never give
-	// it for a broker others use.
-	Alarm func(ctx context.Context, on bool) error
+	// RaiseAlarm and ClearAlarm, when both are set, raise and clear a
+	// resource alarm that blocks publishers (rabbitmqctl
+	// set_vm_memory_high_watermark). The checks of connection.blocked and
+	// of overflow are skipped without them. Never give them for a broker
+	// others use.
+	RaiseAlarm, ClearAlarm func(ctx context.Context) error
 }
 
 func (o *Options) defaults() {
@@ -253,7 +254,7 @@ func lookup(ruleID string) *check {
 // needReasons say why a check that needs a hook was skipped.
 var needReasons = map[need]string{
 	needsRestart: "needs a broker restart: run against a broker of your own with Options.Restart (amqp-conformance -restart-cmd); the suite never restarts a broker it was not given the means to",
-	needsAlarm:   "needs a resource alarm that blocks every publisher of the broker: run against a broker of your own with Options.Alarm (amqp-conformance -alarm-cmd)",
+	needsAlarm:   "needs a resource alarm that blocks every publisher of the broker: run against a broker of your own with Options.RaiseAlarm and ClearAlarm (amqp-conformance -alarm-cmd)",
 }
 
 func (r *runner) hasHook(n need) bool {
@@ -261,7 +262,7 @@ func (r *runner) hasHook(n need) bool {
 	case needsRestart:
 		return r.opts.Restart != nil
 	case needsAlarm:
-		return r.opts.Alarm != nil
+		return r.opts.RaiseAlarm != nil && r.opts.ClearAlarm != nil
 	}
 	return true
 }

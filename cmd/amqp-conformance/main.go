@@ -65,13 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		opts.Restart = func(ctx context.Context) error { return shell(ctx, stderr, *restartCmd) }
 	}
 	if *alarmCmd != "" {
-		opts.Alarm = func(ctx context.Context, on bool) error {
-			arg := "off"
-			if on {
-				arg = "on"
-			}
-			return shell(ctx, stderr, *alarmCmd, arg)
-		}
+		opts.RaiseAlarm = func(ctx context.Context) error { return shell(ctx, stderr, *alarmCmd, "on") }
+		opts.ClearAlarm = func(ctx context.Context) error { return shell(ctx, stderr, *alarmCmd, "off") }
 	}
 	if *runRe != "" {
 		re, err := regexp.Compile(*runRe)

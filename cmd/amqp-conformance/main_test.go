@@ -66,3 +66,16 @@ func TestCommandRunsTheRestartCommand(t *testing.T) {
 	require.Equal(t, "FAIL      basic/01", strings.TrimSpace(out.String()))
 	require.Contains(t, errOut.String(), "asked to restart")
 }
+
+// -vhost replaces the URL's virtual host: one that does not exist makes the
+// check fail at connection.open.
+func TestCommandVhostReplacesTheURLs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: -short")
+	}
+	var out, errOut bytes.Buffer
+	code := run([]string{"-url", brokerURL(), "-vhost", "amqp-conformance-no-such-vhost", "-run", `^queue\.declare\.passive/passive$`}, &out, &errOut)
+	require.Equal(t, 1, code)
+	require.Contains(t, out.String(), "(vhost amqp-conformance-no-such-vhost)")
+	require.Regexp(t, `(?m)^FAIL\s+MAY\s+queue\.declare\.passive/passive\s+cannot open a connection: opening vhost "amqp-conformance-no-such-vhost"`, out.String())
+}
