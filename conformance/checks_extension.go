@@ -169,9 +169,15 @@ var _ = register("ext.per-consumer-qos/prefetch", func(t *T) {
 	defer cancel()
 	t.Must(s.Send(ctx, ch, &amqp.BasicConsume{Queue: q, ConsumerTag: "a"}), "basic.consume")
 	t.Must(s.Send(ctx, ch, &amqp.BasicConsume{Queue: q, ConsumerTag: "b"}), "basic.consume")
-	// Deliveries to the first consumer may come before the second's consume-ok.
+	// Deliveries to the first consumer may come before the second's
+	// consume-ok: wait for both consume-oks and a delivery to each, then
+	// make sure nothing more comes.
 	got, oks := map[string]int{}, 0
-	for cmd := t.Quiet(s); cmd != nil; cmd = t.Quiet(s) {
+	for oks < 2 || got["a"] == 0 || got["b"] == 0 {
+		cmd, err := s.ReadCommand(ctx)
+		if err != nil {
+			t.Fail("two consumers with prefetch-count 1: %d consume-ok, deliveries %v, then %v", oks, got, brief(err))
+		}
 		switch m := cmd.Method.(type) {
 		case *amqp.BasicConsumeOk:
 			oks++
@@ -180,9 +186,12 @@ var _ = register("ext.per-consumer-qos/prefetch", func(t *T) {
 		default:
 			t.Fail("while consuming: %v", cmd)
 		}
+		if got["a"] > 1 || got["b"] > 1 {
+			t.Fail("prefetch-count 1 with global unset: a consumer got a second unacknowledged delivery: %v", got)
+		}
 	}
-	if oks != 2 || got["a"] != 1 || got["b"] != 1 {
-		t.Fail("prefetch-count 1 with global unset, two consumers on one channel: %d consume-ok, deliveries per consumer %v", oks, got)
+	if extra := t.Quiet(s); extra != nil {
+		t.Fail("prefetch-count 1 with global unset, one delivery to each consumer, then: %v", extra)
 	}
 	t.Pass("prefetch-count 1 with global unset: one unacknowledged delivery for each of two consumers")
 })
