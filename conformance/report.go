@@ -39,6 +39,10 @@ type Result struct {
 
 	// Transcript lists the frames of a check that did not pass.
 	Transcript []string `json:",omitempty"`
+
+	// Declared names the queues and exchanges the check declared (or
+	// tried to), all deleted when it ended.
+	Declared []string `json:",omitempty"`
 }
 
 // Report is the outcome of a run.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -232,6 +233,7 @@ func (r *runner) runOne(ctx context.Context, rule *Rule) Result {
 		}
 	}
 	r.cleanup(ctx, t)
+	res.Declared = declared(t)
 	res.Verdict, res.Detail = t.verdict, t.detail
 	if res.Verdict == Pass && received == 0 {
 		// A PASS must rest on what the broker said.
@@ -330,6 +332,13 @@ func (r *runner) cleanup(ctx context.Context, t *T) {
 		del(&amqp.ExchangeDelete{Exchange: x})
 	}
 	closePolitely(ctx, s)
+}
+
+// declared returns the names t declared, sorted, each once.
+func declared(t *T) []string {
+	names := slices.Concat(t.queues, t.exchs)
+	slices.Sort(names)
+	return slices.DeleteFunc(slices.Compact(names), func(n string) bool { return n == "" })
 }
 
 // closePolitely closes the connection with the closing handshake when it

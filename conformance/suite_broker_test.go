@@ -4,10 +4,13 @@ import (
 	"context"
 	"flag"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/amqp-go/amqp"
+	"github.com/amqp-go/amqp/amqpraw"
 	"github.com/stretchr/testify/require"
 )
 
@@ -73,4 +76,39 @@ func TestRabbitMQVerdictsMatchGolden(t *testing.T) {
 	}
 	require.Empty(t, unexplained, "verdicts that part ways with RabbitMQ's page without an explanation in disagreements")
 	require.Empty(t, stale, "explanations in disagreements for rules where verdict and page agree")
+}
+
+// Checks delete what they declare: after a run of checks that declare
+// queues and exchanges (named, server-named, with odd names), none is left.
+func TestChecksCleanUpAfterThemselves(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: -short")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Options{URL: brokerURL(), Run: regexp.MustCompile(
+		`^(queue\.bind/unique|exchange\.bind/unique|queue\.declare\.queue/syntax|exchange\.declare\.exchange/syntax|confirm/all queues|exchange\.declare/minimum)$`)})
+	require.NoError(t, err)
+	if strings.HasPrefix(rep.Broker, "unreachable") {
+		t.Skip(rep.Broker)
+	}
+	s, err := amqpraw.DialURL(ctx, brokerURL())
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.Handshake(ctx, amqpraw.Handshake{}))
+	require.NoError(t, s.OpenChannel(ctx, 1))
+	var names int
+	for _, res := range rep.Results {
+		require.NotEmpty(t, res.Declared, res.Rule.ID)
+		for _, name := range res.Declared {
+			names++
+			for _, m := range []amqp.Method{&amqp.QueueDeclare{Queue: name, Passive: true}, &amqp.ExchangeDeclare{Exchange: name, Passive: true}} {
+				require.NoError(t, s.Send(ctx, 1, m))
+				_, err := s.ExpectChannelClose(ctx, 1, amqp.CodeNotFound)
+				require.NoError(t, err, "%s: %s %q is still there", res.Rule.ID, m.MethodName(), name)
+				require.NoError(t, s.OpenChannel(ctx, 1))
+			}
+		}
+	}
+	t.Logf("%d checks declared %d names, none left", len(rep.Results), names)
 }
