@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
-	"slices"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
