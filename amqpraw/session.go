@@ -195,7 +195,7 @@ func (s *Session) next(ctx context.Context) (event, error) {
 	select {
 	case ev := <-s.events:
 		if ev.err != nil {
-			if errors.Is(ev.err, io.EOF) || errors.Is(ev.err, net.ErrClosed) || isReset(ev.err) {
+			if errors.Is(ev.err, io.EOF) || isReset(ev.err) {
 				ev.err = fmt.Errorf("%w (%v)", ErrClosedByPeer, ev.err)
 			}
 			s.readErr = ev.err
@@ -222,9 +222,11 @@ func (s *Session) next(ctx context.Context) (event, error) {
 // connection (end of stream or reset).
 var ErrClosedByPeer = errors.New("amqpraw: connection closed by the broker")
 
+// isReset reports a read error from the peer's side (a reset), as opposed
+// to our own Close.
 func isReset(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && !op.Timeout()
+	return errors.As(err, &op) && !op.Timeout() && !errors.Is(err, net.ErrClosed)
 }
 
 // ReadFrame returns the next frame the broker sent, heartbeats included.
