@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/amqp-go/amqp"
@@ -57,6 +58,31 @@ var _ = register("frame/unknown-type", func(t *T) {
 	s := t.Open()
 	t.raw(s, amqpraw.AppendFrame(nil, amqp.FrameType(9), 0, []byte{1, 2, 3}, amqpraw.FrameEnd))
 	t.expectFatal(s, "frame of type 9", amqp.CodeFrameError)
+})
+
+var _ = register("frame/unknown-method", func(t *T) {
+	var seen []string
+	ok := true
+	for _, id := range [][2]uint16{{999, 10}, {60, 999}} { // an unknown class; an unknown method of basic
+		s, ch := t.Fresh()
+		payload := []byte{byte(id[0] >> 8), byte(id[0]), byte(id[1] >> 8), byte(id[1])}
+		ctx, cancel := t.step()
+		t.Must(s.SendFrame(ctx, amqp.FrameMethod, ch, payload), "method frame")
+		c, err := s.ExpectConnectionClose(ctx, 0)
+		cancel()
+		switch {
+		case err != nil:
+			ok = false
+			seen = append(seen, fmt.Sprintf("method %d.%d: %s", id[0], id[1], brief(err)))
+		default:
+			ok = ok && (c.ReplyCode == amqp.CodeNotImplemented || c.ReplyCode == amqp.CodeCommandInvalid)
+			seen = append(seen, fmt.Sprintf("method %d.%d: connection.close %d %s", id[0], id[1], c.ReplyCode, c.ReplyText))
+		}
+	}
+	if !ok {
+		t.Fail("%s (want connection.close 540 or 503)", strings.Join(seen, "; "))
+	}
+	t.Pass("%s", strings.Join(seen, "; "))
 })
 
 var _ = register("frame/oversized", func(t *T) {

@@ -11,7 +11,8 @@
 //     "queue.declare.passive/equivalent" is the rule "equivalent" of the
 //     field "passive" of queue.declare; 98 of them give a test scenario;
 //   - the frame-level rules of the specification's general part, which the
-//     XML leaves out: frame end octet, frame types, frame sizes and frame_max
+//     XML leaves out: frame end octet, frame types, unknown class and method
+//     ids, frame sizes and frame_max
 //     negotiation, channel 0, content framing, channel_max, heartbeats, the
 //     close handshakes ("frame/end-octet", "content/body-overrun", ...);
 //   - RabbitMQ's extensions, marked as such: publisher confirms and nacks,

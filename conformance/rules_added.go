@@ -8,6 +8,7 @@ package conformance
 var generalRules = []Rule{
 	gen("frame/end-octet", "MUST", "frame-error", "4.2.3: every frame ends with the octet %xCE; a peer that reads another end octet treats it as a fatal protocol error and closes the connection."),
 	gen("frame/unknown-type", "MUST", "frame-error", "4.2.3: a frame of a type the protocol does not define is a fatal protocol error that closes the connection."),
+	gen("frame/unknown-method", "MUST", "", "4.2.5, 540 NOT_IMPLEMENTED, 503 COMMAND_INVALID: a method frame with a class or method id the protocol does not define is a connection exception (540 NOT_IMPLEMENTED or 503 COMMAND_INVALID)."),
 	gen("frame/oversized", "MUST", "frame-error", "4.2.3: a frame larger than the agreed frame_max is a connection exception 501 FRAME_ERROR."),
 	gen("frame/peer-frame-max", "MUST", "", "4.2.3: a peer never sends frames larger than the agreed frame_max (here 4096, lowered by the client in tune-ok)."),
 	gen("frame/connection-class-channel", "MUST", "command-invalid", "4.2.3: methods of the connection class travel on channel 0; one on another channel is a connection exception 503 COMMAND_INVALID."),
