@@ -66,6 +66,7 @@ func (s *Session) assemble(f amqp.Frame) (*Command, error) {
 		return nil, nil
 	case amqp.FrameMethod:
 		if p != nil {
+			delete(s.partial, f.Channel)
 			return nil, &UnexpectedError{Want: "content frames of " + p.Method.MethodName(), Got: describeFrame(f)}
 		}
 		m, err := amqp.DecodeMethod(f.Payload)
@@ -84,7 +85,12 @@ func (s *Session) assemble(f amqp.Frame) (*Command, error) {
 		}
 		h, err := amqp.DecodeContentHeader(f.Payload)
 		if err != nil {
+			delete(s.partial, f.Channel)
 			return nil, err
+		}
+		if h.ClassID != p.Method.ClassID() {
+			delete(s.partial, f.Channel)
+			return nil, &UnexpectedError{Want: "a content header of class " + fmt.Sprint(p.Method.ClassID()), Got: fmt.Sprintf("one of class %d", h.ClassID)}
 		}
 		p.head, p.size, p.Properties = true, h.BodySize, h.Properties
 		p.Body = make([]byte, 0, min(h.BodySize, 1<<20))
@@ -94,6 +100,7 @@ func (s *Session) assemble(f amqp.Frame) (*Command, error) {
 		}
 		p.Body = append(p.Body, f.Payload...)
 		if uint64(len(p.Body)) > p.size {
+			delete(s.partial, f.Channel)
 			return nil, &UnexpectedError{Want: fmt.Sprintf("%d body bytes", p.size), Got: fmt.Sprintf("%d", len(p.Body))}
 		}
 	default:

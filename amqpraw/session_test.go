@@ -97,3 +97,22 @@ func TestMalformedFrameFromTheServerEndsTheSession(t *testing.T) {
 	_, err = s.ReadFrame(ctx) // sticky
 	require.ErrorIs(t, err, amqp.ErrMalformedFrame)
 }
+
+func TestContentBodyOverrunIsUnexpected(t *testing.T) {
+	ctx, s, sc := fakeSession(t, amqptest.Options{})
+	var b []byte
+	b, err := amqp.AppendMethodFrame(b, 1, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1})
+	require.NoError(t, err)
+	b, err = amqp.AppendHeaderFrame(b, 1, 60, 2, &amqp.Properties{})
+	require.NoError(t, err)
+	b = amqpraw.AppendFrame(b, amqp.FrameBody, 1, []byte("12345"), amqpraw.FrameEnd)
+	require.NoError(t, sc.WriteRaw(ctx, b))
+	_, err = s.ReadCommand(ctx)
+	var ue *amqpraw.UnexpectedError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, "2 body bytes", ue.Want)
+	// The channel starts afresh after the error.
+	require.NoError(t, sc.Send(ctx, 1, &amqp.BasicQosOk{}))
+	_, err = amqpraw.Expect[*amqp.BasicQosOk](ctx, s, 1)
+	require.NoError(t, err)
+}
