@@ -29,8 +29,8 @@ go vet ./...
 
 echo "== generated code is current"
 go generate ./...
-if [ -d .git ] && ! git diff --exit-code --stat -- methods_gen.go; then
-  echo "methods_gen.go is stale: run 'go generate ./...' and commit the result"; exit 1
+if [ -d .git ] && ! git diff --exit-code --stat -- methods_gen.go conformance/rules_gen.go; then
+  echo "generated code is stale: run 'go generate ./...' and commit the result"; exit 1
 fi
 
 echo "== go test -race"
