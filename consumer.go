@@ -221,15 +221,20 @@ func (c *Consumer) Err() error {
 func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 	for {
 		d, err := c.next(ctx)
+		if d != nil && c.ch.traces != nil {
+			c.ch.traceReceived(ctx, d)
+		}
 		if d == nil || d.err == nil {
 			return d, err
 		}
 		if c.rejectBad && !d.noAck {
 			rerr := d.Reject(ctx, RejectOptions{})
 			if rerr == nil || errors.Is(rerr, ErrStaleDelivery) { // stale: the server requeued it already
+				c.ch.logMalformed(d, "rejected")
 				continue
 			}
 		}
+		c.ch.logMalformed(d, "handed out")
 		return d, d.err
 	}
 }
