@@ -14,8 +14,8 @@ import (
 // instruments are the Tracer's metrics; see NewTracer.
 type instruments struct {
 	sent, consumed, settled, confirmed, returned, recoveries, channelErrors metric.Int64Counter
-	opDuration, processDuration, confirmDuration                        metric.Float64Histogram
-	blocked                                                             metric.Float64Counter
+	opDuration, processDuration, confirmDuration                            metric.Float64Histogram
+	blocked                                                                 metric.Float64Counter
 }
 
 // durationBuckets suit messaging latencies, from 100 µs to 30 s.

@@ -95,7 +95,7 @@ func (t *Tracer) TracePublishEnd(ctx context.Context, ch *amqp.Channel, data amq
 	}
 	span.End()
 
-	bg := context.Background() // the span has ended: metrics need no parent
+	bg := context.Background()                        // the span has ended: metrics need no parent
 	t.m.sent.Add(bg, 1, metric.WithAttributeSet(set)) // with error.type when it failed or was lost
 	t.m.opDuration.Record(bg, elapsed, metric.WithAttributeSet(set))
 	if data.DeliveryTag != 0 {
