@@ -234,19 +234,23 @@ func newTracers(t any) (tracers, error) {
 
 // publishTrace is what a traced publish carries to its end: allocated only
 // when a PublishTracer is set, and kept on the Confirmation in confirm mode.
+// It holds Publish's copy of the message too (one allocation for both),
+// until the frames are encoded.
 type publishTrace struct {
 	t                    PublishTracer
 	ctx                  context.Context
 	exchange, routingKey string
+	msg                  Publishing
 }
 
 // publishTraced is Publish with a PublishTracer: the start hook sees (and may
 // change) Publish's copy of the message. Kept apart from Publish so that the
 // untraced path's message never escapes to the heap.
 func (ch *Channel) publishTraced(ctx context.Context, t PublishTracer, msg Publishing) (*Confirmation, error) {
-	tr := &publishTrace{t: t, exchange: msg.Exchange, routingKey: msg.RoutingKey}
-	tr.ctx = t.TracePublishStart(ctx, ch, TracePublishStartData{Msg: &msg})
-	conf, err := ch.publish(ctx, &msg, tr)
+	tr := &publishTrace{t: t, exchange: msg.Exchange, routingKey: msg.RoutingKey, msg: msg}
+	tr.ctx = t.TracePublishStart(ctx, ch, TracePublishStartData{Msg: &tr.msg})
+	conf, err := ch.publish(ctx, &tr.msg, tr)
+	tr.msg = Publishing{} // encoded (or kept apart for republishing): let the body go
 	switch {
 	case err != nil:
 		tr.end(ch, TracePublishEndData{Outcome: PublishFailed, Err: err})

@@ -69,6 +69,30 @@ type Tracer struct {
 
 	mu           sync.Mutex
 	blockedSince map[*amqp.Connection]int64 // unix nanoseconds; guarded by mu
+
+	common sync.Map // opKey -> *opAttrs: attributes built once per operation, destination and node
+}
+
+// opKey names an operation on a destination at a node.
+type opKey struct{ op, destination, addr string }
+
+// opAttrs are the attributes an operation's spans and metrics share.
+type opAttrs struct {
+	server  []attribute.KeyValue // server.address, server.port
+	metrics attribute.Set        // messaging.system, operation name, destination, server
+}
+
+// attrsFor returns the shared attributes of op on destination at the node
+// ch is connected to, building them once.
+func (t *Tracer) attrsFor(op, destination string, ch *amqp.Channel) *opAttrs {
+	k := opKey{op, destination, ch.Connection().Addr()}
+	if a, ok := t.common.Load(k); ok {
+		return a.(*opAttrs)
+	}
+	a := &opAttrs{server: serverAttrs(k.addr)}
+	a.metrics = metricAttrs(op, destination, a.server)
+	t.common.Store(k, a)
+	return a
 }
 
 // Option configures a Tracer.
@@ -153,11 +177,6 @@ func serverAttrs(addr string) []attribute.KeyValue {
 	}
 	p, _ := strconv.Atoi(port)
 	return []attribute.KeyValue{semconv.ServerAddress(host), semconv.ServerPort(p)}
-}
-
-// chanServerAttrs is serverAttrs for the node a channel's connection is on.
-func chanServerAttrs(ch *amqp.Channel) []attribute.KeyValue {
-	return serverAttrs(ch.Connection().Addr())
 }
 
 // errorType is a low-cardinality name for err, for error.type.

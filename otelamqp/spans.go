@@ -67,8 +67,8 @@ func withErrorType(set attribute.Set, errType string) attribute.Set {
 // the message's headers (a copy of them) when the span is recording.
 func (t *Tracer) TracePublishStart(ctx context.Context, ch *amqp.Channel, data amqp.TracePublishStartData) context.Context {
 	msg := data.Msg
-	server := chanServerAttrs(ch)
-	attrs := append(messageAttrs("publish", semconv.MessagingOperationTypeSend, msg.Exchange, msg.RoutingKey, &msg.Properties, len(msg.Body)), server...)
+	common := t.attrsFor("publish", msg.Exchange, ch)
+	attrs := append(messageAttrs("publish", semconv.MessagingOperationTypeSend, msg.Exchange, msg.RoutingKey, &msg.Properties, len(msg.Body)), common.server...)
 	ctx, span := t.tracer.Start(ctx, spanName("publish", msg.Exchange),
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
 	if span.IsRecording() {
@@ -77,7 +77,7 @@ func (t *Tracer) TracePublishStart(ctx context.Context, ch *amqp.Channel, data a
 		t.propagator.Inject(ctx, HeadersCarrier(h))
 		msg.Headers = h
 	}
-	return context.WithValue(ctx, publishKey{}, &started{at: time.Now(), metrics: metricAttrs("publish", msg.Exchange, server)})
+	return context.WithValue(ctx, publishKey{}, &started{at: time.Now(), metrics: common.metrics})
 }
 
 // TracePublishEnd ends the producer span with the publish's outcome.
@@ -111,8 +111,8 @@ func (t *Tracer) TracePublishEnd(ctx context.Context, ch *amqp.Channel, data amq
 // context extracted from its headers as parent and link.
 func (t *Tracer) TraceDeliveryStart(ctx context.Context, ch *amqp.Channel, data amqp.TraceDeliveryStartData) context.Context {
 	d := data.Delivery
-	server := chanServerAttrs(ch)
-	attrs := append(messageAttrs("process", semconv.MessagingOperationTypeProcess, d.Exchange, d.RoutingKey, &d.Properties, len(d.Body)), server...)
+	common := t.attrsFor("process", d.Exchange, ch)
+	attrs := append(messageAttrs("process", semconv.MessagingOperationTypeProcess, d.Exchange, d.RoutingKey, &d.Properties, len(d.Body)), common.server...)
 	attrs = append(attrs, semconv.MessagingRabbitMQMessageDeliveryTag(int(d.DeliveryTag)))
 	if d.ConsumerTag != "" {
 		attrs = append(attrs, semconv.MessagingConsumerGroupName(d.ConsumerTag))
@@ -132,7 +132,7 @@ func (t *Tracer) TraceDeliveryStart(ctx context.Context, ch *amqp.Channel, data 
 		}
 	}
 	ctx, _ = t.tracer.Start(parent, spanName("process", d.Exchange), opts...)
-	set := metricAttrs("process", d.Exchange, server)
+	set := common.metrics
 	t.m.consumed.Add(context.Background(), 1, metric.WithAttributeSet(set))
 	return context.WithValue(ctx, deliveryKey{}, &started{at: time.Now(), metrics: set})
 }
@@ -159,7 +159,7 @@ func (t *Tracer) TraceDeliveryEnd(ctx context.Context, ch *amqp.Channel, data am
 // TraceCallStart starts a client span for a synchronous method.
 func (t *Tracer) TraceCallStart(ctx context.Context, ch *amqp.Channel, data amqp.TraceCallStartData) context.Context {
 	name := data.Method.MethodName()
-	server := chanServerAttrs(ch)
+	server := t.attrsFor(name, "", ch).server
 	attrs := append([]attribute.KeyValue{systemAttr, semconv.MessagingOperationName(name)}, server...)
 	if dest, ok := destinationOf(data.Method); ok {
 		attrs = append(attrs, semconv.MessagingDestinationName(dest))
