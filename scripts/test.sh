@@ -6,7 +6,8 @@
 # nodes of its own for tests that stop, block or reconfigure a broker; it needs rabbitmq-server
 # installed (scripts/ensure-rabbitmq.sh) and fails without it under CI=true. The layer module (its
 # own go.mod, for msgpack and Fernet) tests the channel layer against AMQP_URL and a two-node
-# cluster that brokertest starts.
+# cluster that brokertest starts. The otelamqp module (its own go.mod, so OpenTelemetry stays out
+# of the library's) tests tracing and metrics against AMQP_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A count, not a duration: with a duration, Go before 1.27 can fail a target
@@ -23,6 +24,7 @@ echo "== go vet"
 go vet ./...
 (cd brokertest && go vet ./...)
 (cd layer && go vet ./...)
+(cd otelamqp && go vet ./...)
 
 echo "== generated code is current"
 go generate ./...
@@ -38,6 +40,9 @@ echo "== brokertest: go test -race (throwaway RabbitMQ nodes, toxiproxy)"
 
 echo "== layer: go test -race (the channel layer: AMQP_URL, and a two-node cluster of its own)"
 (cd layer && go test -race -count=1 -timeout 5m ./...)
+
+echo "== otelamqp: go test -race (OpenTelemetry spans and metrics: AMQP_URL, the fake server, and a Node.js peer when node and npm are there)"
+(cd otelamqp && go test -race -count=1 -timeout 5m ./...)
 
 echo "== fuzz (${FUZZTIME} each)"
 for pkg in $(go list ./...); do
