@@ -402,6 +402,7 @@ func (c *Consumer) end(err error, dropAckable bool) {
 	}
 	c.err = err
 	if dropAckable && !c.noAck {
+		c.logDropped(len(c.queue)-c.head, err)
 		clear(c.queue)
 		c.queue, c.head = nil, 0
 	}
@@ -431,6 +432,7 @@ func (c *Consumer) dropAckable() {
 		return
 	}
 	c.mu.Lock()
+	c.logDropped(len(c.queue)-c.head, ErrConnectionLost)
 	clear(c.queue)
 	c.queue, c.head = c.queue[:0], 0
 	if c.room != nil {
