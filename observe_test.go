@@ -77,15 +77,7 @@ func TestLoggerRecordsTheConnectionsLife(t *testing.T) {
 	require.NoError(t, sc.Send(ctx, ch.ID(), &amqp.ChannelOpenOk{}))
 
 	// A message carrying a body that must never reach the log; its header is malformed.
-	consumed := make(chan *amqp.Consumer, 1)
-	go func() {
-		c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "q", ConsumerTag: "c"})
-		require.NoError(t, err)
-		consumed <- c
-	}()
-	amqptest.Expect[*amqp.BasicConsume](t, sc)
-	require.NoError(t, sc.Send(ctx, ch.ID(), &amqp.BasicConsumeOk{ConsumerTag: "c"}))
-	cons := <-consumed
+	cons := consumeOnFake(t, ch, sc, amqp.ConsumerOptions{})
 	props := []byte{0x20, 0x00, 0, 0, 0, 3, 1, 'k', '?'}
 	require.NoError(t, sc.WriteRaw(ctx, rawContent(t, ch.ID(), &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1, RoutingKey: "rk"}, props, []byte("body-must-not-be-logged"))))
 	_, err := cons.Next(ctx)
@@ -154,15 +146,7 @@ func TestLoggerRecordsDeliveriesDroppedWithTheirChannel(t *testing.T) {
 	var logs logCapture
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{Logger: logs.logger()})
 	ch := openFakeChannel(t, conn, sc)
-	consumed := make(chan *amqp.Consumer, 1)
-	go func() {
-		c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "q", ConsumerTag: "c"})
-		require.NoError(t, err)
-		consumed <- c
-	}()
-	amqptest.Expect[*amqp.BasicConsume](t, sc)
-	require.NoError(t, sc.Send(ctx, ch.ID(), &amqp.BasicConsumeOk{ConsumerTag: "c"}))
-	cons := <-consumed
+	cons := consumeOnFake(t, ch, sc, amqp.ConsumerOptions{})
 	require.NoError(t, sc.Deliver(ctx, ch.ID(), "c", 2, amqp.Properties{}, []byte("unread")))
 	require.NoError(t, sc.CloseChannel(ctx, ch.ID(), 406, "PRECONDITION_FAILED", nil))
 	<-cons.Done()

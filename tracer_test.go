@@ -225,15 +225,7 @@ func TestTracerDeliveryHooksFollowEachSettlement(t *testing.T) {
 	rec := newRecordingTracer()
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{Tracer: rec})
 	ch := openFakeChannel(t, conn, sc)
-	consumed := make(chan *amqp.Consumer, 1)
-	go func() {
-		c, err := ch.ConsumeWith(ctx, amqp.BasicConsume{Queue: "q", ConsumerTag: "c"}, amqp.ConsumerOptions{Recycle: true})
-		require.NoError(t, err)
-		consumed <- c
-	}()
-	amqptest.Expect[*amqp.BasicConsume](t, sc)
-	require.NoError(t, sc.Send(ctx, ch.ID(), &amqp.BasicConsumeOk{ConsumerTag: "c"}))
-	cons := <-consumed
+	cons := consumeOnFake(t, ch, sc, amqp.ConsumerOptions{Recycle: true})
 	rec.reset()
 
 	require.NoError(t, sc.Deliver(ctx, ch.ID(), "c", 7, amqp.Properties{}, []byte("m")))

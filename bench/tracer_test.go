@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/amqp-go/amqp"
 	"github.com/amqp-go/amqp/otelamqp"
@@ -22,7 +21,7 @@ func BenchmarkTracerOverhead(b *testing.B) {
 	for _, tc := range tracerCases() {
 		b.Run("publish/"+tc.name, func(b *testing.B) {
 			ctx := benchCtx(b)
-			ch := dialTraced(b, ctx, fakeURL(fakeServer(b, "sink")), tc.tracer(b))
+			_, ch := dialOursWith(b, ctx, fakeURL(fakeServer(b, "sink")), tc.tracer(b))
 			msg := amqp.Publishing{RoutingKey: "bench", Body: body(size)}
 			m := start(b)
 			for range b.N {
@@ -37,7 +36,7 @@ func BenchmarkTracerOverhead(b *testing.B) {
 	for _, tc := range tracerCases() {
 		b.Run("consume/"+tc.name, func(b *testing.B) {
 			ctx := benchCtx(b)
-			ch := dialTraced(b, ctx, fakeURL(fakeServer(b, "source")), tc.tracer(b))
+			_, ch := dialOursWith(b, ctx, fakeURL(fakeServer(b, "source")), tc.tracer(b))
 			m := start(b)
 			c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "bench", ConsumerTag: sourceTag(b.N, size), NoAck: true})
 			if err != nil {
@@ -92,27 +91,3 @@ func (noopTracer) TraceDeliveryStart(ctx context.Context, _ *amqp.Channel, _ amq
 	return ctx
 }
 func (noopTracer) TraceDeliveryEnd(context.Context, *amqp.Channel, amqp.TraceDeliveryEndData) {}
-
-// dialTraced opens a connection with tracer (nil: none) and a channel on it.
-func dialTraced(b *testing.B, ctx context.Context, url string, tracer any) *amqp.Channel {
-	b.Helper()
-	cfg, err := amqp.ParseURL(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Tracer = tracer
-	conn, err := amqp.DialConfig(ctx, cfg)
-	if err != nil {
-		b.Fatalf("amqp dial: %v", err)
-	}
-	b.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = conn.Close(cctx)
-	})
-	ch, err := conn.Channel(ctx)
-	if err != nil {
-		b.Fatalf("amqp channel: %v", err)
-	}
-	return ch
-}

@@ -253,6 +253,14 @@ func (tl *telemetry) metricsOf(t *testing.T) map[string]metricdata.Aggregation {
 	return out
 }
 
+// hasAll reports whether set holds every attribute of want.
+func hasAll(set attribute.Set, want []attribute.KeyValue) bool {
+	return !slices.ContainsFunc(want, func(kv attribute.KeyValue) bool {
+		v, ok := set.Value(kv.Key)
+		return !ok || v != kv.Value
+	})
+}
+
 // sumWhere adds up the points of a counter whose attributes include all of want.
 func sumWhere[N int64 | float64](t *testing.T, agg metricdata.Aggregation, want ...attribute.KeyValue) N {
 	t.Helper()
@@ -260,24 +268,23 @@ func sumWhere[N int64 | float64](t *testing.T, agg metricdata.Aggregation, want 
 	require.True(t, ok, "a %T, not a sum", agg)
 	var total N
 	for _, p := range sum.DataPoints {
-		if slices.ContainsFunc(want, func(kv attribute.KeyValue) bool { v, ok := p.Attributes.Value(kv.Key); return !ok || v != kv.Value }) {
-			continue
+		if hasAll(p.Attributes, want) {
+			total += p.Value
 		}
-		total += p.Value
 	}
 	return total
 }
 
+// histogramCount counts the measurements of a histogram whose attributes include all of want.
 func histogramCount(t *testing.T, agg metricdata.Aggregation, want ...attribute.KeyValue) uint64 {
 	t.Helper()
 	h, ok := agg.(metricdata.Histogram[float64])
 	require.True(t, ok, "a %T, not a histogram", agg)
 	var n uint64
 	for _, p := range h.DataPoints {
-		if slices.ContainsFunc(want, func(kv attribute.KeyValue) bool { v, ok := p.Attributes.Value(kv.Key); return !ok || v != kv.Value }) {
-			continue
+		if hasAll(p.Attributes, want) {
+			n += p.Count
 		}
-		n += p.Count
 	}
 	return n
 }
