@@ -191,7 +191,7 @@ func (d *Delivery) settle(ctx context.Context, s settlement) error {
 		}
 		ch.mu.Unlock()
 		if ch.traces != nil {
-			ch.traceSettled(tag, s)
+			ch.traceSettled(d.epoch, tag, s)
 		}
 		return nil
 	}

@@ -323,7 +323,7 @@ type endedTrace struct {
 	ctx context.Context
 }
 
-// received starts a delivery's trace as the application takes it.
+// traceReceived starts a delivery's trace as the application takes it.
 func (ch *Channel) traceReceived(ctx context.Context, d *Delivery) {
 	dt := ch.traces
 	dctx := dt.t.TraceDeliveryStart(ctx, ch, TraceDeliveryStartData{Delivery: d})
@@ -331,12 +331,15 @@ func (ch *Channel) traceReceived(ctx context.Context, d *Delivery) {
 		dt.t.TraceDeliveryEnd(dctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliveryAutoAcked})
 		return
 	}
+	// The epoch is read under dt.mu: a new epoch stores itself before its
+	// sweep takes dt.mu, so either this sees it, or the sweep sees this entry.
+	dt.mu.Lock()
 	cur := ch.epoch.Load()
 	if d.epoch != cur { // already void: the server requeued it
+		dt.mu.Unlock()
 		dt.t.TraceDeliveryEnd(dctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliveryLost})
 		return
 	}
-	dt.mu.Lock()
 	lost := dt.sweepLocked(cur)
 	dt.live[d.DeliveryTag] = dctx
 	dt.mu.Unlock()
@@ -357,8 +360,9 @@ func (dt *deliveryTraces) sweepLocked(cur *epoch) []endedTrace {
 	return lost
 }
 
-// settled ends the traces a successful acknowledgement settled.
-func (ch *Channel) traceSettled(tag uint64, s settlement) {
+// traceSettled ends the traces a successful acknowledgement of tag in
+// epoch e settled (none if a new epoch has already swept them as lost).
+func (ch *Channel) traceSettled(e *epoch, tag uint64, s settlement) {
 	dt := ch.traces
 	data := TraceDeliveryEndData{Outcome: DeliveryAcked, Multiple: s.multiple, Requeue: s.requeue}
 	switch s.kind {
@@ -369,6 +373,10 @@ func (ch *Channel) traceSettled(tag uint64, s settlement) {
 	}
 	var ended []endedTrace
 	dt.mu.Lock()
+	if dt.epoch != e {
+		dt.mu.Unlock()
+		return
+	}
 	if s.multiple {
 		for t, ctx := range dt.live {
 			if t <= tag {
