@@ -156,3 +156,13 @@ func TestLoggerRecordsDeliveriesDroppedWithTheirChannel(t *testing.T) {
 	require.Contains(t, logs.String(), `"count":2`)
 	require.NotContains(t, logs.String(), "unread")
 }
+
+func TestConfigShowsTracerAndLoggerWithoutTheirInsides(t *testing.T) {
+	var logs logCapture
+	cfg := amqp.Config{Tracer: newRecordingTracer(), Logger: logs.logger()}
+	require.Contains(t, cfg.String(), "Tracer:*amqp_test.recordingTracer")
+	require.Contains(t, cfg.String(), "Logger:set")
+	logs.logger().Info("config", "cfg", cfg)
+	require.Contains(t, logs.String(), `"tracer":"*amqp_test.recordingTracer"`)
+	require.Contains(t, logs.String(), `"logger":true`)
+}
