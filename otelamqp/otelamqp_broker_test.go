@@ -14,6 +14,7 @@ import (
 	"github.com/amqp-go/amqp/otelamqp"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -136,7 +137,11 @@ func TestPublishAndProcessSpansFollowTheConventions(t *testing.T) {
 	require.NoError(t, ch.QueueBind(ctx, amqp.QueueBind{Queue: q.Queue, Exchange: ex, RoutingKey: "rk"}))
 
 	// The application's own span is the producer span's parent.
-	appCtx, appSpan := tl.tp.Tracer("app").Start(ctx, "handle request")
+	member, err := baggage.NewMember("tenant", "acme")
+	require.NoError(t, err)
+	bag, err := baggage.New(member)
+	require.NoError(t, err)
+	appCtx, appSpan := tl.tp.Tracer("app").Start(baggage.ContextWithBaggage(ctx, bag), "handle request")
 	conf, err := ch.Publish(appCtx, amqp.Publishing{Exchange: ex, RoutingKey: "rk", Body: []byte("hello"),
 		Properties: amqp.Properties{MessageID: "m-1", CorrelationID: "conv-9", Headers: amqp.Table{"app": "x"}}})
 	require.NoError(t, err)
@@ -165,6 +170,9 @@ func TestPublishAndProcessSpansFollowTheConventions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "x", d.Headers["app"], "the application's headers are kept")
 	require.Equal(t, fmt.Sprintf("00-%s-%s-01", pub.SpanContext().TraceID(), pub.SpanContext().SpanID()), d.Headers["traceparent"])
+
+	require.Equal(t, "tenant=acme", d.Headers["baggage"])
+	require.Equal(t, "acme", baggage.FromContext(d.TraceContext(ctx)).Member("tenant").Value(), "baggage comes back out")
 
 	// Work done for the message hangs under its process span.
 	_, work := tl.tp.Tracer("app").Start(d.TraceContext(ctx), "work")
