@@ -377,16 +377,21 @@ func (ch *Channel) traceSettled(e *epoch, tag uint64, s settlement) {
 		dt.mu.Unlock()
 		return
 	}
-	if s.multiple {
-		for t, ctx := range dt.live {
-			if t <= tag {
-				ended = append(ended, endedTrace{t, ctx})
-				delete(dt.live, t)
-			}
-		}
-	} else if ctx, ok := dt.live[tag]; ok {
-		ended = append(ended, endedTrace{tag, ctx})
+	if !s.multiple { // the common case, without a slice
+		ctx, ok := dt.live[tag]
 		delete(dt.live, tag)
+		dt.mu.Unlock()
+		if ok {
+			data.DeliveryTag = tag
+			dt.t.TraceDeliveryEnd(ctx, ch, data)
+		}
+		return
+	}
+	for t, ctx := range dt.live {
+		if t <= tag {
+			ended = append(ended, endedTrace{t, ctx})
+			delete(dt.live, t)
+		}
 	}
 	dt.mu.Unlock()
 	dt.endAll(ch, ended, data)

@@ -13,7 +13,8 @@ import (
 
 // BenchmarkTracerOverhead: what the tracer hooks cost on the publish and
 // consume paths of BenchmarkPublishSink and BenchmarkConsumeSource (16-byte
-// messages to and from a fake server in a child process): no tracer, a
+// messages to and from a fake server in a child process; consume-ack acks
+// each delivery, which a traced delivery's trace ends with): no tracer, a
 // tracer whose hooks do nothing, and otelamqp with the OpenTelemetry SDK
 // recording every span (always sampled, no exporter) and its metrics.
 func BenchmarkTracerOverhead(b *testing.B) {
@@ -33,26 +34,37 @@ func BenchmarkTracerOverhead(b *testing.B) {
 			m.stop()
 		})
 	}
-	for _, tc := range tracerCases() {
-		b.Run("consume/"+tc.name, func(b *testing.B) {
-			ctx := benchCtx(b)
-			_, ch := dialOursWith(b, ctx, fakeURL(fakeServer(b, "source")), tc.tracer(b))
-			m := start(b)
-			c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "bench", ConsumerTag: sourceTag(b.N, size), NoAck: true})
-			if err != nil {
-				b.Fatal(err)
+	for _, ack := range []bool{false, true} {
+		for _, tc := range tracerCases() {
+			name := "consume/" + tc.name
+			if ack {
+				name = "consume-ack/" + tc.name
 			}
-			for range b.N {
-				d, err := c.Next(ctx)
+			b.Run(name, func(b *testing.B) {
+				ctx := benchCtx(b)
+				_, ch := dialOursWith(b, ctx, fakeURL(fakeServer(b, "source")), tc.tracer(b))
+				m := start(b)
+				c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "bench", ConsumerTag: sourceTag(b.N, size), NoAck: !ack})
 				if err != nil {
 					b.Fatal(err)
 				}
-				if len(d.Body) != size {
-					b.Fatalf("body of %d bytes", len(d.Body))
+				for range b.N {
+					d, err := c.Next(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(d.Body) != size {
+						b.Fatalf("body of %d bytes", len(d.Body))
+					}
+					if ack {
+						if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+							b.Fatal(err)
+						}
+					}
 				}
-			}
-			m.stop()
-		})
+				m.stop()
+			})
+		}
 	}
 }
 
