@@ -105,9 +105,10 @@ type TracePublishEndData struct {
 // moment [Consumer.Next] (or [Channel.Get]) hands it out until it is
 // settled. Both hooks run on application goroutines: TraceDeliveryStart on
 // the one calling Next or Get, TraceDeliveryEnd on the one calling Ack,
-// Nack, Reject or Release, or, for deliveries whose tags a channel error,
-// recovery or close made void (Outcome DeliveryLost), on the connection's
-// callback goroutine. A delivery taken in no-ack mode ends at once with
+// Nack, Reject or Release. Deliveries whose tags a channel error, recovery
+// or close made void end with DeliveryLost on the connection's callback
+// goroutine (or at once, on the goroutine calling Next or Get, for one that
+// was void before it was handed out). A delivery taken in no-ack mode ends at once with
 // DeliveryAutoAcked. The context TraceDeliveryStart returns is kept (in a
 // table the channel allocates only when a DeliveryTracer is set, so a
 // Delivery stays the same size) and is available as [Delivery.TraceContext]
