@@ -45,7 +45,13 @@ type epoch struct{ ch *Channel }
 
 // newEpochLocked starts a new span of delivery tags: deliveries from before
 // become stale. ch.mu must be held (or ch not yet shared).
-func (ch *Channel) newEpochLocked() { ch.epoch.Store(&epoch{ch: ch}) }
+func (ch *Channel) newEpochLocked() {
+	e := &epoch{ch: ch}
+	ch.epoch.Store(e)
+	if ch.traces != nil {
+		ch.traceEpochEnded(e)
+	}
+}
 
 // Errors from acknowledging a delivery. They are local: nothing is sent, and
 // the channel stays open (the server would close it with 406 PRECONDITION_FAILED).
@@ -184,6 +190,9 @@ func (d *Delivery) settle(ctx context.Context, s settlement) error {
 			return err
 		}
 		ch.mu.Unlock()
+		if ch.traces != nil {
+			ch.traceSettled(d.epoch, tag, s)
+		}
 		return nil
 	}
 }
@@ -231,6 +240,9 @@ func (d *Delivery) settleLocked(multiple bool) error {
 func (d *Delivery) Release() {
 	if !d.reusable || d.released {
 		return
+	}
+	if d.epoch.ch.traces != nil {
+		d.epoch.ch.traceReleased(d)
 	}
 	d.released = true
 	d.epoch.ch.bin.put(d)
