@@ -101,6 +101,7 @@ func dial(ctx context.Context, cfg Config, tr tracers) (*Connection, error) {
 		return nil, err
 	}
 	c.channels = make([]atomic.Pointer[Channel], int(l.channelMax)+1)
+	l.usable.Store(time.Now().UnixNano())
 	c.cur.Store(l)
 	c.eventsWG.Add(1)
 	go func() { defer c.eventsWG.Done(); c.events.run() }()

@@ -233,6 +233,8 @@ func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 				c.ch.logMalformed(d, "rejected")
 				continue
 			}
+			c.ch.logMalformed(d, "handed out")
+			return d, errors.Join(d.err, rerr) // the application settles it
 		}
 		c.ch.logMalformed(d, "handed out")
 		return d, d.err

@@ -60,8 +60,10 @@
 // other, typically with Reject or Nack without requeue so that the queue's
 // dead-letter exchange keeps it; [ConsumerOptions.RejectMalformed] makes a
 // consumer do that itself. [Delivery.Err] reports the error on the delivery.
-// Only broken framing, after which the stream cannot be trusted, closes the
-// connection (with a connection.close naming the fault: 501, 502 or 505).
+// Only broken framing, after which the stream cannot be trusted, and a body
+// over [Config].MaxBodySize close the connection (with a connection.close
+// naming the fault: 501, 502 or 505); with recovery on, that too is
+// recovered (see Recovery).
 //
 // # Recovery
 //
@@ -72,8 +74,9 @@
 // client reconnects with jittered exponential backoff, without a limit unless
 // [RecoveryConfig].MaxAttempts sets one, trying every address of
 // Config.Addrs in turn, each try bounded by [RecoveryConfig].AttemptTimeout
-// (5 s by default), so that a node silenced by a partition does not hold the
-// recovery back. A connection this client closed because the server sent
+// (5 s in the first attempt by default, doubling with each attempt up to
+// Config.ConnectionTimeout), so that a node silenced by a partition does not
+// hold the recovery back. A connection this client closed because the server sent
 // something it could not parse (broken framing) is recovered too, with the
 // cause in [RecoveryStarted], unless the same protocol error ends
 // ProtocolErrorRepeats (3) freshly recovered connections in a row at once;

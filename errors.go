@@ -50,6 +50,10 @@ func (e *Error) Method() string {
 	return methodName(e.ClassID, e.MethodID)
 }
 
+// Recoverable reports whether the error's reply code may go away on retry;
+// see [Recoverable].
+func (e *Error) Recoverable() bool { return e.Code.Recoverable() }
+
 // Is reports whether target is an *Error with the same reply code, so
 // errors.Is(err, ErrNotFound) holds for any 404.
 func (e *Error) Is(target error) bool {
@@ -64,14 +68,19 @@ func (e *Error) Is(target error) bool {
 // failed, 530 not allowed, ...) and misuse of the API are not recoverable;
 // network failures, heartbeat timeouts, forced closes (320), resource
 // limits (311, 313, 405, 506), a call refused while the connection recovers
-// (ErrRecovering) and a publish lost in a reconnect (ErrPublishLost) are.
+// (ErrRecovering), a publish lost in a reconnect (ErrPublishLost), and a
+// call lost because this client closed the connection over something the
+// server sent that it could not parse are.
 func Recoverable(err error) bool {
 	if err == nil {
 		return false
 	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code.Recoverable()
+	// An error that knows says so: *Error by its code, and the protocol
+	// error this client closed a connection with (recovery replaces such a
+	// connection, so the call may well succeed on the next).
+	var r interface{ Recoverable() bool }
+	if errors.As(err, &r) {
+		return r.Recoverable()
 	}
 	switch {
 	case errors.Is(err, ErrHeartbeatTimeout), errors.Is(err, ErrConnectionLost),
@@ -144,9 +153,10 @@ var ErrMalformedContent = errors.New("amqp: message content header cannot be dec
 // octets and the method/header/body sequence were right, so the connection
 // stays open and the message is handed to the application all the same,
 // with every property that came before the fault decoded and the body whole.
-// Typical causes are another client's header table with a type tag
-// RabbitMQ passes through but AMQP 0-9-1 does not define, or a property flag
-// word announcing more than the header holds.
+// Causes seen through RabbitMQ 3.10 are a header table nested more than 64
+// deep and a property flag bit that AMQP 0-9-1 does not define; a broker
+// that checks less (or a proxy) may also pass an unknown table type tag or
+// a flag word announcing more than the header holds.
 //
 // A consumer gets it from [Consumer.Next] (and [Consumer.Deliveries])
 // together with the non-nil Delivery, which must still be settled: Reject or

@@ -47,7 +47,10 @@ type link struct {
 	done       chan struct{} // closed when the link starts to end
 	err        error         // why it ended; written once before done is closed
 	reconnect  bool          // recovery replaces the link (Connection.shouldRecover); written once before done is closed
-	opened     time.Time     // when the handshake completed
+	// usable is when the link became usable (unix nanos): its handshake,
+	// or for a link that replaces a lost one, the end of the restore onto
+	// it; 0 while that restore runs.
+	usable atomic.Int64
 	// detached is closed once the connection has handled the end: every
 	// channel was ended or set to recover, so none still treats this link as
 	// its own. A sender that found the link dead waits for it, then retries.
@@ -86,7 +89,6 @@ func (c *Connection) dialLink(ctx context.Context, addr string, timeout time.Dur
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	l.opened = time.Now()
 	l.w = newWriter(l.conn, func(err error) { l.shutdown(fmt.Errorf("%w: write: %w", ErrConnectionLost, err)) })
 	return l, nil
 }

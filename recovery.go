@@ -49,12 +49,14 @@ type RecoveryConfig struct {
 	// Channels and consumers are still recovered.
 	SkipTopology bool
 
-	// AttemptTimeout bounds each address's try within a reconnection
+	// AttemptTimeout bounds each address's try in the first reconnection
 	// attempt (TCP dial, TLS and AMQP handshakes), so that a node that
 	// stopped answering, as in a network partition, holds the recovery
-	// back by at most this long before the next address or attempt. Zero
-	// means 5 s (or Config.ConnectionTimeout, if that is shorter); a
-	// negative value means Config.ConnectionTimeout.
+	// back by at most this long before the next address or attempt. It
+	// doubles with each further attempt, up to Config.ConnectionTimeout, so
+	// that a node that is merely slow (many clients reconnecting at once,
+	// TLS) is still reached. Zero means 5 s; a negative value means
+	// Config.ConnectionTimeout throughout.
 	AttemptTimeout time.Duration
 
 	// ProtocolErrorRepeats is how many freshly recovered connections in a
@@ -63,8 +65,10 @@ type RecoveryConfig struct {
 	// protocol error is this client closing the connection because the
 	// server sent something it could not parse or accept, such as broken
 	// framing; the loss is recovered like any other, but a server that
-	// sends the same thing again at once (within 10 s of the new
-	// connection's handshake) would otherwise be redialled for ever. Zero
+	// sends the same thing again at once (before, or within 10 s after, the
+	// new connection is restored) would otherwise be redialled for ever.
+	// Errors of the same kind count as the same: the same reply code, or
+	// the same decoding failure whatever its details. Zero
 	// means 3 (so the fourth such loss in a row is final); negative means
 	// no limit.
 	ProtocolErrorRepeats int
@@ -81,17 +85,24 @@ const DefaultProtocolErrorRepeats = 3
 // that to count as a repeat.
 const protocolRepeatWindow = 10 * time.Second
 
-// attemptTimeout is the bound on one address's try while recovering.
-func (r RecoveryConfig) attemptTimeout(connectionTimeout time.Duration) time.Duration {
+// attemptTimeout is the bound on one address's try in the given attempt
+// (from 1) while recovering: AttemptTimeout, doubling with each attempt up
+// to connectionTimeout (negative: no cap).
+func (r RecoveryConfig) attemptTimeout(connectionTimeout time.Duration, attempt int) time.Duration {
+	d := r.AttemptTimeout
 	switch {
-	case r.AttemptTimeout < 0:
+	case d < 0:
 		return connectionTimeout
-	case r.AttemptTimeout > 0:
-		return r.AttemptTimeout
-	case connectionTimeout > 0 && connectionTimeout < DefaultAttemptTimeout:
-		return connectionTimeout
+	case d == 0:
+		d = DefaultAttemptTimeout
 	}
-	return DefaultAttemptTimeout
+	for i := 1; i < attempt && (connectionTimeout <= 0 || d < connectionTimeout); i++ {
+		d *= 2
+	}
+	if connectionTimeout > 0 {
+		d = min(d, connectionTimeout)
+	}
+	return d
 }
 
 func (r RecoveryConfig) withDefaults() RecoveryConfig {
@@ -234,8 +245,8 @@ type recoveryState struct {
 	listeners  []func(RecoveryEvent) // guarded by mu
 	topo       topology
 
-	// The protocol error that ended the last link, and how many links in a
-	// row it ended at once after their handshake; guarded by mu.
+	// The kind of protocol error that ended the last link, and how many
+	// links in a row it ended at once after they were restored; guarded by mu.
 	protocolErr     string
 	protocolRepeats int
 }
@@ -334,8 +345,25 @@ func (c *Connection) republishing() bool {
 // link.protocolFailure): a new connection may well not meet it again.
 type peerProtocolError struct{ err error }
 
-func (e *peerProtocolError) Error() string { return e.err.Error() }
-func (e *peerProtocolError) Unwrap() error { return e.err }
+func (e *peerProtocolError) Error() string     { return e.err.Error() }
+func (e *peerProtocolError) Unwrap() error     { return e.err }
+func (e *peerProtocolError) Recoverable() bool { return true }
+
+// kind names the error for telling repeats apart: the reply code sent, or
+// the decoding error's sentinel, so that details such as an offset in the
+// message do not make the same fault look new.
+func (e *peerProtocolError) kind() string {
+	var ae *Error
+	if errors.As(e.err, &ae) {
+		return ae.Code.String()
+	}
+	for _, s := range []error{ErrMalformedFrame, ErrUnknownMethod, ErrFrameTooLarge, ErrBodyTooLarge} {
+		if errors.Is(e.err, s) {
+			return s.Error()
+		}
+	}
+	return e.err.Error()
+}
 
 // shouldRecover decides, once for each link as it ends, whether recovery
 // replaces it: with recovery on and Close not called, for the causes
@@ -354,10 +382,12 @@ func (c *Connection) shouldRecover(l *link, cause error) bool {
 		c.rec.mu.Unlock()
 		return shouldReconnect(cause)
 	}
-	if msg := pe.Error(); msg == c.rec.protocolErr && time.Since(l.opened) < protocolRepeatWindow {
+	usable := l.usable.Load()
+	atOnce := usable == 0 || time.Since(time.Unix(0, usable)) < protocolRepeatWindow
+	if kind := pe.kind(); kind == c.rec.protocolErr && atOnce {
 		c.rec.protocolRepeats++
 	} else {
-		c.rec.protocolErr, c.rec.protocolRepeats = msg, 0
+		c.rec.protocolErr, c.rec.protocolRepeats = kind, 0
 	}
 	repeats := c.rec.protocolRepeats
 	c.rec.mu.Unlock()
@@ -434,7 +464,7 @@ func (c *Connection) recoverLoop(lost *link, cause error) {
 			c.finalize(ErrClosed)
 			return
 		}
-		l, idx, err := c.dialAny(ctx, start, rc.attemptTimeout(c.cfg.ConnectionTimeout))
+		l, idx, err := c.dialAny(ctx, start, rc.attemptTimeout(c.cfg.ConnectionTimeout, attempt))
 		if err != nil {
 			if c.closeRequested() {
 				c.finalize(ErrClosed)
@@ -454,6 +484,7 @@ func (c *Connection) recoverLoop(lost *link, cause error) {
 		l.start()
 		err = c.restore(ctx, l)
 		if err == nil && c.rec.end(l) {
+			l.usable.Store(time.Now().UnixNano())
 			c.emit(RecoveryEvent{Kind: RecoverySucceeded, Attempt: attempt, Addr: l.addr})
 			if c.closeRequested() {
 				// Close may have seen the old link and be waiting for the

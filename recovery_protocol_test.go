@@ -148,7 +148,7 @@ func TestRecoveryProtocolErrorStreakResets(t *testing.T) {
 func TestRecoveryAttemptTimeoutBoundsASilentNode(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, nil)
 	ctx := t.Context()
-	cfg := recoveringConfig(b, amqp.RecoveryConfig{AttemptTimeout: 50 * time.Millisecond})
+	cfg := recoveringConfig(b, amqp.RecoveryConfig{AttemptTimeout: 2 * time.Second})
 	cfg.ConnectionTimeout = time.Hour // a test deadline away: only AttemptTimeout can end the silent try
 	cfg.Addrs = []string{"good:5672", "silent:5672"}
 	silent := make(chan net.Conn, 8)
@@ -176,4 +176,30 @@ func TestRecoveryAttemptTimeoutBoundsASilentNode(t *testing.T) {
 	require.Equal(t, "good:5672", ok.Addr)
 	require.Equal(t, 1, ok.Attempt, "the silent node did not cost the attempt")
 	require.Len(t, silent, 1, "the silent node was tried first")
+}
+
+// A call in flight when the client closes the connection over a protocol
+// error fails with an error that Recoverable calls temporary: the
+// connection is being recovered, and the same call succeeds on it.
+func TestCallLostToAProtocolErrorIsRecoverable(t *testing.T) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+		if _, ok := cmd.Method.(*amqp.QueueDeclare); ok && idx == 0 {
+			return true, c.WriteRaw(ctx, badFrameEnd) // instead of declare-ok
+		}
+		return false, nil
+	})
+	ctx := t.Context()
+	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
+	require.NoError(t, err)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: "q"})
+	require.ErrorIs(t, err, amqp.ErrClosed)
+	require.ErrorIs(t, err, amqp.ErrMalformedFrame)
+	require.True(t, amqp.Recoverable(err), "%v", err)
+	events.wait(t, amqp.RecoverySucceeded)
+	_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: "q"})
+	require.NoError(t, err, "the retry succeeds on the recovered connection")
 }

@@ -212,13 +212,14 @@ func (l *eventLog) all() []amqp.RecoveryEvent {
 }
 
 // waitBudget is how long a test may wait for something that must happen:
-// most of what is left before the test binary's deadline, so that a loaded
-// machine makes a test slower, never wrong. Without a deadline, 5 minutes.
+// most of what is left before the test binary's deadline, up to 2 minutes
+// (so one failure does not use up the binary's time), so that a loaded
+// machine makes a test slower, never wrong.
 func waitBudget(t *testing.T) time.Duration {
 	if d, ok := t.Deadline(); ok {
-		return max(time.Until(d)*9/10, time.Second)
+		return min(2*time.Minute, max(time.Until(d)*9/10, time.Second))
 	}
-	return 5 * time.Minute
+	return 2 * time.Minute
 }
 
 func recoveringConfig(b *recordingBroker, rc amqp.RecoveryConfig) amqp.Config {

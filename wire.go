@@ -196,7 +196,9 @@ func (d *decoder) longstr() string { return string(d.longstrBytes()) }
 // timestamp reads a signed count of seconds (see appendTimestamp). Every
 // int64 is a valid time.Time, so no value is refused: a peer that wrote a
 // date before 1970 gets it back, and a garbage value is the application's
-// to judge rather than a reason to drop the message.
+// to judge rather than a reason to drop the message. (One value,
+// -62135596800, is January 1 of year 1, the zero time.Time, which is sent
+// back as 0.)
 func (d *decoder) timestamp() time.Time {
 	v := int64(d.longlong())
 	if d.err != nil || v == 0 {

@@ -287,14 +287,14 @@ func ctxT(t testing.TB) context.Context {
 }
 
 // waitBudget is how long a test may wait for what must happen: most of the
-// time left before the test's deadline, so that a loaded machine makes it
-// slower, never wrong; 10 s where there is no deadline (or in a synctest
-// bubble, where it is virtual time).
+// time left before the test's deadline, up to 2 minutes, so that a loaded
+// machine makes it slower, never wrong; 10 s where there is no deadline (or
+// in a synctest bubble, where it is virtual time).
 func waitBudget(tb testing.TB) time.Duration {
 	if t, ok := tb.(*testing.T); ok && !inBubble(t) {
 		if deadline, ok := t.Deadline(); ok {
 			left := time.Until(deadline)
-			return max(left-max(left/10, time.Second), 10*time.Second)
+			return min(2*time.Minute, max(left-max(left/10, time.Second), time.Second))
 		}
 	}
 	return 10 * time.Second

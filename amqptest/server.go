@@ -24,6 +24,9 @@ const (
 	DefaultChannelMax    = 2047      // RabbitMQ's default
 	DefaultFrameMax      = 128 << 10 // RabbitMQ's default: 131072 bytes
 	DefaultExpectTimeout = 10 * time.Second
+	// MaxExpectTimeout caps the wait that a zero ExpectTimeout derives
+	// from the test's deadline.
+	MaxExpectTimeout = 2 * time.Minute
 )
 
 // Options configure a [Server]. The zero value is a server that accepts any
@@ -93,9 +96,9 @@ type Options struct {
 
 	// ExpectTimeout bounds how long [Expect] and [ExpectPublish] wait for
 	// the client. Zero means most of the time left before the test's
-	// deadline (go test -timeout), so that a busy machine only makes a test
-	// slower, or [DefaultExpectTimeout] when the test has no deadline or
-	// less is left. In a testing/synctest bubble it is virtual time: the
+	// deadline (go test -timeout), at most [MaxExpectTimeout], so that a
+	// busy machine only makes a test slower; [DefaultExpectTimeout] when
+	// the test has no deadline. In a testing/synctest bubble it is virtual time: the
 	// helpers fail as soon as everything in the bubble is blocked.
 	ExpectTimeout time.Duration
 
@@ -166,9 +169,11 @@ func (o *Options) timeout(tb testing.TB) time.Duration {
 		return o.ExpectTimeout
 	}
 	if deadline, ok := testDeadline(tb); ok {
-		// Leave a tenth (at least a second) for the test to report.
+		// Leave a tenth (at least a second) for the test to report, and
+		// stop at MaxExpectTimeout so that one failing Expect does not
+		// use up the whole binary's time and hide the other results.
 		left := time.Until(deadline)
-		return max(left-max(left/10, time.Second), DefaultExpectTimeout)
+		return min(MaxExpectTimeout, max(left-max(left/10, time.Second), time.Second))
 	}
 	return DefaultExpectTimeout
 }
