@@ -76,7 +76,7 @@ func ExampleChannel_Consume_workQueue() {
 			log.Fatal(err)
 		}
 		fmt.Println("done:", string(d.Body)) // do the work, then acknowledge
-		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+		if err := d.Ack(amqp.AckOptions{}); err != nil {
 			log.Fatal(err)
 		}
 		processed++
@@ -348,7 +348,7 @@ func ExampleChannel_Consume_directReplyTo() {
 			if _, err := server.Publish(ctx, reply); err != nil {
 				log.Print(err)
 			}
-			if err := req.Ack(ctx, amqp.AckOptions{}); err != nil {
+			if err := req.Ack(amqp.AckOptions{}); err != nil {
 				log.Print(err)
 			}
 		}
@@ -527,7 +527,7 @@ func ExampleConfig_recovery() {
 		fmt.Println("received", string(d.Body))
 		// A delivery from before a reconnect can no longer be acked; the
 		// broker delivers it again.
-		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil && !errors.Is(err, amqp.ErrStaleDelivery) {
+		if err := d.Ack(amqp.AckOptions{}); err != nil && !errors.Is(err, amqp.ErrStaleDelivery) {
 			log.Fatal(err)
 		}
 	}
@@ -572,7 +572,7 @@ func ExampleConsumerOptions_recycle() {
 			log.Fatal(err)
 		}
 		readings = append(readings, string(d.Body)) // a copy: Body is reused after Release
-		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+		if err := d.Ack(amqp.AckOptions{}); err != nil {
 			log.Fatal(err)
 		}
 		d.Release() // d must not be used from here on

@@ -189,7 +189,7 @@ func BenchmarkConsumeBroker(b *testing.B) {
 					b.Fatalf("body of %d bytes", len(d.Body))
 				}
 				if (i+1)%ackEvery == 0 || i == b.N-1 {
-					if err := d.Ack(ctx, amqp.AckOptions{Multiple: true}); err != nil {
+					if err := d.Ack(amqp.AckOptions{Multiple: true}); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -90,7 +90,7 @@ func (l *Layer) TryReceive(ctx context.Context, channels ...string) (channel str
 		}
 		// Acknowledged before decoding, at once: the message is taken
 		// whether or not it can be read.
-		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+		if err := d.Ack(amqp.AckOptions{}); err != nil {
 			return "", nil, false, fmt.Errorf("layer: receiving from channel %q: %w", c, err)
 		}
 		msg, err := l.cfg.codec.decode(d.Body)
@@ -182,7 +182,7 @@ func consumeOne(ctx context.Context, ch *amqp.Channel, queues []string) (d *amqp
 	}
 	wg.Wait()
 	for _, x := range extra {
-		if x.Reject(cctx, amqp.RejectOptions{Requeue: true}) != nil {
+		if x.Reject(amqp.RejectOptions{Requeue: true}) != nil {
 			fit = false // closing the channel requeues it
 		}
 	}
@@ -192,7 +192,7 @@ func consumeOne(ctx context.Context, ch *amqp.Channel, queues []string) (d *amqp
 		}
 		return nil, -1, fit, fmt.Errorf("layer: receiving: %w", err)
 	}
-	if err := d.Ack(cctx, amqp.AckOptions{}); err != nil {
+	if err := d.Ack(amqp.AckOptions{}); err != nil {
 		// The connection is gone; the broker requeues the message.
 		return nil, -1, false, fmt.Errorf("layer: receiving: %w", err)
 	}

@@ -116,7 +116,7 @@ func run() error {
 		}
 		received++
 		if received%50 == 0 {
-			if err := d.Ack(ctx, amqp.AckOptions{Multiple: true}); err != nil {
+			if err := d.Ack(amqp.AckOptions{Multiple: true}); err != nil {
 				return err
 			}
 		}
