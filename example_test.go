@@ -54,7 +54,7 @@ func ExampleChannel_Consume_workQueue() {
 	for _, task := range []string{"resize photo 1", "resize photo 2", "resize photo 3"} {
 		_, err := ch.Publish(ctx, amqp.Publishing{
 			RoutingKey: q.Queue,
-			Properties: amqp.Properties{DeliveryMode: 2}, // persistent
+			Properties: amqp.Properties{DeliveryMode: amqp.Persistent},
 			Body:       []byte(task),
 		})
 		if err != nil {
@@ -153,7 +153,7 @@ func ExampleChannel_QueueBind_fanout() {
 	}
 
 	logs := fmt.Sprintf("logs-%d", time.Now().UnixNano())
-	err = ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: logs, Type: "fanout", AutoDelete: true})
+	err = ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: logs, Type: amqp.ExchangeFanout, AutoDelete: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func ExampleChannel_QueueBind_topic() {
 	}
 
 	events := fmt.Sprintf("events-%d", time.Now().UnixNano())
-	err = ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: events, Type: "topic", AutoDelete: true})
+	err = ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: events, Type: amqp.ExchangeTopic, AutoDelete: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -270,8 +270,8 @@ func ExampleChannel_ExchangeBind() {
 	suffix := time.Now().UnixNano()
 	all, audit := fmt.Sprintf("all-%d", suffix), fmt.Sprintf("audit-%d", suffix)
 	for _, x := range []amqp.ExchangeDeclare{
-		{Exchange: all, Type: "topic", AutoDelete: true},
-		{Exchange: audit, Type: "fanout", AutoDelete: true},
+		{Exchange: all, Type: amqp.ExchangeTopic, AutoDelete: true},
+		{Exchange: audit, Type: amqp.ExchangeFanout, AutoDelete: true},
 	} {
 		if err := ch.ExchangeDeclare(ctx, x); err != nil {
 			log.Fatal(err)
