@@ -173,6 +173,8 @@ func (c *Confirmation) Returned() *Return {
 	return c.ret
 }
 
+// resolve sets the outcome. A failure is recorded for WaitConfirms, so
+// c.ch.mu must be held when c.ch is set (every resolution happens under it).
 func (c *Confirmation) resolve(err error, ret *Return) {
 	c.mu.Lock()
 	if c.fin {
@@ -184,6 +186,9 @@ func (c *Confirmation) resolve(err error, ret *Return) {
 		close(c.done)
 	}
 	c.mu.Unlock()
+	if err != nil && c.ch != nil {
+		c.ch.confirmFailures.add(c)
+	}
 }
 
 // confirmTracker holds a channel's unconfirmed publishes in sequence order,
