@@ -54,7 +54,7 @@ func (ch *Channel) Get(ctx context.Context, args BasicGet) (*Delivery, error) {
 	if r.msg == nil {
 		return nil, ErrEmpty
 	}
-	return r.msg, nil
+	return r.msg, r.msg.Err() // a ContentError comes with its message, to be settled
 }
 
 // gotMessage fills in a basic.get-ok's delivery on the reader goroutine,
@@ -69,7 +69,7 @@ func (ch *Channel) gotMessage(m *BasicGetOk, d *Delivery) {
 			d.noAck = get.NoAck
 		}
 	}
-	d.ch, d.generation = ch, ch.generation.Load()
+	d.epoch = ch.epoch.Load()
 	ch.settle.received(m.DeliveryTag, d.noAck)
 }
 

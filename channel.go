@@ -28,13 +28,13 @@ type Channel struct {
 	// nil while the channel waits for a new one.
 	link atomic.Pointer[link]
 
-	mu         sync.Mutex
-	calls      callQueue     // pending synchronous calls, in request order
-	state      channelState  // see channelState
-	err        error         // why the channel ended; set before done is closed
-	done       chan struct{} // closed when the channel ends for good
-	generation atomic.Uint64 // incremented (under mu) on each reopen; deliveries carry the one they came in
-	recovered  chan struct{} // while recovering: closed when the channel is usable again
+	mu        sync.Mutex
+	calls     callQueue             // pending synchronous calls, in request order
+	state     channelState          // see channelState
+	err       error                 // why the channel ended; set before done is closed
+	done      chan struct{}         // closed when the channel ends for good
+	epoch     atomic.Pointer[epoch] // replaced (under mu) whenever delivery tags restart; deliveries point at theirs
+	recovered chan struct{}         // while recovering: closed when the channel is usable again
 
 	// State re-applied when the channel is reopened after a channel error.
 	prefetch       *BasicQos  // last basic.qos with global=false (per consumer)
@@ -49,7 +49,7 @@ type Channel struct {
 	consumers    map[string]*Consumer // by consumer tag
 	lastConsumer *Consumer            // the last delivery's consumer: most deliveries go to the same one
 	confirms     confirmTracker
-	settle       tagWindow // which delivery tags of this generation are still unsettled
+	settle       tagWindow // which delivery tags of this epoch are still unsettled
 	// confirmProgress is closed (and cleared) whenever confirmations resolve,
 	// waking Confirmation.Wait calls; created by the first waiter.
 	confirmProgress chan struct{}
@@ -144,7 +144,9 @@ func (c *Connection) openChannel(ctx context.Context, internal bool) (*Channel, 
 }
 
 func newChannel(c *Connection, id uint16) *Channel {
-	return &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
+	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
+	ch.newEpochLocked()
+	return ch
 }
 
 // ErrNoFreeChannel reports that every channel number up to channel_max is in use.
@@ -534,7 +536,7 @@ func (ch *Channel) noteReplyLocked(p *pendingCall) {
 	case *BasicRecover:
 		// The server requeued every unacknowledged delivery: their tags are
 		// void, and the redeliveries that follow get new ones.
-		ch.generation.Add(1)
+		ch.newEpochLocked()
 		ch.settle.reset()
 		ch.txSettled = nil
 	case *TxRollback:
@@ -572,7 +574,7 @@ func (ch *Channel) noteSentLocked(m Method) {
 		// saw the request but that is read afterwards is misfiled as current;
 		// its ack then still gets the server's 406.)
 		if m.Requeue {
-			ch.generation.Add(1)
+			ch.newEpochLocked()
 			ch.settle.reset()
 			ch.txSettled = nil
 		}

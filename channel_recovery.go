@@ -12,7 +12,7 @@ import (
 // calls in flight fail with lost (they may or may not have taken effect),
 // unconfirmed publishes fail with ErrPublishLost or are kept for
 // republishing, deliveries not yet read that need an acknowledgement are
-// dropped (the server requeued them), and the generation moves on so that
+// dropped (the server requeued them), and a new epoch starts so that
 // older deliveries are stale. Consumers stay registered, to be subscribed
 // again. A channel that was opening, closing, or is the library's own ends.
 func (ch *Channel) detach(lost error) {
@@ -64,7 +64,7 @@ func (ch *Channel) forgetAndUnlock(callErr, confirmErr error, keep bool) {
 // with RecoveryConfig.Republish and keep set wait in ch.republish to be sent
 // again in their order. ch.mu must be held.
 func (ch *Channel) resetForReopenLocked(lostErr error, keep bool) {
-	ch.generation.Add(1)
+	ch.newEpochLocked()
 	ch.settle.reset()
 	ch.txSettled, ch.rollbacks = nil, nil
 	ch.asm = assembly{}

@@ -326,3 +326,19 @@ func TestConfigPrintingShowsEmptyPasswordAsAbsent(t *testing.T) {
 func TestModuleVersion(t *testing.T) {
 	require.Equal(t, "(devel)", moduleVersion(), "tests have no recorded module version")
 }
+
+func TestRecoveryAttemptTimeoutDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		attempt, connection, want time.Duration
+	}{
+		{0, 0, DefaultAttemptTimeout},
+		{0, defaultConnectionTimeout, DefaultAttemptTimeout},
+		{0, time.Second, time.Second}, // a shorter ConnectionTimeout wins
+		{0, -1, DefaultAttemptTimeout},
+		{2 * time.Second, time.Hour, 2 * time.Second},
+		{-1, time.Hour, time.Hour},
+	} {
+		got := RecoveryConfig{AttemptTimeout: tc.attempt}.attemptTimeout(tc.connection)
+		require.Equal(t, tc.want, got, "AttemptTimeout %v, ConnectionTimeout %v", tc.attempt, tc.connection)
+	}
+}

@@ -79,7 +79,7 @@ func DialConfig(ctx context.Context, cfg Config) (*Connection, error) {
 		events:      newEventQueue(),
 	}
 	c.rec.init()
-	l, _, err := c.dialAny(ctx, 0)
+	l, _, err := c.dialAny(ctx, 0, c.cfg.ConnectionTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -93,12 +93,12 @@ func DialConfig(ctx context.Context, cfg Config) (*Connection, error) {
 
 // dialAny tries cfg.Addrs in order, starting at index first, until one
 // completes the handshake, and returns the link and the index of its address.
-func (c *Connection) dialAny(ctx context.Context, first int) (*link, int, error) {
+func (c *Connection) dialAny(ctx context.Context, first int, timeout time.Duration) (*link, int, error) {
 	addrs := c.cfg.Addrs
 	var failures []error
 	for i := range addrs {
 		idx := (first + i) % len(addrs)
-		l, err := c.dialLink(ctx, addrs[idx])
+		l, err := c.dialLink(ctx, addrs[idx], timeout)
 		if err == nil {
 			return l, idx, nil
 		}
@@ -147,7 +147,7 @@ func (c *Connection) linkEnded(l *link, cause error) {
 	// A new link starts unblocked: waiting publishers look again, and
 	// OnBlocked listeners hear that the block is over.
 	c.setBlocked(false, "")
-	if c.cfg.Recovery != nil && !c.closeRequested() && shouldReconnect(cause) {
+	if l.reconnect {
 		c.startRecovery(l, cause)
 		return
 	}

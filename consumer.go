@@ -27,6 +27,7 @@ type Consumer struct {
 	limit       int
 	resubscribe bool
 	recycle     bool
+	rejectBad   bool   // ConsumerOptions.RejectMalformed
 	seq         uint64 // creation order: a recovery subscribes consumers in this order
 
 	args BasicConsume // for subscribing again; Queue follows a renamed queue; guarded by mu
@@ -78,6 +79,16 @@ type ConsumerOptions struct {
 	// as usual. Off by default: a released delivery must not be touched
 	// again, which is easy to get wrong; see Release.
 	Recycle bool
+
+	// RejectMalformed makes Next reject (basic.reject without requeue) a
+	// delivery whose content header cannot be decoded ([ContentError])
+	// instead of returning it, so the broker dead-letters it (when the queue
+	// has a dead-letter exchange) or drops it, and Next goes on to the next
+	// delivery. Without it, Next returns such a delivery together with its
+	// ContentError, and the application settles it. A delivery that cannot be
+	// rejected (no-ack consumers, or the rejection fails) is returned with
+	// its error as if the option were off.
+	RejectMalformed bool
 }
 
 var consumerSeq atomic.Uint64
@@ -116,6 +127,7 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 		limit:       opt.BufferLimit,
 		resubscribe: opt.Resubscribe,
 		recycle:     opt.Recycle,
+		rejectBad:   opt.RejectMalformed,
 		seq:         consumerSeq.Add(1),
 		args:        args,
 		ready:       make(chan struct{}, 1),
@@ -201,7 +213,29 @@ func (c *Consumer) Err() error {
 // Next returns the next delivery, waiting for one bounded by ctx. Once the
 // consumer has ended and its buffer is empty, it returns why the consumer
 // ended: ErrConsumerCancelled after Cancel, or the channel's or connection's error.
+//
+// A message whose content header could not be decoded is returned as a
+// non-nil Delivery together with a [*ContentError] (see
+// [ConsumerOptions.RejectMalformed]): settle it like any other and call Next
+// again; the consumer goes on.
 func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
+	for {
+		d, err := c.next(ctx)
+		if d == nil || d.err == nil {
+			return d, err
+		}
+		if c.rejectBad && !d.noAck {
+			rerr := d.Reject(RejectOptions{})
+			if rerr == nil || errors.Is(rerr, ErrStaleDelivery) { // stale: the server requeued it already
+				continue
+			}
+		}
+		return d, d.err
+	}
+}
+
+// next takes the next buffered delivery, waiting for one bounded by ctx.
+func (c *Consumer) next(ctx context.Context) (*Delivery, error) {
 	for {
 		c.mu.Lock()
 		if c.head < len(c.queue) {
@@ -245,7 +279,9 @@ func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 }
 
 // Deliveries returns an iterator over the consumer's deliveries, for use in a
-// range loop. Leaving the loop early does not cancel the consumer.
+// range loop. Leaving the loop early does not cancel the consumer. A message
+// whose content header could not be decoded is yielded with its
+// [*ContentError] and a non-nil Delivery, and the loop goes on.
 //
 // How the loop ends tells who ended the consumer:
 //   - the application itself, with [Consumer.Cancel], [Channel.Close] or
@@ -269,7 +305,7 @@ func (c *Consumer) Deliveries(ctx context.Context) iter.Seq2[*Delivery, error] {
 			if err != nil && EndedByApplication(err) {
 				return
 			}
-			if !yield(d, err) || err != nil {
+			if !yield(d, err) || (err != nil && d == nil) { // with a delivery, err is its ContentError: go on
 				return
 			}
 		}
@@ -466,7 +502,7 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 		c = ch.consumers[m.ConsumerTag]
 		ch.lastConsumer = c
 	}
-	d.ch, d.generation = ch, ch.generation.Load()
+	d.epoch = ch.epoch.Load()
 	d.noAck = c == nil || c.noAck
 	d.reusable = c != nil && c.recycle
 	ch.settle.received(m.DeliveryTag, d.noAck)
@@ -533,7 +569,7 @@ func (ch *Channel) requeueUnread(c *Consumer) {
 // (basic.reject with requeue), unless it is stale or already settled.
 // ch.mu must be held.
 func (ch *Channel) requeueLocked(d *Delivery) {
-	if d.generation == ch.generation.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
+	if d.epoch == ch.epoch.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
 		ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
 	}
 }

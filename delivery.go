@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -28,9 +29,22 @@ type Delivery struct {
 	Properties
 	Body []byte
 
-	ch         *Channel
-	generation uint64 // the channel generation it arrived in; acks from another are stale
+	// epoch names the channel and the span of delivery tags the delivery
+	// arrived in; acknowledgements from an older one are stale. One pointer
+	// rather than a channel and a counter keeps room for err in the same
+	// allocation size classes.
+	epoch *epoch
+	err   *ContentError // the content header could not be decoded; see Err
 }
+
+// epoch is one span of a channel's delivery tags. The server numbers
+// deliveries afresh after a reopen, a basic.recover or a requeueing
+// tx.rollback, and the channel then starts a new epoch.
+type epoch struct{ ch *Channel }
+
+// newEpochLocked starts a new span of delivery tags: deliveries from before
+// become stale. ch.mu must be held (or ch not yet shared).
+func (ch *Channel) newEpochLocked() { ch.epoch.Store(&epoch{ch: ch}) }
 
 // Errors from acknowledging a delivery. They are local: nothing is sent, and
 // the channel stays open (the server would close it with 406 PRECONDITION_FAILED).
@@ -50,6 +64,17 @@ var (
 	// delivery still settles it).
 	ErrReleased = errors.New("amqp: delivery was released for reuse and can no longer be acknowledged")
 )
+
+// Err returns nil for a normal delivery, and a [*ContentError] when the
+// message's content header could not be decoded: the delivery then holds the
+// properties that came before the fault and the whole body, and must still
+// be settled. Next and Get return the same error alongside the delivery.
+func (d *Delivery) Err() error {
+	if d.err == nil {
+		return nil
+	}
+	return d.err
+}
 
 // AckOptions are the options of [Delivery.Ack].
 type AckOptions struct {
@@ -132,7 +157,7 @@ func (s settlement) appendFrame(b []byte, channel uint16, tag uint64) []byte {
 }
 
 func (d *Delivery) settle(s settlement) error {
-	if d.ch == nil {
+	if d.epoch == nil {
 		return fmt.Errorf("amqp: %s: delivery has no channel", s.kind.MethodName())
 	}
 	if d.released {
@@ -141,16 +166,16 @@ func (d *Delivery) settle(s settlement) error {
 	if d.noAck {
 		return ErrNoAckDelivery
 	}
-	ch := d.ch
-	if d.generation != ch.generation.Load() {
+	ch := d.epoch.ch
+	if d.epoch != ch.epoch.Load() {
 		return ErrStaleDelivery // also while recovering: no need to wait to know
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if err := ch.usableLocked(s.kind); err != nil {
 		if err == errRecovering {
-			// Not reached for a current delivery: a recovery bumps the
-			// generation when it detaches the channel. Never wait anyway.
+			// Not reached for a current delivery: a recovery starts a new
+			// epoch when it detaches the channel. Never wait anyway.
 			return ErrStaleDelivery
 		}
 		return err
@@ -187,8 +212,8 @@ func lostSettlementError(l *link) error {
 // settled (with multiple, every unsettled one before it too), and in a
 // transaction what the next rollback must undo. ch.mu must be held.
 func (d *Delivery) settleLocked(multiple bool) error {
-	ch := d.ch
-	if d.generation != ch.generation.Load() {
+	ch := d.epoch.ch
+	if d.epoch != ch.epoch.Load() {
 		return ErrStaleDelivery
 	}
 	var newly []uint64
@@ -228,7 +253,7 @@ func (d *Delivery) Release() {
 		return
 	}
 	d.released = true
-	d.ch.bin.put(d)
+	d.epoch.ch.bin.put(d)
 }
 
 // deliveryBin holds a channel's released deliveries until the reader reuses
@@ -278,7 +303,7 @@ func (b *deliveryBin) takeAll(stash []*Delivery) []*Delivery {
 	return stash
 }
 
-// tagWindow tracks which delivery tags of a channel generation are settled,
+// tagWindow tracks which delivery tags of a channel epoch are settled,
 // so a second acknowledgement is caught locally. Tags arrive in increasing
 // order; only the span from the oldest unsettled tag to the newest is kept,
 // which prefetch (or the consumer buffer limit) keeps small.
@@ -435,7 +460,10 @@ func (a *assembly) header(payload []byte, maxBody uint64, strings *stringCache, 
 	// Straight into the delivery: no intermediate Properties to copy.
 	a.msg.Properties.decode(&d)
 	if err := d.finish(); err != nil {
-		return false, fmt.Errorf("decoding content header: %w", err)
+		// The body size is known and the frames around it are intact, so
+		// this costs the message, not the connection: it is assembled as
+		// usual and handed over with the error.
+		a.msg.err = &ContentError{Method: a.method.MethodName(), Header: bytes.Clone(payload), Err: err}
 	}
 	a.size = size
 	return size == 0, nil

@@ -50,6 +50,24 @@
 // heartbeat timeout) ends the connection and everything on it, unless
 // recovery is on.
 //
+// A message that other clients can put on the wire but this client cannot
+// decode costs that message, never the connection. Timestamps ('T' in a
+// table, and the timestamp property) are read as signed seconds, as other
+// clients write them, so a date before 1970 arrives as such. When a content
+// header (its properties or header table) still cannot be decoded but the
+// framing around it is intact (frame sizes, frame-end octets, the
+// method/header/body sequence), the message is delivered anyway, with every
+// property that came before the fault and its whole body, together with a
+// [*ContentError] (errors.Is [ErrMalformedContent]; the raw header bytes are
+// in it): [Consumer.Next] returns the non-nil *Delivery and the error, the
+// [Consumer.Deliveries] loop yields both and goes on, [Channel.Get] returns
+// both, and a [Return] carries it in Err. Settle such a delivery like any
+// other, typically with Reject or Nack without requeue so that the queue's
+// dead-letter exchange keeps it; [ConsumerOptions.RejectMalformed] makes a
+// consumer do that itself. [Delivery.Err] reports the error on the delivery.
+// Only broken framing, after which the stream cannot be trusted, closes the
+// connection (with a connection.close naming the fault: 501, 502 or 505).
+//
 // # Recovery
 //
 // With [Config.Recovery] set (or recovery=on in the URL), a connection lost
@@ -58,9 +76,17 @@
 // replaced behind the same *Connection, *Channel and *Consumer values. The
 // client reconnects with jittered exponential backoff, without a limit unless
 // [RecoveryConfig].MaxAttempts sets one, trying every address of
-// Config.Addrs in turn. Close, a fatal refusal on reconnecting (403
-// ACCESS_REFUSED, 530 NOT_ALLOWED, bad credentials) or a protocol error ends
-// the connection instead, with that error.
+// Config.Addrs in turn, each try bounded by [RecoveryConfig].AttemptTimeout
+// (5 s by default), so that a node silenced by a partition does not hold the
+// recovery back. A connection this client closed because the server sent
+// something it could not parse (broken framing) is recovered too, with the
+// cause in [RecoveryStarted], unless the same protocol error ends
+// ProtocolErrorRepeats (3) freshly recovered connections in a row at once;
+// then [RecoveryFailed] is reported and the connection ends with the error.
+// Close, a fatal refusal on reconnecting (403 ACCESS_REFUSED, 530
+// NOT_ALLOWED, bad credentials) or a protocol error the server reports (a
+// connection.close naming this client's fault) ends the connection instead,
+// with that error.
 //
 // What is recovered, in this order:
 //   - the topology declared through the connection: exchanges, queues,

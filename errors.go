@@ -135,6 +135,40 @@ var (
 	ErrUnsupportedType = errors.New("amqp: unsupported field table value type")
 )
 
+// ErrMalformedContent matches a [ContentError]: a message whose frames
+// arrived intact but whose content header (its properties or header table)
+// could not be decoded.
+var ErrMalformedContent = errors.New("amqp: message content header cannot be decoded")
+
+// ContentError describes a message whose content header could not be
+// decoded although its framing was intact: the frame sizes, the frame-end
+// octets and the method/header/body sequence were right, so the connection
+// stays open and the message is handed to the application all the same,
+// with every property that came before the fault decoded and the body whole.
+// Typical causes are another client's header table with a type tag
+// RabbitMQ passes through but AMQP 0-9-1 does not define, or a property flag
+// word announcing more than the header holds.
+//
+// A consumer gets it from [Consumer.Next] (and [Consumer.Deliveries])
+// together with the non-nil Delivery, which must still be settled: Reject or
+// Nack it without requeueing to dead-letter it, or Ack it. [Channel.Get]
+// returns it the same way, and a basic.return carries it in [Return].Err.
+// [ConsumerOptions.RejectMalformed] makes a consumer reject such messages
+// itself. errors.Is(err, ErrMalformedContent) matches it.
+type ContentError struct {
+	Method string // the content's method: "basic.deliver", "basic.get-ok" or "basic.return"
+	Header []byte // the content header frame's payload as received, for logging or forensics
+	Err    error  // what the decoder found; it matches ErrMalformedFrame
+}
+
+func (e *ContentError) Error() string {
+	return "amqp: cannot decode the content header of a " + e.Method + " (" + e.Err.Error() + ")"
+}
+
+// Unwrap returns ErrMalformedContent and the decoder's error, so errors.Is
+// matches either.
+func (e *ContentError) Unwrap() []error { return []error{ErrMalformedContent, e.Err} }
+
 // FieldError reports a value that could not be encoded, naming where it was:
 // the method and field, and for tables the key path. It unwraps to one of
 // ErrShortstrTooLong, ErrFieldTooLong or ErrUnsupportedType.

@@ -749,5 +749,5 @@ func ExampleParseURL_recovery() {
 		log.Fatal(err)
 	}
 	fmt.Println(cfg.Addrs, cfg.Recovery)
-	// Output: [node1:5672 node2:5672] {MinBackoff:250ms MaxBackoff:30s MaxAttempts:0 FailFast:false Republish:true SkipTopology:false}
+	// Output: [node1:5672 node2:5672] {MinBackoff:250ms MaxBackoff:30s MaxAttempts:0 FailFast:false Republish:true SkipTopology:false AttemptTimeout:0s ProtocolErrorRepeats:0}
 }

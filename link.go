@@ -46,6 +46,8 @@ type link struct {
 	closeOnce  sync.Once
 	done       chan struct{} // closed when the link starts to end
 	err        error         // why it ended; written once before done is closed
+	reconnect  bool          // recovery replaces the link (Connection.shouldRecover); written once before done is closed
+	opened     time.Time     // when the handshake completed
 	// detached is closed once the connection has handled the end: every
 	// channel was ended or set to recover, so none still treats this link as
 	// its own. A sender that found the link dead waits for it, then retries.
@@ -59,12 +61,13 @@ type link struct {
 func (l *link) markDetached() { l.detachedOnce.Do(func() { close(l.detached) }) }
 
 // dialLink connects to addr and completes the handshake, bounded by ctx and
-// cfg.ConnectionTimeout. The link's goroutines are not started.
-func (c *Connection) dialLink(ctx context.Context, addr string) (*link, error) {
+// timeout (ConnectionTimeout, or RecoveryConfig.AttemptTimeout when
+// recovering; negative: by ctx alone). The link's goroutines are not started.
+func (c *Connection) dialLink(ctx context.Context, addr string, timeout time.Duration) (*link, error) {
 	cfg := c.cfg
-	if cfg.ConnectionTimeout > 0 { // negative: bounded by ctx alone
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.ConnectionTimeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	conn, err := cfg.Dial(ctx, "tcp", addr)
@@ -83,6 +86,7 @@ func (c *Connection) dialLink(ctx context.Context, addr string) (*link, error) {
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
+	l.opened = time.Now()
 	l.w = newWriter(l.conn, func(err error) { l.shutdown(fmt.Errorf("%w: write: %w", ErrConnectionLost, err)) })
 	return l, nil
 }
@@ -248,6 +252,7 @@ func (l *link) protocolFailure(err error) {
 	if amqpErr == nil {
 		err = fmt.Errorf("%w (sent connection.close %d %s)", err, uint16(code), code)
 	}
+	err = &peerProtocolError{err: err}
 	l.knownCause.Store(&err)
 	_ = l.w.appendFrames(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, 0, &ConnectionClose{ReplyCode: code, ReplyText: reason})
@@ -268,6 +273,7 @@ func (l *link) shutdown(cause error) {
 		c := l.c
 		c.wg.Add(1) // the closer goroutine below; added before anyone can see done and Wait
 		l.err = cause
+		l.reconnect = c.shouldRecover(l, cause)
 		close(l.done)
 		c.linkEnded(l, cause) // closes l.detached, at once or once the reader has exited
 		// The writer flushes and exits on its own goroutine; the reader ends

@@ -2963,9 +2963,6 @@ func (p *Properties) appendTo(b []byte) ([]byte, error) {
 		}
 	}
 	if flags&propTimestamp != 0 {
-		if !p.Timestamp.IsZero() && p.Timestamp.Unix() < 0 {
-			return b, fieldError("properties timestamp", fmt.Errorf("%w: timestamp %v is before 1970", ErrFieldTooLong, p.Timestamp))
-		}
 		b = appendTimestamp(b, p.Timestamp)
 	}
 	if flags&propType != 0 {

@@ -2,7 +2,9 @@ package amqp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -420,10 +422,24 @@ func TestPropertiesEncodeErrors(t *testing.T) {
 	_, err := AppendHeaderFrame(nil, 1, classBasic, 0, &Properties{MessageID: strings.Repeat("m", 256)})
 	require.ErrorIs(t, err, ErrShortstrTooLong)
 	require.ErrorContains(t, err, "properties message-id")
+}
 
-	_, err = AppendHeaderFrame(nil, 1, classBasic, 0, &Properties{Timestamp: time.Unix(-1, 0)})
-	require.ErrorIs(t, err, ErrFieldTooLong)
-	require.ErrorContains(t, err, "properties timestamp")
+// A timestamp property before 1970 goes out as a negative count of seconds
+// and comes back the same, as other clients write it.
+func TestPropertiesTimestampBefore1970RoundTrips(t *testing.T) {
+	for _, ts := range []time.Time{
+		time.Date(1969, 7, 20, 20, 17, 0, 0, time.UTC),
+		time.Unix(-1, 0).UTC(),
+		time.Unix(math.MinInt64, 0).UTC(),
+	} {
+		frame, err := AppendHeaderFrame(nil, 1, classBasic, 0, &Properties{Timestamp: ts})
+		require.NoError(t, err)
+		payload := frame[7 : len(frame)-1]
+		require.Equal(t, uint64(ts.Unix()), binary.BigEndian.Uint64(payload[len(payload)-8:]), "two's-complement seconds")
+		h, err := DecodeContentHeader(payload)
+		require.NoError(t, err)
+		require.Equal(t, ts, h.Properties.Timestamp)
+	}
 }
 
 func TestReplyCodes(t *testing.T) {

@@ -48,6 +48,50 @@ type RecoveryConfig struct {
 	// bindings declared through the connection are not declared again.
 	// Channels and consumers are still recovered.
 	SkipTopology bool
+
+	// AttemptTimeout bounds each address's try within a reconnection
+	// attempt (TCP dial, TLS and AMQP handshakes), so that a node that
+	// stopped answering, as in a network partition, holds the recovery
+	// back by at most this long before the next address or attempt. Zero
+	// means 5 s (or Config.ConnectionTimeout, if that is shorter); a
+	// negative value means Config.ConnectionTimeout.
+	AttemptTimeout time.Duration
+
+	// ProtocolErrorRepeats is how many freshly recovered connections in a
+	// row the same protocol error may end before recovery gives up (with a
+	// RecoveryFailed event) and the connection ends with that error. A
+	// protocol error is this client closing the connection because the
+	// server sent something it could not parse or accept, such as broken
+	// framing; the loss is recovered like any other, but a server that
+	// sends the same thing again at once (within 10 s of the new
+	// connection's handshake) would otherwise be redialled for ever. Zero
+	// means 3 (so the fourth such loss in a row is final); negative means
+	// no limit.
+	ProtocolErrorRepeats int
+}
+
+// DefaultAttemptTimeout is RecoveryConfig.AttemptTimeout's default.
+const DefaultAttemptTimeout = 5 * time.Second
+
+// DefaultProtocolErrorRepeats is RecoveryConfig.ProtocolErrorRepeats's default.
+const DefaultProtocolErrorRepeats = 3
+
+// protocolRepeatWindow is how soon after its handshake a recovered
+// connection must fail with the previous connection's protocol error for
+// that to count as a repeat.
+const protocolRepeatWindow = 10 * time.Second
+
+// attemptTimeout is the bound on one address's try while recovering.
+func (r RecoveryConfig) attemptTimeout(connectionTimeout time.Duration) time.Duration {
+	switch {
+	case r.AttemptTimeout < 0:
+		return connectionTimeout
+	case r.AttemptTimeout > 0:
+		return r.AttemptTimeout
+	case connectionTimeout > 0 && connectionTimeout < DefaultAttemptTimeout:
+		return connectionTimeout
+	}
+	return DefaultAttemptTimeout
 }
 
 func (r RecoveryConfig) withDefaults() RecoveryConfig {
@@ -73,8 +117,8 @@ func (r RecoveryConfig) backoff(attempt int) time.Duration {
 
 // String describes the configuration.
 func (r RecoveryConfig) String() string {
-	return fmt.Sprintf("{MinBackoff:%s MaxBackoff:%s MaxAttempts:%d FailFast:%t Republish:%t SkipTopology:%t}",
-		r.MinBackoff, r.MaxBackoff, r.MaxAttempts, r.FailFast, r.Republish, r.SkipTopology)
+	return fmt.Sprintf("{MinBackoff:%s MaxBackoff:%s MaxAttempts:%d FailFast:%t Republish:%t SkipTopology:%t AttemptTimeout:%s ProtocolErrorRepeats:%d}",
+		r.MinBackoff, r.MaxBackoff, r.MaxAttempts, r.FailFast, r.Republish, r.SkipTopology, r.AttemptTimeout, r.ProtocolErrorRepeats)
 }
 
 var (
@@ -188,6 +232,11 @@ type recoveryState struct {
 	up         chan struct{}         // closed while not recovering; guarded by mu
 	listeners  []func(RecoveryEvent) // guarded by mu
 	topo       topology
+
+	// The protocol error that ended the last link, and how many links in a
+	// row it ended at once after their handshake; guarded by mu.
+	protocolErr     string
+	protocolRepeats int
 }
 
 func (r *recoveryState) init() {
@@ -279,10 +328,55 @@ func (c *Connection) republishing() bool {
 	return c.cfg.Recovery != nil && c.cfg.Recovery.Republish
 }
 
+// peerProtocolError marks the error with which this client closed a link
+// because the server sent something it could not parse or accept (see
+// link.protocolFailure): a new connection may well not meet it again.
+type peerProtocolError struct{ err error }
+
+func (e *peerProtocolError) Error() string { return e.err.Error() }
+func (e *peerProtocolError) Unwrap() error { return e.err }
+
+// shouldRecover decides, once for each link as it ends, whether recovery
+// replaces it: with recovery on and Close not called, for the causes
+// shouldReconnect accepts, and for a protocol error unless the same one has
+// now ended ProtocolErrorRepeats recovered links in a row at once; then it
+// reports RecoveryFailed and the connection ends with the error.
+func (c *Connection) shouldRecover(l *link, cause error) bool {
+	rc := c.cfg.Recovery
+	if rc == nil || c.closeRequested() {
+		return false
+	}
+	var pe *peerProtocolError
+	c.rec.mu.Lock()
+	if !errors.As(cause, &pe) {
+		c.rec.protocolErr, c.rec.protocolRepeats = "", 0
+		c.rec.mu.Unlock()
+		return shouldReconnect(cause)
+	}
+	if msg := pe.Error(); msg == c.rec.protocolErr && time.Since(l.opened) < protocolRepeatWindow {
+		c.rec.protocolRepeats++
+	} else {
+		c.rec.protocolErr, c.rec.protocolRepeats = msg, 0
+	}
+	repeats := c.rec.protocolRepeats
+	c.rec.mu.Unlock()
+	limit := rc.ProtocolErrorRepeats
+	if limit == 0 {
+		limit = DefaultProtocolErrorRepeats
+	}
+	if limit > 0 && repeats >= limit {
+		c.emit(RecoveryEvent{Kind: RecoveryFailed, Err: fmt.Errorf(
+			"amqp: recovery gave up: the same protocol error ended %d recovered connections in a row: %w", repeats, cause)})
+		return false
+	}
+	return true
+}
+
 // shouldReconnect reports whether a link that ended with cause is worth
 // replacing: network failures, heartbeat timeouts and the server closes that
 // a new connection may not meet again (320 CONNECTION_FORCED, 506
-// RESOURCE_ERROR, 541 INTERNAL_ERROR). Protocol errors and refusals are not.
+// RESOURCE_ERROR, 541 INTERNAL_ERROR). Protocol errors the server reports
+// (a close naming our fault) and refusals are not.
 func shouldReconnect(cause error) bool {
 	var e *Error
 	if errors.As(cause, &e) {
@@ -339,7 +433,7 @@ func (c *Connection) recoverLoop(lost *link, cause error) {
 			c.finalize(ErrClosed)
 			return
 		}
-		l, idx, err := c.dialAny(ctx, start)
+		l, idx, err := c.dialAny(ctx, start, rc.attemptTimeout(c.cfg.ConnectionTimeout))
 		if err != nil {
 			if c.closeRequested() {
 				c.finalize(ErrClosed)
@@ -384,7 +478,7 @@ func (c *Connection) recoverLoop(lost *link, cause error) {
 			l.shutdown(fmt.Errorf("%w: recovery failed: %w", ErrConnectionLost, err))
 		}
 		<-l.done
-		if !shouldReconnect(l.err) {
+		if !l.reconnect {
 			return // linkEnded ended the connection
 		}
 		c.retire(l, l.err)

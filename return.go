@@ -9,6 +9,10 @@ type Return struct {
 	RoutingKey string
 	Properties
 	Body []byte
+
+	// Err is a [*ContentError] when the returned message's content header
+	// could not be decoded: Properties then holds what came before the fault.
+	Err error
 }
 
 // OnReturn registers fn to be called with every message the server returns
@@ -24,7 +28,7 @@ func (ch *Channel) OnReturn(fn func(Return)) {
 // returned handles a basic.return on the reader goroutine.
 func (ch *Channel) returned(m *BasicReturn, msg *Delivery) {
 	ret := Return{ReplyCode: m.ReplyCode, ReplyText: m.ReplyText, Exchange: m.Exchange, RoutingKey: m.RoutingKey,
-		Properties: msg.Properties, Body: msg.Body}
+		Properties: msg.Properties, Body: msg.Body, Err: msg.Err()}
 	ch.mu.Lock()
 	if ch.confirms.active {
 		ch.confirms.matchReturn(&ret)

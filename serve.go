@@ -17,6 +17,11 @@ import (
 // Shutdown's ctx ends, or when the consumer ends for another reason (its
 // channel or connection closed), after which the delivery cannot be
 // settled anyway. The handler must not settle d itself.
+//
+// A delivery whose content header could not be decoded (see
+// [ContentError]) never reaches the handler: Serve rejects it without
+// requeue (the broker dead-letters or drops it) and reports it to
+// ServeOptions.OnError with its *ContentError.
 type Handler func(ctx context.Context, d *Delivery) error
 
 // ErrReject, wrapped in a handler's error (fmt.Errorf("bad input: %w",
@@ -236,6 +241,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 func (s *Service) work() {
 	for {
 		d, err := s.cons.Next(s.take)
+		if d != nil && err != nil {
+			s.malformed(d, err)
+			continue
+		}
 		if err != nil {
 			if s.take.Err() == nil { // the consumer ended
 				s.ended(err)
@@ -293,6 +302,19 @@ func (s *Service) run(d *Delivery) (err error) {
 	return s.handler(s.handlerCtx, d)
 }
 
+// malformed rejects, without requeue, a delivery whose content header could
+// not be decoded (err is its *ContentError): no handler can make sense of
+// it, and it would come back the same every time.
+func (s *Service) malformed(d *Delivery, err error) {
+	serr := d.Reject(RejectOptions{})
+	if s.opt.OnError != nil {
+		s.opt.OnError(d, err)
+		if serr != nil {
+			s.opt.OnError(d, fmt.Errorf("amqp: rejecting malformed delivery %d: %w", d.DeliveryTag, serr))
+		}
+	}
+}
+
 // giveBack rejects with requeue a delivery no handler will see.
 func (s *Service) giveBack(d *Delivery) {
 	if err := d.Reject(RejectOptions{Requeue: true}); err != nil && s.opt.OnError != nil && !errors.Is(err, ErrStaleDelivery) {
@@ -310,8 +332,12 @@ func (s *Service) finish() {
 	// Next returns what is buffered before it looks at its (ended) ctx.
 	for {
 		d, err := s.cons.Next(s.take)
-		if err != nil {
+		if d == nil {
 			break
+		}
+		if err != nil {
+			s.malformed(d, err)
+			continue
 		}
 		s.giveBack(d)
 	}

@@ -57,9 +57,11 @@ import (
 // first value wins, as in RabbitMQ's lookups.
 //
 // Some values do not make the trip unchanged. A time.Time loses everything
-// below the second and its location, decodes in UTC, and cannot be before
-// 1970; the epoch is sent as 0, which decodes as the zero time.Time, as
-// does a zero time.Time. An empty table at the top level (a method's
+// below the second and its location, and decodes in UTC. 'T' is read and
+// written as a signed count of seconds, as amqp091-go, amqplib and
+// @cloudamqp/amqp-client do, so times before 1970 make the trip; the epoch
+// is sent as 0, which decodes as the zero time.Time, as does a zero
+// time.Time. An empty table at the top level (a method's
 // arguments, a message's headers) decodes as nil, because on the wire an
 // absent table and an empty one are the same; nested empty tables, arrays
 // and byte arrays decode as empty, non-nil values.
@@ -218,12 +220,6 @@ func appendFieldValue(b []byte, v any, depth int) ([]byte, error) {
 	case []any:
 		return appendArray(append(b, 'A'), v, depth+1)
 	case time.Time:
-		// 'T' is unsigned on the wire (RabbitMQ reads it so), and the
-		// decoder rejects values past MaxInt64, so refuse what would come
-		// back as a different time or not at all.
-		if !v.IsZero() && v.Unix() < 0 {
-			return b, fmt.Errorf("%w: timestamp %v is before 1970", ErrFieldTooLong, v)
-		}
 		return appendTimestamp(append(b, 'T'), v), nil
 	case Table:
 		return appendTableAt(append(b, 'F'), v, depth+1)

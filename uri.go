@@ -39,8 +39,8 @@ func (e *URLError) Unwrap() error { return e.Err }
 // The query parameters ParseURL knows, in the order its errors list them.
 var urlParams = []string{
 	"heartbeat", "frame_max", "channel_max", "connection_timeout", "auth_mechanism", "connection_name", "recovery",
-	"recovery_min_backoff", "recovery_max_backoff", "recovery_max_attempts",
-	"recovery_fail_fast", "recovery_republish", "recovery_skip_topology",
+	"recovery_min_backoff", "recovery_max_backoff", "recovery_max_attempts", "recovery_attempt_timeout",
+	"recovery_protocol_error_repeats", "recovery_fail_fast", "recovery_republish", "recovery_skip_topology",
 	"cacertfile", "certfile", "keyfile", "server_name_indication", "verify",
 }
 
@@ -83,9 +83,12 @@ var urlParams = []string{
 //   - recovery: on turns on automatic connection recovery with the defaults
 //     of [RecoveryConfig] (Recovery set to a zero RecoveryConfig); off, the
 //     default, leaves it off.
-//   - recovery_min_backoff and recovery_max_backoff: RecoveryConfig's
-//     MinBackoff and MaxBackoff in whole milliseconds; 0 means the default.
+//   - recovery_min_backoff, recovery_max_backoff and
+//     recovery_attempt_timeout: RecoveryConfig's MinBackoff, MaxBackoff and
+//     AttemptTimeout in whole milliseconds; 0 means the default.
 //   - recovery_max_attempts: MaxAttempts; 0 means no limit.
+//   - recovery_protocol_error_repeats: ProtocolErrorRepeats; 0 means the
+//     default, -1 no limit.
 //   - recovery_fail_fast, recovery_republish and recovery_skip_topology:
 //     true or false, for FailFast, Republish and SkipTopology.
 //
@@ -403,8 +406,8 @@ func (p *urlParser) parseQuery(query string, c *Config, tp *tlsParams, rp *recov
 			c.SASL = append(c.SASL, m)
 		case "connection_name":
 			c.ConnectionName = value
-		case "recovery_min_backoff", "recovery_max_backoff", "recovery_max_attempts",
-			"recovery_fail_fast", "recovery_republish", "recovery_skip_topology":
+		case "recovery_min_backoff", "recovery_max_backoff", "recovery_max_attempts", "recovery_attempt_timeout",
+			"recovery_protocol_error_repeats", "recovery_fail_fast", "recovery_republish", "recovery_skip_topology":
 			if rp.first == "" {
 				rp.first = key
 			}
@@ -457,16 +460,26 @@ func (p *urlParser) parseQuery(query string, c *Config, tp *tlsParams, rp *recov
 func (p *urlParser) recoveryParam(key, value string, r *RecoveryConfig) error {
 	part := "parameter " + key
 	switch key {
-	case "recovery_min_backoff", "recovery_max_backoff":
+	case "recovery_min_backoff", "recovery_max_backoff", "recovery_attempt_timeout":
 		n, err := strconv.ParseUint(value, 10, 64)
 		if err != nil || !isDigits(value) || n > math.MaxInt64/uint64(time.Millisecond) {
 			return p.failf(part, "%s is not a whole number of milliseconds", p.show(value))
 		}
-		if key == "recovery_min_backoff" {
-			r.MinBackoff = time.Duration(n) * time.Millisecond
-		} else {
-			r.MaxBackoff = time.Duration(n) * time.Millisecond
+		d := time.Duration(n) * time.Millisecond
+		switch key {
+		case "recovery_min_backoff":
+			r.MinBackoff = d
+		case "recovery_max_backoff":
+			r.MaxBackoff = d
+		default:
+			r.AttemptTimeout = d
 		}
+	case "recovery_protocol_error_repeats":
+		n, err := strconv.ParseInt(value, 10, 32)
+		if err != nil || (value != "-1" && !isDigits(value)) {
+			return p.failf(part, "%s is not a whole number from 0 to %d, or -1", p.show(value), math.MaxInt32)
+		}
+		r.ProtocolErrorRepeats = int(n)
 	case "recovery_max_attempts":
 		n, err := strconv.ParseUint(value, 10, 31)
 		if err != nil || !isDigits(value) {

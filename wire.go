@@ -43,8 +43,11 @@ func appendLongstr(b []byte, s string) ([]byte, error) {
 	return append(b, s...), nil
 }
 
-// appendTimestamp appends t as seconds since the Unix epoch, the only
-// precision AMQP carries. The zero time encodes as 0.
+// appendTimestamp appends t as a signed count of seconds since the Unix
+// epoch, the only precision AMQP carries. The spec calls 'T' unsigned, but
+// other clients (amqp091-go, @cloudamqp/amqp-client, amqplib) read and write
+// it as two's-complement, so times before 1970 go out negative and come back
+// the same. The zero time encodes as 0.
 func appendTimestamp(b []byte, t time.Time) []byte {
 	if t.IsZero() {
 		return appendLonglong(b, 0)
@@ -190,16 +193,16 @@ func (d *decoder) longstrBytes() []byte {
 // longstr returns a copy of the next longstr.
 func (d *decoder) longstr() string { return string(d.longstrBytes()) }
 
+// timestamp reads a signed count of seconds (see appendTimestamp). Every
+// int64 is a valid time.Time, so no value is refused: a peer that wrote a
+// date before 1970 gets it back, and a garbage value is the application's
+// to judge rather than a reason to drop the message.
 func (d *decoder) timestamp() time.Time {
-	v := d.longlong()
+	v := int64(d.longlong())
 	if d.err != nil || v == 0 {
 		return time.Time{}
 	}
-	if v > math.MaxInt64 {
-		d.fail(fmt.Errorf("%w: timestamp %d out of range", ErrMalformedFrame, v))
-		return time.Time{}
-	}
-	return time.Unix(int64(v), 0).UTC()
+	return time.Unix(v, 0).UTC()
 }
 
 // finish reports the sticky error, or an error if bytes are left over: a

@@ -132,8 +132,8 @@ func (c *rawClient) next() (amqp.Frame, error) {
 			return amqp.Frame{}, io.EOF
 		}
 		return fe.f, fe.err
-	case <-time.After(10 * time.Second):
-		return amqp.Frame{}, errors.New("client: no frame within 10s")
+	case <-time.After(waitBudget(c.t)):
+		return amqp.Frame{}, errors.New("client: no frame before the test's deadline")
 	}
 }
 
@@ -281,9 +281,30 @@ func (c *rawClient) openVhost(h handshake) {
 
 // ctxT is a context for server calls in tests.
 func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), waitBudget(t))
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// waitBudget is how long a test may wait for what must happen: most of the
+// time left before the test's deadline, so that a loaded machine makes it
+// slower, never wrong; 10 s where there is no deadline (or in a synctest
+// bubble, where it is virtual time).
+func waitBudget(tb testing.TB) time.Duration {
+	if t, ok := tb.(*testing.T); ok && !inBubble(t) {
+		if deadline, ok := t.Deadline(); ok {
+			left := time.Until(deadline)
+			return max(left-max(left/10, time.Second), 10*time.Second)
+		}
+	}
+	return 10 * time.Second
+}
+
+// inBubble reports whether t runs in a synctest bubble, where t.Deadline panics.
+func inBubble(t *testing.T) (in bool) {
+	defer func() { in = recover() != nil }()
+	t.Deadline()
+	return false
 }
 
 // accept accepts a connection whose handshake must have succeeded.

@@ -10,7 +10,7 @@ import (
 // expectContext bounds an Expect helper: the test's context and
 // Options.ExpectTimeout.
 func (c *Conn) expectContext(tb testing.TB) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(tb.Context(), c.srv.opts.timeout())
+	return context.WithTimeout(tb.Context(), c.srv.opts.timeout(tb))
 }
 
 // Expect reads the next command the client sent (as [Conn.ReadCommand]

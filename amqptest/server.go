@@ -92,9 +92,11 @@ type Options struct {
 	TLSConfig *tls.Config
 
 	// ExpectTimeout bounds how long [Expect] and [ExpectPublish] wait for
-	// the client. Zero means [DefaultExpectTimeout]. In a testing/synctest
-	// bubble it is virtual time: the helpers fail as soon as everything in
-	// the bubble is blocked.
+	// the client. Zero means most of the time left before the test's
+	// deadline (go test -timeout), so that a busy machine only makes a test
+	// slower, or [DefaultExpectTimeout] when the test has no deadline or
+	// less is left. In a testing/synctest bubble it is virtual time: the
+	// helpers fail as soon as everything in the bubble is blocked.
 	ExpectTimeout time.Duration
 
 	// Logf, if set, receives a line for every frame the server reads or
@@ -156,11 +158,35 @@ func (o *Options) frameMax() uint32 {
 	return o.FrameMax
 }
 
-func (o *Options) timeout() time.Duration {
-	if o.ExpectTimeout <= 0 {
-		return DefaultExpectTimeout
+// timeout bounds one Expect: ExpectTimeout, or else most of the time left
+// before tb's deadline (go test -timeout), so that a loaded machine makes a
+// test slower rather than failing it; never less than DefaultExpectTimeout.
+func (o *Options) timeout(tb testing.TB) time.Duration {
+	if o.ExpectTimeout > 0 {
+		return o.ExpectTimeout
 	}
-	return o.ExpectTimeout
+	if deadline, ok := testDeadline(tb); ok {
+		// Leave a tenth (at least a second) for the test to report.
+		left := time.Until(deadline)
+		return max(left-max(left/10, time.Second), DefaultExpectTimeout)
+	}
+	return DefaultExpectTimeout
+}
+
+// testDeadline returns tb's deadline, if it is a *testing.T (or has a
+// Deadline method) with one. Inside a testing/synctest bubble, where time is
+// virtual and t.Deadline panics, it reports none.
+func testDeadline(tb testing.TB) (deadline time.Time, ok bool) {
+	d, has := tb.(interface{ Deadline() (time.Time, bool) })
+	if !has {
+		return time.Time{}, false
+	}
+	defer func() {
+		if recover() != nil {
+			deadline, ok = time.Time{}, false
+		}
+	}()
+	return d.Deadline()
 }
 
 // Server is a fake AMQP 0-9-1 server: a scriptable peer, not a broker. It

@@ -1,6 +1,7 @@
 package layer_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -36,4 +37,71 @@ func BenchmarkSendParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkModes compares the wire modes on the same broker: latency is one
+// Send then one Receive on a channel of the layer's own (ns/op is the round
+// trip of both); throughput is a sender goroutine and a receiver goroutine
+// moving b.N messages through one channel at once (msgs/s).
+func BenchmarkModes(b *testing.B) {
+	modes := []struct {
+		name string
+		cfg  func(b *testing.B) layer.Config
+	}{
+		{"native", func(b *testing.B) layer.Config {
+			return layer.Config{Namespace: namespace(b), Capacity: 1 << 20}
+		}},
+		{"asgi_rabbitmq", func(b *testing.B) layer.Config {
+			return layer.Config{Mode: layer.AsgiRabbitMQ, Capacity: 1 << 20}
+		}},
+		{"channels_rabbitmq", func(b *testing.B) layer.Config {
+			return layer.Config{Mode: layer.ChannelsRabbitMQ, Capacity: 1 << 20, LocalCapacity: 1000}
+		}},
+	}
+	msg := layer.Message{"type": "websocket.send", "text": "hello"}
+	for _, m := range modes {
+		channel := func(b *testing.B, l *layer.Layer, ctx context.Context) string {
+			switch l.Mode() {
+			case layer.ChannelsRabbitMQ:
+				ch, err := l.NewChannel(ctx, "")
+				require.NoError(b, err)
+				return ch
+			case layer.AsgiRabbitMQ:
+				return runID(b) + ".bench" // not namespaced: a name of its own
+			}
+			return "bench"
+		}
+		b.Run(m.name+"/latency", func(b *testing.B) {
+			l := newLayer(b, m.cfg(b))
+			ctx := ctxFor(b, 5*time.Minute)
+			ch := channel(b, l, ctx)
+			b.ReportAllocs()
+			for b.Loop() {
+				require.NoError(b, l.Send(ctx, ch, msg))
+				_, _, err := l.Receive(ctx, ch)
+				require.NoError(b, err)
+			}
+		})
+		b.Run(m.name+"/throughput", func(b *testing.B) {
+			l := newLayer(b, m.cfg(b))
+			ctx := ctxFor(b, 5*time.Minute)
+			ch := channel(b, l, ctx)
+			start := time.Now()
+			done := make(chan error, 1)
+			go func() {
+				for range b.N {
+					if _, _, err := l.Receive(ctx, ch); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			for range b.N {
+				require.NoError(b, l.Send(ctx, ch, msg))
+			}
+			require.NoError(b, <-done)
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
 }

@@ -178,6 +178,38 @@ func TestCluster(t *testing.T) {
 		require.Equal(t, int64(3), m["n"])
 	})
 
+	// channels_rabbitmq mode, as channels_rabbitmq does on reconnecting:
+	// the same queue (so the channels handed out stay valid) and every
+	// group binding again.
+	t.Run("ChannelsRabbitMQReconnects", func(t *testing.T) {
+		cr := newLayer(t, layer.Config{Mode: layer.ChannelsRabbitMQ,
+			URL: "amqp://guest:guest@" + node1.Addr() + "/%2F?connection_name=" + ns + "-CR"})
+		other := newLayer(t, layer.Config{Mode: layer.ChannelsRabbitMQ, URL: url2})
+		inbox, err := cr.NewChannel(ctx, "")
+		require.NoError(t, err)
+		require.NoError(t, cr.GroupAdd(ctx, "room", inbox))
+		require.NoError(t, other.SendGroup(ctx, "room", layer.Message{"n": 1}))
+		_, m, err := cr.Receive(ctx, inbox)
+		require.NoError(t, err)
+		require.Equal(t, int64(1), m["n"])
+
+		require.NoError(t, node1.CloseConnection(ns+"-CR", "test"))
+		// Messages sent while the layer is away are lost with its queue, as
+		// in Python: send until one arrives.
+		ok := eventually(ctx, 100*time.Millisecond, func() bool {
+			if err := other.SendGroup(ctx, "room", layer.Message{"n": 2}); err != nil {
+				return false
+			}
+			_, m, err := receiveWithin(t, cr, 300*time.Millisecond, inbox)
+			return err == nil && m["n"] == int64(2)
+		})
+		require.True(t, ok, "the group binding is back after the reconnect")
+		require.NoError(t, other.Send(ctx, inbox, layer.Message{"n": 3}))
+		_, m, err = cr.Receive(ctx, inbox)
+		require.NoError(t, err)
+		require.Equal(t, int64(3), m["n"], "the channel name handed out before still reaches the layer")
+	})
+
 	// A layer given both nodes fails over to the second when the first dies.
 	t.Run("Failover", func(t *testing.T) {
 		both := "amqp://guest:guest@" + node1.Addr() + "," + node2.Addr() + "/%2F"

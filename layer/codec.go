@@ -3,6 +3,7 @@ package layer
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -82,6 +83,11 @@ func (c *codec) decodeAt(body []byte, ttl time.Duration) (Message, error) {
 			return nil, ErrDecrypt
 		}
 	}
+	// Checked first: the decoder trusts declared lengths, and five bytes
+	// announcing a 4-billion-element array would make it allocate 64 GB.
+	if err := checkMsgpack(body); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
+	}
 	r := bytes.NewReader(body)
 	dec := msgpack.NewDecoder(r)
 	v, err := dec.DecodeInterface()
@@ -135,4 +141,110 @@ func normalize(v any) any {
 		}
 	}
 	return v
+}
+
+// maxNesting bounds how deep arrays and maps may nest in a message.
+const maxNesting = 1000
+
+// checkMsgpack walks one msgpack value without decoding it, and refuses it
+// if it is truncated, has bytes after it, nests deeper than maxNesting, or
+// declares more elements or bytes than the body holds (every element takes
+// at least one byte), so that decoding it allocates in proportion to its
+// size.
+func checkMsgpack(b []byte) error {
+	pos := 0
+	// left[i] is how many values remain in the i-th open container; the
+	// outermost "container" holds the one value of the body.
+	left := []int{1}
+	for len(left) > 0 {
+		if left[len(left)-1] == 0 {
+			left = left[:len(left)-1]
+			continue
+		}
+		left[len(left)-1]--
+		if pos >= len(b) {
+			return errors.New("truncated")
+		}
+		c := b[pos]
+		pos++
+		n := func(size int) (int, error) { // a big-endian length of size bytes
+			if pos+size > len(b) {
+				return 0, errors.New("truncated")
+			}
+			v := 0
+			for _, x := range b[pos : pos+size] {
+				v = v<<8 | int(x)
+			}
+			pos += size
+			return v, nil
+		}
+		skip, elems := 0, 0 // bytes to skip; values the container holds
+		var err error
+		switch {
+		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
+		case c >= 0x80 && c <= 0x8f:
+			elems = 2 * int(c&0x0f)
+		case c >= 0x90 && c <= 0x9f:
+			elems = int(c & 0x0f)
+		case c >= 0xa0 && c <= 0xbf:
+			skip = int(c & 0x1f)
+		case c == 0xc4 || c == 0xd9:
+			skip, err = n(1)
+		case c == 0xc5 || c == 0xda:
+			skip, err = n(2)
+		case c == 0xc6 || c == 0xdb:
+			skip, err = n(4)
+		case c == 0xc7:
+			skip, err = n(1)
+			skip++ // the ext type
+		case c == 0xc8:
+			skip, err = n(2)
+			skip++
+		case c == 0xc9:
+			skip, err = n(4)
+			skip++
+		case c == 0xca:
+			skip = 4
+		case c == 0xcb:
+			skip = 8
+		case c >= 0xcc && c <= 0xcf:
+			skip = 1 << (c - 0xcc)
+		case c >= 0xd0 && c <= 0xd3:
+			skip = 1 << (c - 0xd0)
+		case c >= 0xd4 && c <= 0xd8:
+			skip = 1 + 1<<(c-0xd4)
+		case c == 0xdc:
+			elems, err = n(2)
+		case c == 0xdd:
+			elems, err = n(4)
+		case c == 0xde:
+			elems, err = n(2)
+			elems *= 2
+		case c == 0xdf:
+			elems, err = n(4)
+			elems *= 2
+		default: // 0xc1
+			return fmt.Errorf("byte 0x%02x at %d is not msgpack", c, pos-1)
+		}
+		if err != nil {
+			return err
+		}
+		if skip > len(b)-pos {
+			return fmt.Errorf("a value at %d claims %d bytes; %d are left", pos, skip, len(b)-pos)
+		}
+		pos += skip
+		if elems > 0 {
+			if elems > len(b)-pos {
+				return fmt.Errorf("a container at %d claims %d elements; %d bytes are left", pos, elems, len(b)-pos)
+			}
+			if len(left) > maxNesting {
+				return fmt.Errorf("nested more than %d deep", maxNesting)
+			}
+			left = append(left, elems)
+		}
+	}
+	if pos != len(b) {
+		return fmt.Errorf("%d bytes after the message", len(b)-pos)
+	}
+	return nil
 }

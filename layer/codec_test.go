@@ -1,9 +1,12 @@
 package layer
 
 import (
+	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math"
+	"regexp"
 	"testing"
 	"time"
 
@@ -118,6 +121,10 @@ func TestDecodeRejects(t *testing.T) {
 		"trailing":    {0x80, 0x00},
 		"truncated":   {0x81, 0xa1},
 		"fernet text": []byte(pythonToken),
+		"huge array":  {0xdd, 0xfe, 0xfe, 0xfe, 0xa3}, // 4 billion elements: refused before any allocation
+		"huge map":    {0xdf, 0xff, 0xff, 0xff, 0xff},
+		"huge str":    {0x81, 0xdb, 0xff, 0xff, 0xff, 0xff},
+		"deep":        append(bytes.Repeat([]byte{0x91}, 2000), 0x01),
 	} {
 		_, err := c.decode(body)
 		require.ErrorIs(t, err, ErrDecode, name)
@@ -199,7 +206,13 @@ func TestSettings(t *testing.T) {
 	s, err = Config{
 		URL:    "amqp://u:p@h1:5673,h2:5674/my%2Fvhost",
 		Expiry: 1500*time.Millisecond + 1, Capacity: 7,
-		ChannelCapacity: []CapacityRule{{`http\.request`, 200}, {`http\.response!.*`, 10}, {`http\..*`, 50}},
+		ChannelCapacity: []CapacityRule{
+			{Pattern: "http.request", Capacity: 200},
+			{Pattern: "http.response!*", Capacity: 10},
+			{Regexp: regexp.MustCompile(`http\.`), Capacity: 50},
+			{Pattern: "[!a-z]x[0-9]?", Capacity: 3},
+			{Regexp: regexp.MustCompile(`websocket\.(send|receive)!`), Capacity: 4},
+		},
 	}.settings()
 	require.NoError(t, err)
 	require.Equal(t, []string{"h1:5673", "h2:5674"}, s.amqp.Addrs)
@@ -208,15 +221,24 @@ func TestSettings(t *testing.T) {
 	require.Equal(t, 200, s.capacity("http.request"))
 	require.Equal(t, 10, s.capacity("http.response!abc"))
 	require.Equal(t, 50, s.capacity("http.disconnect"), "first match wins")
-	require.Equal(t, 7, s.capacity("xhttp.request"), "patterns match the whole name")
+	require.Equal(t, 7, s.capacity("xhttp.request"), "globs match the whole name, regexps at the start")
 	require.Equal(t, 7, s.capacity("http"))
+	require.Equal(t, 50, s.capacity("http.requestx"), "a glob matches the whole name; the regexp only the start")
+	require.Equal(t, 3, s.capacity("Xx1y"))
+	require.Equal(t, 3, s.capacity("-x9!"))
+	require.Equal(t, 7, s.capacity("ax1y"), "[!a-z] excludes a")
+	require.Equal(t, 7, s.capacity("Xx1"), "? is exactly one character")
+	require.Equal(t, 7, s.capacity("Xx1yz"), "? is exactly one character")
+	require.Equal(t, 4, s.capacity("websocket.send!abc"), "a regexp matches at the start")
+	require.Equal(t, 7, s.capacity("my.websocket.send!abc"), "and only there")
 
 	for name, c := range map[string]Config{
 		"no URL":        {},
 		"bad URL":       {URL: "http://x"},
 		"bad query":     {URL: "amqp://h/?expiry=5"},
-		"bad pattern":   {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{"(", 1}}},
-		"zero capacity": {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{"a", 0}}},
+		"no pattern":    {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{Capacity: 1}}},
+		"both kinds":    {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{Pattern: "a", Regexp: regexp.MustCompile("a"), Capacity: 1}}},
+		"zero capacity": {URL: "amqp://h/", ChannelCapacity: []CapacityRule{{Pattern: "a"}}},
 		"negative":      {URL: "amqp://h/", Expiry: -1},
 		"namespace":     {URL: "amqp://h/", Namespace: "amq.x"},
 		"namespace2":    {URL: "amqp://h/", Namespace: "a:b"},
@@ -225,4 +247,30 @@ func TestSettings(t *testing.T) {
 		_, err := c.settings()
 		require.Error(t, err, name)
 	}
+}
+
+// FuzzDecodeMessage feeds the decoder the bodies another process may send:
+// it never panics, a body it refuses matches ErrDecode, and what it accepts
+// encodes and decodes again to the same message.
+func FuzzDecodeMessage(f *testing.F) {
+	seed, _ := hex.DecodeString(pythonPacked)
+	for _, b := range [][]byte{seed, {0x80}, {0x81, 0xa1, 'n', 0x03}, []byte(pythonToken), {0xc0}, {0x81, 0x01, 0x02},
+		// channels_rabbitmq's reserved keys
+		{0x82, 0xb0, '_', '_', 'a', 's', 'g', 'i', '_', 'c', 'h', 'a', 'n', 'n', 'e', 'l', '_', '_', 0xa1, 'c', 0xa1, 'x', 0xc0}} {
+		f.Add(b)
+	}
+	c, err := newCodec(nil, time.Minute)
+	require.NoError(f, err)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m, err := c.decode(body)
+		if err != nil {
+			require.ErrorIs(t, err, ErrDecode)
+			return
+		}
+		again, err := c.encode(m)
+		require.NoError(t, err)
+		m2, err := c.decode(again)
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprint(m), fmt.Sprint(m2))
+	})
 }

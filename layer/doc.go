@@ -11,14 +11,39 @@
 //	err = l.GroupAdd(ctx, "room.lobby", reply) // membership lapses after GroupExpiry
 //	err = l.SendGroup(ctx, "room.lobby", layer.Message{"text": "hello"})
 //
+// # Wire modes
+//
+// [Config].Mode selects how channels and groups map onto the broker.
+// [Native], the default, is the layer's own mapping, described below. The
+// other modes make a Go program one more process of a Django Channels
+// deployment, indistinguishable on the broker from the Python layer it
+// joins: [AsgiRabbitMQ] (asgi_rabbitmq 0.5.5) and [ChannelsRabbitMQ]
+// (channels_rabbitmq). They declare the same queues and exchanges with the
+// same flags and argument types, route and publish the same way, with the
+// same properties, headers and bodies, follow the same name rules and make
+// the same NewChannel names; the README gives each mapping in full. Where
+// the Python layer is racy the Go layer is exact without changing what the
+// other side sees (asgi_rabbitmq's capacity check among one layer's Sends,
+// its blocking receive, which can take several messages and return one).
+// What the Python layer lacks fails with an [*UnsupportedError]
+// ([ErrUnsupported]): at New for an option (channels_rabbitmq: GroupExpiry,
+// SymmetricEncryptionKeys, ChannelCapacity), at the call otherwise (Flush
+// in both; normal channels in channels_rabbitmq).
+//
+//	l, err := layer.New(ctx, layer.Config{URL: url, Mode: layer.ChannelsRabbitMQ})
+//	inbox, err := l.NewChannel(ctx, "") // "channels_<12 letters>!<12 letters>"
+//	err = l.SendGroup(ctx, "chat_lobby", layer.Message{"type": "chat.message", "text": "hi"})
+//
 // # Names
 //
-// Channel and group names are 1 to 100 ASCII letters, digits, hyphens,
-// underscores and periods. A channel name may also have one '!' followed by
-// more of them: a single-reader channel, as NewChannel makes them
-// ("prefix!random"). Other names fail with [ErrInvalidName].
+// Native channel and group names are 1 to 99 ASCII letters, digits,
+// hyphens, underscores and periods (asgiref and the Python layers take
+// names shorter than 100 characters). A channel name may also have one '!'
+// followed by more of them: a single-reader channel, as NewChannel makes
+// them ("prefix!random"). Other names fail with [ErrInvalidName]. The other
+// modes apply their Python layer's rules.
 //
-// # How it maps onto RabbitMQ
+// # How it maps onto RabbitMQ (Native)
 //
 // Everything the layer creates on the broker is named after its Namespace
 // ("asgi" by default), so that layers sharing a namespace meet and others
@@ -60,6 +85,11 @@
 //     whose channel is full misses the message.
 //   - A message is a msgpack map; with SymmetricEncryptionKeys it is a
 //     Fernet token of that map (see [Config]).
+//   - A message that expires unread is dropped; its channel stays in its
+//     groups (asgi_rabbitmq, and AsgiRabbitMQ mode, remove it from all).
+//   - Each channel declaration and each GroupAdd leaves the names it
+//     declares in the queue "<ns>:registry", for as long as those objects
+//     can live, so that [Layer.Flush] can find and delete them.
 //
 // Classic queues live on the node where they were declared; a message sent
 // through any node of the cluster is routed to them, and a Receive through

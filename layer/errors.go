@@ -37,10 +37,13 @@ var (
 // ErrChannelFull.
 type ChannelFullError struct {
 	Channel  string // the channel name
-	Capacity int    // the channel's capacity in this layer's configuration
+	Capacity int    // the channel's capacity in this layer's configuration; 0 when the receiving layer's is not known (ChannelsRabbitMQ)
 }
 
 func (e *ChannelFullError) Error() string {
+	if e.Capacity == 0 {
+		return fmt.Sprintf("layer: channel %q is full (its layer's queue refused the message)", e.Channel)
+	}
 	return fmt.Sprintf("layer: channel %q is full (capacity %d)", e.Channel, e.Capacity)
 }
 
@@ -75,3 +78,22 @@ func (e *MessageError) Error() string {
 }
 
 func (e *MessageError) Unwrap() error { return e.Err }
+
+// ErrUnsupported matches an [*UnsupportedError]: the layer's wire mode has
+// no such feature, because the Python layer it is compatible with has none.
+var ErrUnsupported = errors.New("layer: not supported in this wire mode")
+
+// UnsupportedError reports a configuration option or a call that the
+// layer's wire mode lacks (see [WireMode]). It matches ErrUnsupported.
+type UnsupportedError struct {
+	Mode    WireMode
+	Feature string // what was asked for, such as "Flush" or "Config.GroupExpiry"
+	Reason  string // why the mode has no such thing
+}
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("layer: %s in %s mode: %s", e.Feature, e.Mode, e.Reason)
+}
+
+// Is matches ErrUnsupported.
+func (e *UnsupportedError) Is(target error) bool { return target == ErrUnsupported }

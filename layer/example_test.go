@@ -85,3 +85,65 @@ func Example_chatRoom() {
 	// bob hears bob: bye, carol
 	// carol hears nothing
 }
+
+// A Go service in a Django Channels deployment whose CHANNEL_LAYERS use
+// channels_rabbitmq ("BACKEND": "channels_rabbitmq.core.RabbitmqChannelLayer"
+// with the same "host" URL): it pushes an event to a Django group, whose
+// members are Django consumers' channels (and here its own channel too),
+// and receives on a channel of its own, whose name Django consumers reply
+// to with self.channel_layer.send(name, {...}). It runs against a RabbitMQ
+// on localhost.
+func Example_channelsRabbitMQ() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := layer.New(ctx, layer.Config{
+		URL:  "amqp://guest:guest@localhost:5672/%2F",
+		Mode: layer.ChannelsRabbitMQ,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close(ctx)
+
+	// A channel of this process: "channels_<12 letters>!<12 letters>".
+	inbox, err := l.NewChannel(ctx, "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The group, as a Django consumer names it in group_add; one of its own
+	// so that runs of this example never meet.
+	room := "chat_lobby_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := l.GroupAdd(ctx, room, inbox); err != nil {
+		log.Fatal(err)
+	}
+
+	// To every member of the group: Django's consumers get it in their
+	// chat_message handler ("type": "chat.message"), and so does inbox.
+	err = l.SendGroup(ctx, room, layer.Message{"type": "chat.message", "text": "hello from Go"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, msg, err := l.Receive(ctx, inbox)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(msg["type"], msg["text"])
+
+	// What a Django consumer that was handed inbox sends back; here the
+	// program sends it itself.
+	if err := l.Send(ctx, inbox, layer.Message{"type": "chat.reply", "text": "hi, Go"}); err != nil {
+		log.Fatal(err)
+	}
+	_, msg, err = l.Receive(ctx, inbox)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(msg["type"], msg["text"])
+
+	if err := l.GroupDiscard(ctx, room, inbox); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// chat.message hello from Go
+	// chat.reply hi, Go
+}

@@ -24,7 +24,20 @@ import (
 // to the group. The broker keeps the time, so every layer on the cluster
 // sees a membership lapse at the same moment, and none needs to be running
 // for it to happen.
+//
+// In AsgiRabbitMQ mode the mapping and the expiry are asgi_rabbitmq's (see
+// the README): a group message reaches a process-specific member, and a
+// membership lapses, through the shared "dead-letters" queue that this
+// layer and every Python process consume. In ChannelsRabbitMQ mode the
+// channel must be one of this layer's own, memberships last as long as the
+// layer, and there is no GroupExpiry.
 func (l *Layer) GroupAdd(ctx context.Context, group, channel string) error {
+	if l.wire != nil {
+		if err := l.checkWireMember(group, channel); err != nil {
+			return err
+		}
+		return l.wire.groupAdd(ctx, group, channel)
+	}
 	if err := checkGroup(group); err != nil {
 		return err
 	}
@@ -56,6 +69,9 @@ const maxGroupAddAttempts = 8
 func (l *Layer) groupAdd(ctx context.Context, s *session, ch *amqp.Channel, group, channel string) error {
 	gx := l.groupExchange(group)
 	name := l.memberName(group, channel) // the membership's exchange and queue
+	if err := l.register(ctx, s, ch, "queue "+name, "exchange "+name, "exchange "+gx); err != nil {
+		return err
+	}
 	// Three round trips: the declarations, then the bindings, each binding
 	// after what it binds. (Methods sent with no-wait would take one, but a
 	// no-wait failure may reach the client only after the next call was
@@ -113,6 +129,12 @@ func (l *Layer) groupAdd(ctx context.Context, s *session, ch *amqp.Channel, grou
 // membership's queue and exchange (the exchange would go on its own with the
 // queue's binding). The group's exchange auto-deletes with its last member.
 func (l *Layer) GroupDiscard(ctx context.Context, group, channel string) error {
+	if l.wire != nil {
+		if err := l.checkWireMember(group, channel); err != nil {
+			return err
+		}
+		return l.wire.groupDiscard(ctx, group, channel)
+	}
 	if err := checkGroup(group); err != nil {
 		return err
 	}
@@ -181,7 +203,15 @@ func pipelined(calls ...func() error) error {
 // those that send to it. prefix may end in "!" already. The channel lasts
 // while it is used; unused (no Receive) for twice the Expiry, it goes away
 // with its messages, which have all expired by then.
+//
+// In AsgiRabbitMQ mode the name is prefix + "?" + 20 random letters, as
+// asgi_rabbitmq's new_channel makes them (prefix may end in "?" already).
+// In ChannelsRabbitMQ mode it is the layer's queue + "!" + 12 random
+// letters, and prefix is ignored, as channels_rabbitmq does.
 func (l *Layer) NewChannel(ctx context.Context, prefix string) (string, error) {
+	if l.wire != nil {
+		return l.wire.newChannel(ctx, prefix)
+	}
 	name, err := newChannelName(prefix)
 	if err != nil {
 		return "", err

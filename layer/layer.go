@@ -20,7 +20,12 @@ import (
 // again (trying the URL's nodes in order); calls that were running on the
 // lost connection return its error.
 type Layer struct {
-	cfg *settings
+	cfg  *settings
+	wire wire // nil in Native mode: the Layer's own methods are the mapping
+
+	// background counts the goroutines a wire starts for a connection
+	// (consumers); Close waits for them.
+	background sync.WaitGroup
 
 	// dialing is a one-slot semaphore: the goroutine that holds it may
 	// replace sess. Waiting for it is bounded by the caller's ctx.
@@ -60,14 +65,26 @@ func New(ctx context.Context, cfg Config) (*Layer, error) {
 		return nil, err
 	}
 	l := &Layer{cfg: s, dialing: make(chan struct{}, 1)}
+	switch s.Mode {
+	case AsgiRabbitMQ:
+		l.wire = &asgiWire{l: l, locks: map[string]*queueLock{}}
+	case ChannelsRabbitMQ:
+		l.wire = newChannelsWire(l)
+	}
 	if _, err := l.session(ctx); err != nil {
+		l.Close(ctx)
 		return nil, err
 	}
 	return l, nil
 }
 
+// Mode returns the layer's wire mode.
+func (l *Layer) Mode() WireMode { return l.cfg.Mode }
+
 // Capacity returns the capacity of a channel: the first ChannelCapacity rule
-// that matches its name, or Capacity.
+// that matches its name, or Capacity. In ChannelsRabbitMQ mode it is
+// Capacity, the capacity of this layer's queue, which all its channels
+// share.
 func (l *Layer) Capacity(channel string) int { return l.cfg.capacity(channel) }
 
 // Close closes the layer's connection, bounded by ctx. Calls in progress
@@ -79,10 +96,21 @@ func (l *Layer) Close(ctx context.Context) error {
 	s := l.sess
 	l.sess = nil
 	l.mu.Unlock()
-	if s == nil {
-		return nil
+	var err error
+	if s != nil {
+		err = s.conn.Close(ctx)
 	}
-	return s.conn.Close(ctx)
+	if c, ok := l.wire.(interface{ close() }); ok {
+		c.close()
+	}
+	// The wire's consumers end with their connection.
+	l.background.Wait()
+	return err
+}
+
+// goBackground runs f in a goroutine that Close waits for.
+func (l *Layer) goBackground(f func()) {
+	l.background.Go(f)
 }
 
 // session returns the current session, dialing when there is none or its
@@ -100,9 +128,19 @@ func (l *Layer) session(ctx context.Context) (*session, error) {
 	if s, err := l.current(); s != nil || err != nil {
 		return s, err // another goroutine connected meanwhile
 	}
-	conn, err := amqp.DialConfig(ctx, l.cfg.amqp)
+	conn, err := l.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("layer: connecting: %w", err)
+	}
+	if l.wire != nil {
+		// Before any call uses the connection: what every process of
+		// the mode declares on connecting, and its consumer.
+		if err := l.wire.setUp(ctx, conn); err != nil {
+			cctx, cancel := cleanupContext(ctx)
+			defer cancel()
+			conn.Close(cctx)
+			return nil, fmt.Errorf("layer: setting up the %s connection: %w", l.cfg.Mode, err)
+		}
 	}
 	s := &session{conn: conn, declared: map[string]time.Time{}, avail: make(chan struct{})}
 	l.mu.Lock()
@@ -113,6 +151,24 @@ func (l *Layer) session(ctx context.Context) (*session, error) {
 	}
 	l.sess = s
 	return s, nil
+}
+
+// dial connects, trying as many times as the URL's connection_attempts
+// says, retry_delay apart.
+func (l *Layer) dial(ctx context.Context) (*amqp.Connection, error) {
+	for attempt := 1; ; attempt++ {
+		conn, err := amqp.DialConfig(ctx, l.cfg.amqp)
+		if err == nil || attempt >= l.cfg.dial.attempts {
+			return conn, err
+		}
+		t := time.NewTimer(l.cfg.dial.delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (attempt %d of %d: %w)", ctx.Err(), attempt, l.cfg.dial.attempts, err)
+		}
+	}
 }
 
 // current returns the session if its connection is open, or ErrClosed.
@@ -178,6 +234,17 @@ func (l *Layer) channel(ctx context.Context) (*session, *amqp.Channel, error) {
 			return nil, nil, fmt.Errorf("layer: waiting for a channel: %w", ctx.Err())
 		}
 	}
+}
+
+// withChannel runs f on a channel from the pool, which goes back to the
+// pool afterwards.
+func (l *Layer) withChannel(ctx context.Context, f func(ch *amqp.Channel) error) error {
+	s, ch, err := l.channel(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.put(ch, true)
+	return f(ch)
 }
 
 // open opens a channel, sets it up and puts it in the pool. If that fails,
@@ -260,6 +327,11 @@ func (l *Layer) channelQueueArgs(channel string) amqp.Table {
 // queue's x-expires lease).
 func (l *Layer) declareChannel(ctx context.Context, s *session, ch *amqp.Channel, channel string) error {
 	q := l.queueName(channel)
+	// Registered first: Flush may find a name whose object is gone, never
+	// miss one that exists.
+	if err := l.register(ctx, s, ch, "queue "+q); err != nil {
+		return err
+	}
 	if _, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: q, Arguments: l.channelQueueArgs(channel)}); err != nil {
 		return fmt.Errorf("layer: declaring the queue of channel %q: %w", channel, err)
 	}

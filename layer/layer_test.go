@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -237,6 +239,9 @@ func TestInvalidNames(t *testing.T) {
 	require.ErrorIs(t, l.GroupAdd(ctx, "g", bad), layer.ErrInvalidName)
 	require.ErrorIs(t, l.GroupDiscard(ctx, "", "ok"), layer.ErrInvalidName)
 	require.ErrorIs(t, l.SendGroup(ctx, "a:b", layer.Message{}), layer.ErrInvalidName)
+	long := strings.Repeat("a", layer.MaxNameLength+1)
+	require.ErrorIs(t, l.Send(ctx, long, layer.Message{}), layer.ErrInvalidName, "100 characters: asgiref refuses it")
+	require.NoError(t, l.Send(ctx, long[1:], layer.Message{}), "99 characters")
 }
 
 func TestExpiry(t *testing.T) {
@@ -318,8 +323,8 @@ func TestChannelFullUnderLoad(t *testing.T) {
 func TestChannelCapacityRules(t *testing.T) {
 	t.Parallel()
 	l := newLayer(t, layer.Config{Namespace: namespace(t), Capacity: 3, ChannelCapacity: []layer.CapacityRule{
-		{Pattern: `http\.request`, Capacity: 5},
-		{Pattern: `http\..*`, Capacity: 1},
+		{Pattern: "http.request", Capacity: 5},              // a glob, as a string key in Django settings
+		{Regexp: regexp.MustCompile(`http\.`), Capacity: 1}, // a regexp, as re.compile(...): matched at the start
 	}})
 	ctx := ctxFor(t, 30*time.Second)
 	fill := func(ch string) int {
@@ -672,4 +677,45 @@ func TestNewFails(t *testing.T) {
 	require.Error(t, err)
 	_, err = layer.New(ctx, layer.Config{})
 	require.Error(t, err)
+}
+
+// Flush removes every channel, message, group and membership of the
+// namespace, whichever layer made them, and nothing of another namespace.
+func TestFlush(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	a := newLayer(t, layer.Config{Namespace: ns})
+	b := newLayer(t, layer.Config{Namespace: ns})
+	other := newLayer(t, layer.Config{Namespace: namespace(t) + "o"})
+	ctx := ctxFor(t, 30*time.Second)
+	require.NoError(t, a.Send(ctx, "c1", layer.Message{"n": 1}))
+	require.NoError(t, b.Send(ctx, "c2", layer.Message{"n": 2}))
+	require.NoError(t, b.GroupAdd(ctx, "g", "c3"))
+	require.NoError(t, other.Send(ctx, "c1", layer.Message{"kept": true}))
+	raw := rawChannel(t, "")
+	require.True(t, exchangeExists(t, raw, groupExchange(ns, "g")))
+
+	require.NoError(t, a.Flush(ctx))
+	for _, q := range []string{ns + ":channel:c1", ns + ":channel:c2", ns + ":channel:c3", memberName(ns, "g", "c3")} {
+		require.False(t, queueExists(t, raw, q), q)
+	}
+	require.False(t, exchangeExists(t, raw, groupExchange(ns, "g")))
+	require.False(t, exchangeExists(t, raw, memberName(ns, "g", "c3")))
+
+	// The layers go on: a Send declares its channel again.
+	require.NoError(t, b.Send(ctx, "c1", layer.Message{"n": 3}))
+	_, m, err := a.Receive(ctx, "c1")
+	require.NoError(t, err)
+	require.Equal(t, int64(3), m["n"], "the message from before the flush is gone")
+	_, m, ok, err := other.TryReceive(ctx, "c1")
+	require.NoError(t, err)
+	require.True(t, ok, "another namespace keeps its own")
+	require.Equal(t, true, m["kept"])
+
+	// A layer of the namespace with other expiries (its registry arguments
+	// differ) still works, and its channels are flushed too.
+	c := newLayer(t, layer.Config{Namespace: ns, Expiry: 7 * time.Second, GroupExpiry: time.Hour})
+	require.NoError(t, c.Send(ctx, "c9", layer.Message{}))
+	require.NoError(t, a.Flush(ctx))
+	require.False(t, queueExists(t, raw, ns+":channel:c9"))
 }

@@ -22,7 +22,19 @@ import (
 //
 // A message that cannot be read (encrypted with other keys, or not a
 // msgpack map) is consumed and reported as a [*MessageError].
+//
+// In AsgiRabbitMQ mode a process-specific channel is received by its prefix,
+// "a!", and the returned channel is the full name the sender used, "a!b".
+// In ChannelsRabbitMQ mode only this layer's own channels (from NewChannel)
+// can be received, from the buffer its consumer fills; other names fail
+// with ErrInvalidName.
 func (l *Layer) Receive(ctx context.Context, channels ...string) (channel string, msg Message, err error) {
+	if l.wire != nil {
+		if channels, err = l.checkWireChannels(channels); err != nil {
+			return "", nil, err
+		}
+		return l.wire.receive(ctx, channels)
+	}
 	channels, err = checkChannels(channels)
 	if err != nil {
 		return "", nil, err
@@ -64,6 +76,12 @@ func (l *Layer) Receive(ctx context.Context, channels ...string) (channel string
 // false at once when they are all empty. ctx bounds the round trips to the
 // broker (one per channel tried).
 func (l *Layer) TryReceive(ctx context.Context, channels ...string) (channel string, msg Message, ok bool, err error) {
+	if l.wire != nil {
+		if channels, err = l.checkWireChannels(channels); err != nil {
+			return "", nil, false, err
+		}
+		return l.wire.tryReceive(ctx, channels)
+	}
 	channels, err = checkChannels(channels)
 	if err != nil {
 		return "", nil, false, err

@@ -19,7 +19,20 @@ import (
 //
 // If ctx ends while Send waits for the broker's answer, the message may or
 // may not have been delivered.
+//
+// In AsgiRabbitMQ mode the capacity check is asgi_rabbitmq's (the queue's
+// message count before publishing), exact among this layer's Sends; a
+// process-specific "a!b" goes to queue "a!" with header asgi_channel "b".
+// In ChannelsRabbitMQ mode the channel must be a process-specific one of
+// some layer ("channels_xxx!yyy"; others fail with ErrUnsupported), and
+// ErrChannelFull means that layer's queue is full.
 func (l *Layer) Send(ctx context.Context, channel string, msg Message) error {
+	if l.wire != nil {
+		if err := l.wire.checkChannel(channel, useSend); err != nil {
+			return err
+		}
+		return l.wire.send(ctx, channel, msg)
+	}
 	if err := checkChannel(channel); err != nil {
 		return err
 	}
@@ -65,7 +78,16 @@ func (l *Layer) Send(ctx context.Context, channel string, msg Message) error {
 // The members' copies reach their channels a moment after SendGroup returns
 // (the broker forwards them from the membership queues): a Receive waits
 // for them, whereas a TryReceive right after SendGroup may come too early.
+//
+// In both Python-compatible modes it reaches the group's members in every
+// process, Go or Python, as the Python layer's group_send does.
 func (l *Layer) SendGroup(ctx context.Context, group string, msg Message) error {
+	if l.wire != nil {
+		if err := checkPyGroup(group); err != nil {
+			return err
+		}
+		return l.wire.sendGroup(ctx, group, msg)
+	}
 	if err := checkGroup(group); err != nil {
 		return err
 	}

@@ -6,7 +6,10 @@
 # nodes of its own for tests that stop, block or reconfigure a broker; it needs rabbitmq-server
 # installed (scripts/ensure-rabbitmq.sh) and fails without it under CI=true. The layer module (its
 # own go.mod, for msgpack and Fernet) tests the channel layer against AMQP_URL and a two-node
-# cluster that brokertest starts.
+# cluster that brokertest starts, and its wire modes against the real Python layers (asgi_rabbitmq,
+# channels_rabbitmq) run by ../shared/interop/django-channels/peer.py, whose Debian packages
+# scripts/ensure-django-peer.sh installs when missing (apt only; the tests skip, saying why, without
+# python3 or the peer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A count, not a duration: with a duration, Go before 1.27 can fail a target
@@ -36,7 +39,9 @@ go test -race -count=1 -timeout 8m ./...
 echo "== brokertest: go test -race (throwaway RabbitMQ nodes, toxiproxy)"
 (cd brokertest && go test -race -count=1 -timeout 8m ./...)
 
-echo "== layer: go test -race (the channel layer: AMQP_URL, and a two-node cluster of its own)"
+echo "== layer: go test -race (the channel layer: AMQP_URL, a two-node cluster of its own, and"
+echo "   cross-talk with the real Python layers through ../shared/interop/django-channels)"
+bash scripts/ensure-django-peer.sh
 (cd layer && go test -race -count=1 -timeout 5m ./...)
 
 echo "== fuzz (${FUZZTIME} each)"
@@ -50,4 +55,10 @@ for pkg in $(go list ./...); do
     tail -n 3 "$log"; rm -f "$log"
   done
 done
+echo "-- layer FuzzDecodeMessage"
+log=$(mktemp)
+if ! (cd layer && go test -run '^$' -fuzz '^FuzzDecodeMessage$' -fuzztime "$FUZZTIME" .) >"$log" 2>&1; then
+  cat "$log"; rm -f "$log"; exit 1
+fi
+tail -n 3 "$log"; rm -f "$log"
 echo "== all checks passed"

@@ -414,11 +414,6 @@ func appendField(w *writer, expr string, f *field, errName string) {
 	case "longlong":
 		w.p("b = appendLonglong(b, %s)", expr)
 	case "timestamp":
-		// appendTimestamp cannot fail, but a time before 1970 would go out
-		// as a huge unsigned value that no peer reads back.
-		w.p("if !%s.IsZero() && %s.Unix() < 0 {", expr, expr)
-		w.p(`return b, fieldError(%q, fmt.Errorf("%%w: timestamp %%v is before 1970", ErrFieldTooLong, %s))`, errName, expr)
-		w.p("}")
 		w.p("b = appendTimestamp(b, %s)", expr)
 	case "shortstr", "longstr", "table":
 		fn := map[string]string{"shortstr": "appendShortstr", "longstr": "appendLongstr", "table": "appendTable"}[f.Type]

@@ -1,0 +1,248 @@
+package amqp_test
+
+import (
+	"encoding/binary"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/amqp-go/amqp"
+	"github.com/amqp-go/amqp/amqptest"
+	"github.com/stretchr/testify/require"
+)
+
+// Fake-server tests of messages whose content header cannot be decoded
+// although their framing is intact: each costs that message, never the
+// connection.
+
+// poisonedHeaders are content-header property lists (flag word onwards)
+// that other clients can put on the wire.
+var poisonedHeaders = map[string]struct {
+	props   []byte
+	decodes bool // since timestamps are signed, this one is not poison any more
+}{
+	"timestamp 2^63 in a header table": {
+		props: append([]byte{0x20, 0x00, 0, 0, 0, 11, 1, 't', 'T'}, 0x80, 0, 0, 0, 0, 0, 0, 0), decodes: true,
+	},
+	"timestamp property 2^63": {
+		props: append([]byte{0x00, 0x40}, 0x80, 0, 0, 0, 0, 0, 0, 0), decodes: true,
+	},
+	"unknown type tag in a header table": {
+		props: []byte{0x20, 0x00, 0, 0, 0, 3, 1, 'k', '?'},
+	},
+	"flag word announcing more than the header holds": {
+		props: []byte{0x98, 0x00, 4, 'j', 's', 'o', 'n'}, // content-type, then headers and delivery-mode that are not there
+	},
+	"table length past the header's end": {
+		props: []byte{0x20, 0x00, 0, 0, 1, 0, 1, 'k', 'V'},
+	},
+}
+
+// rawContent encodes a method frame, a content header frame with the given
+// raw property list, and one body frame, as another client's message would
+// arrive.
+func rawContent(t *testing.T, ch uint16, m amqp.Method, props, body []byte) []byte {
+	t.Helper()
+	b, err := amqp.AppendMethodFrame(nil, ch, m)
+	require.NoError(t, err)
+	payload := binary.BigEndian.AppendUint16(nil, 60) // class basic
+	payload = binary.BigEndian.AppendUint16(payload, 0)
+	payload = binary.BigEndian.AppendUint64(payload, uint64(len(body)))
+	payload = append(payload, props...)
+	b = append(b, byte(amqp.FrameHeader))
+	b = binary.BigEndian.AppendUint16(b, ch)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
+	b = append(append(b, payload...), 0xCE)
+	return amqp.AppendBodyFrames(b, ch, body, 4096)
+}
+
+func TestMalformedContentHeaderCostsTheMessageNotTheConnection(t *testing.T) {
+	for name, tc := range poisonedHeaders {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{})
+			require.NoError(t, sc.WriteRaw(ctx, rawContent(t, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1}, tc.props, []byte("poison"))))
+			require.NoError(t, sc.SendContent(ctx, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 2}, amqp.Properties{MessageID: "good"}, []byte("good")))
+
+			bad, err := cons.Next(ctx)
+			require.NotNil(t, bad, "the message reaches the application")
+			require.Equal(t, "poison", string(bad.Body), "the body arrives whole")
+			require.Equal(t, uint64(1), bad.DeliveryTag)
+			if tc.decodes {
+				require.NoError(t, err)
+				require.NoError(t, bad.Err())
+				require.NoError(t, bad.Ack(amqp.AckOptions{}))
+				amqptest.Expect[*amqp.BasicAck](t, sc)
+			} else {
+				require.ErrorIs(t, err, amqp.ErrMalformedContent)
+				require.ErrorIs(t, err, amqp.ErrMalformedFrame)
+				var ce *amqp.ContentError
+				require.ErrorAs(t, err, &ce)
+				require.Equal(t, "basic.deliver", ce.Method)
+				require.Equal(t, tc.props, ce.Header[12:], "the raw header is kept")
+				require.Same(t, ce, bad.Err(), "the delivery carries the same error")
+				// The application dead-letters it.
+				require.NoError(t, bad.Reject(amqp.RejectOptions{}))
+				_, rej := amqptest.Expect[*amqp.BasicReject](t, sc)
+				require.Equal(t, amqp.BasicReject{DeliveryTag: 1, Requeue: false}, *rej)
+			}
+
+			good, err := cons.Next(ctx)
+			require.NoError(t, err, "the consumer goes on")
+			require.Equal(t, "good", string(good.Body))
+			require.Equal(t, "good", good.MessageID)
+			require.NoError(t, cons.Channel().Connection().Err(), "the connection stays open")
+			require.Nil(t, cons.Err(), "the consumer stays subscribed")
+		})
+	}
+}
+
+func TestMalformedContentKeepsWhatDecoded(t *testing.T) {
+	ctx := t.Context()
+	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{})
+	// content-type "json" decodes; the headers table after it does not.
+	props := []byte{0xA0, 0x00, 4, 'j', 's', 'o', 'n', 0, 0, 0, 3, 1, 'k', '?'}
+	require.NoError(t, sc.WriteRaw(ctx, rawContent(t, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1, Exchange: "x", RoutingKey: "rk"}, props, nil)))
+	d, err := cons.Next(ctx)
+	require.ErrorIs(t, err, amqp.ErrMalformedContent)
+	require.Equal(t, "json", d.ContentType)
+	require.Equal(t, "x", d.Exchange)
+	require.Equal(t, "rk", d.RoutingKey)
+	require.Empty(t, d.Body, "a zero-length body completes with the header")
+}
+
+func TestDeliveriesGoesOnAfterMalformedContent(t *testing.T) {
+	ctx := t.Context()
+	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{})
+	bad := poisonedHeaders["unknown type tag in a header table"].props
+	require.NoError(t, sc.WriteRaw(ctx, rawContent(t, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1}, bad, []byte("1"))))
+	require.NoError(t, sc.SendContent(ctx, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 2}, amqp.Properties{}, []byte("2")))
+	var bodies []string
+	var errs int
+	for d, err := range cons.Deliveries(ctx) {
+		require.NotNil(t, d)
+		if err != nil {
+			require.ErrorIs(t, err, amqp.ErrMalformedContent)
+			errs++
+		}
+		bodies = append(bodies, string(d.Body))
+		if len(bodies) == 2 {
+			break
+		}
+	}
+	require.Equal(t, []string{"1", "2"}, bodies)
+	require.Equal(t, 1, errs)
+}
+
+func TestRejectMalformedRejectsWithoutRequeue(t *testing.T) {
+	ctx := t.Context()
+	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{RejectMalformed: true})
+	bad := poisonedHeaders["flag word announcing more than the header holds"].props
+	require.NoError(t, sc.WriteRaw(ctx, rawContent(t, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1}, bad, []byte("poison"))))
+	require.NoError(t, sc.SendContent(ctx, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 2}, amqp.Properties{}, []byte("good")))
+
+	d, err := cons.Next(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "good", string(d.Body), "the malformed one is not handed out")
+	_, rej := amqptest.Expect[*amqp.BasicReject](t, sc)
+	require.Equal(t, amqp.BasicReject{DeliveryTag: 1, Requeue: false}, *rej)
+	require.NoError(t, d.Ack(amqp.AckOptions{}))
+	_, ack := amqptest.Expect[*amqp.BasicAck](t, sc)
+	require.Equal(t, uint64(2), ack.DeliveryTag)
+}
+
+func TestGetReturnsMalformedContentWithItsMessage(t *testing.T) {
+	ctx := t.Context()
+	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
+	ch := openFakeChannel(t, conn, sc)
+	type result struct {
+		d   *amqp.Delivery
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		d, err := ch.Get(ctx, amqp.BasicGet{Queue: "q"})
+		res <- result{d, err}
+	}()
+	amqptest.Expect[*amqp.BasicGet](t, sc)
+	bad := poisonedHeaders["unknown type tag in a header table"].props
+	require.NoError(t, sc.WriteRaw(ctx, rawContent(t, ch.ID(), &amqp.BasicGetOk{DeliveryTag: 7, MessageCount: 3}, bad, []byte("poison"))))
+	r := <-res
+	require.ErrorIs(t, r.err, amqp.ErrMalformedContent)
+	var ce *amqp.ContentError
+	require.ErrorAs(t, r.err, &ce)
+	require.Equal(t, "basic.get-ok", ce.Method)
+	require.NotNil(t, r.d)
+	require.Equal(t, "poison", string(r.d.Body))
+	require.Equal(t, uint32(3), r.d.MessageCount)
+	require.NoError(t, r.d.Nack(amqp.NackOptions{}))
+	_, nack := amqptest.Expect[*amqp.BasicNack](t, sc)
+	require.Equal(t, uint64(7), nack.DeliveryTag)
+	require.NoError(t, conn.Err())
+}
+
+func TestReturnCarriesMalformedContent(t *testing.T) {
+	ctx := t.Context()
+	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
+	ch := openFakeChannel(t, conn, sc)
+	returns := make(chan amqp.Return, 2)
+	ch.OnReturn(func(r amqp.Return) { returns <- r })
+	bad := poisonedHeaders["unknown type tag in a header table"].props
+	require.NoError(t, sc.WriteRaw(ctx, rawContent(t, ch.ID(), &amqp.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, bad, []byte("poison"))))
+	require.NoError(t, sc.SendContent(ctx, ch.ID(), &amqp.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "good"}, amqp.Properties{}, []byte("good")))
+	r := <-returns
+	require.ErrorIs(t, r.Err, amqp.ErrMalformedContent)
+	require.Equal(t, "nowhere", r.RoutingKey)
+	require.Equal(t, "poison", string(r.Body))
+	r = <-returns
+	require.NoError(t, r.Err)
+	require.Equal(t, "good", r.RoutingKey)
+	require.NoError(t, conn.Err())
+}
+
+// Broken framing is different: without a trustworthy body size the stream
+// cannot be resynchronised, so the connection ends with a typed error.
+func TestBrokenContentFramingClosesTheConnection(t *testing.T) {
+	for name, tc := range map[string]struct {
+		raw  func(ch uint16) []byte
+		want error
+	}{
+		"header too short for a body size": {func(ch uint16) []byte {
+			b, _ := amqp.AppendMethodFrame(nil, ch, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1})
+			return append(b, byte(amqp.FrameHeader), 0, byte(ch), 0, 0, 0, 4, 0, 60, 0, 0, 0xCE)
+		}, amqp.ErrMalformedFrame},
+		"body frame past the announced size": {func(ch uint16) []byte {
+			b, _ := amqp.AppendMethodFrame(nil, ch, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1})
+			b, _ = amqp.AppendHeaderFrame(b, ch, 60, 2, &amqp.Properties{})
+			return amqp.AppendBodyFrames(b, ch, []byte("three"), 4096)
+		}, amqp.ErrFrameError},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{})
+			require.NoError(t, sc.WriteRaw(t.Context(), tc.raw(id)))
+			conn := cons.Channel().Connection()
+			<-conn.Done()
+			require.ErrorIs(t, conn.Err(), tc.want)
+			require.NotErrorIs(t, conn.Err(), amqp.ErrMalformedContent)
+		})
+	}
+}
+
+// The timestamp that used to close the connection: 2^63 as the property,
+// from the wire through Next to the application.
+func TestTimestampBefore1970FromAnotherClient(t *testing.T) {
+	ctx := t.Context()
+	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{})
+	moon := time.Date(1969, 7, 20, 0, 0, 0, 0, time.UTC)
+	props := binary.BigEndian.AppendUint64([]byte{0x00, 0x40}, uint64(moon.Unix()))
+	require.NoError(t, sc.WriteRaw(ctx, rawContent(t, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1}, props, nil)))
+	d, err := cons.Next(ctx)
+	require.NoError(t, err)
+	require.Equal(t, moon, d.Timestamp)
+
+	props = binary.BigEndian.AppendUint64([]byte{0x00, 0x40}, 1<<63)
+	require.NoError(t, sc.WriteRaw(ctx, rawContent(t, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 2}, props, nil)))
+	d, err = cons.Next(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(math.MinInt64), d.Timestamp.Unix())
+}
