@@ -88,7 +88,7 @@ type ServeOptions struct {
 	// other delivery meanwhile.
 	OnError func(d *Delivery, err error)
 
-	// Consumer are the options of the underlying consumer: Resubscribe to
+	// Consumer holds the options of the underlying consumer: Resubscribe to
 	// keep serving after the server cancels the consumer, OnCancel, and
 	// Recycle, with which Serve releases each delivery once settled (so the
 	// handler must not keep d or its Body after returning).
@@ -110,9 +110,8 @@ type Service struct {
 	shuttingDown atomic.Bool
 	cancelDone   chan struct{} // closed once Shutdown's basic.cancel has been answered or given up
 	cancelOnce   sync.Once
-	workersDone  chan struct{}
 	endOnce      sync.Once
-	endErr       error // why the consumer ended, if not by Shutdown; set before workersDone closes
+	endErr       error // why the consumer ended, if not by Shutdown; set before the workers return
 	done         chan struct{}
 	err          error // set before done is closed
 }
@@ -163,12 +162,11 @@ func (ch *Channel) Serve(ctx context.Context, args BasicConsume, h Handler, opt 
 		return nil, err
 	}
 	s := &Service{
-		cons:        cons,
-		handler:     h,
-		opt:         opt,
-		cancelDone:  make(chan struct{}),
-		workersDone: make(chan struct{}),
-		done:        make(chan struct{}),
+		cons:       cons,
+		handler:    h,
+		opt:        opt,
+		cancelDone: make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	s.take, s.stopTaking = context.WithCancel(context.Background())
 	s.handlerCtx, s.cancelHandlers = context.WithCancel(context.WithoutCancel(ctx))
@@ -178,7 +176,6 @@ func (ch *Channel) Serve(ctx context.Context, args BasicConsume, h Handler, opt 
 	}
 	go func() {
 		workers.Wait()
-		close(s.workersDone)
 		s.finish()
 	}()
 	return s, nil
@@ -189,9 +186,10 @@ func requeueUnlessRejected(_ *Delivery, err error) bool { return !errors.Is(err,
 // Consumer returns the service's consumer, for its tag.
 func (s *Service) Consumer() *Consumer { return s.cons }
 
-// Done returns a channel that is closed when the service has stopped: its
-// consumer has ended, every worker has returned, and the deliveries it had
-// taken but not handled have been given back.
+// Done returns a channel that is closed when the service has stopped: it
+// takes no more deliveries, every handler has returned and its delivery
+// has been settled, and the deliveries it held but did not handle have
+// been given back.
 func (s *Service) Done() <-chan struct{} { return s.done }
 
 // Err returns nil while the service runs, and after it stopped nil if it
