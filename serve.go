@@ -108,8 +108,9 @@ type Service struct {
 	cancelHandlers context.CancelFunc
 
 	shuttingDown atomic.Bool
-	cancelDone   chan struct{} // closed once Shutdown's basic.cancel has been answered or given up
+	cancelDone   chan struct{} // closed once Shutdown's basic.cancel has been answered, or failed
 	cancelOnce   sync.Once
+	cancelErr    error // why basic.cancel failed; set before cancelDone is closed
 	endOnce      sync.Once
 	endErr       error // why the consumer ended, if not by Shutdown; set before the workers return
 	done         chan struct{}
@@ -212,24 +213,37 @@ func (s *Service) Err() error {
 // deliveries. It returns nil once all of that is done.
 //
 // If ctx ends first, Shutdown cancels the handlers' ctx and returns an error
-// wrapping ctx's; a handler that returns after that still has its delivery
-// settled, as long as the channel is open, and what stays unsettled goes
-// back to the queue when the channel or connection closes. Done tells when
-// everything has stopped. Shutdown may be called more than once, and after
-// the service ended by itself.
+// wrapping ctx's. The rest still happens, in the background: a handler that
+// returns after that has its delivery settled, the cancel-ok is awaited, and
+// what arrived before it is given back; Done tells when all of that is done
+// (or the channel ended, which gives the server back whatever is unsettled).
+// Shutdown may be called more than once, and after the service ended by
+// itself.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.shuttingDown.Store(true)
 	s.stopTaking()
-	err := s.cons.Cancel(ctx) // nil if the consumer has ended
-	s.cancelOnce.Do(func() { close(s.cancelDone) })
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		s.cancelHandlers()
-		return fmt.Errorf("amqp: shutting down the service on queue %q: %w", s.cons.consumeArgs().Queue, ctx.Err())
+	s.cancelOnce.Do(func() {
+		// Not bounded by ctx: once basic.cancel is out, the deliveries sent
+		// before its cancel-ok must still be given back. It ends with the
+		// cancel-ok or with the channel.
+		go func() {
+			s.cancelErr = s.cons.Cancel(context.Background()) // nil if the consumer has ended
+			close(s.cancelDone)
+		}()
+	})
+	for _, stopped := range []<-chan struct{}{s.done, s.cancelDone} { // (done may have closed before Shutdown)
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			s.cancelHandlers()
+			return fmt.Errorf("amqp: shutting down the service on queue %q: %w", s.cons.consumeArgs().Queue, ctx.Err())
+		}
 	}
-	if err != nil && s.cons.Err() == nil {
-		return err // basic.cancel failed and the consumer runs on: its unsettled deliveries wait for the channel's close
+	if s.cancelErr != nil && s.cons.Err() == nil {
+		// basic.cancel could not be sent (with RecoveryConfig.FailFast
+		// during a recovery, say) and the consumer runs on: what it
+		// receives waits unsettled for the channel's end.
+		return s.cancelErr
 	}
 	return nil
 }
