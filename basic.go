@@ -54,6 +54,12 @@ func (ch *Channel) Get(ctx context.Context, args BasicGet) (*Delivery, error) {
 	if r.msg == nil {
 		return nil, ErrEmpty
 	}
+	if ch.traces != nil {
+		ch.traceReceived(ctx, r.msg)
+	}
+	if r.msg.err != nil {
+		ch.logMalformed(r.msg, "handed out")
+	}
 	return r.msg, r.msg.Err() // a ContentError comes with its message, to be settled
 }
 

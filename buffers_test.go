@@ -34,7 +34,7 @@ func TestConfirmTrackerReusesItsArray(t *testing.T) {
 // A consumer whose reader stays one delivery behind must not grow its buffer
 // with every delivery.
 func TestConsumerBufferStaysBounded(t *testing.T) {
-	c := &Consumer{limit: DefaultBufferLimit, ready: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &Consumer{ch: &Channel{}, limit: DefaultBufferLimit, ready: make(chan struct{}, 1), done: make(chan struct{})}
 	ctx := context.Background()
 	c.push(&Delivery{})
 	for range 100_000 {

@@ -71,6 +71,8 @@ type Channel struct {
 
 	bin       deliveryBin                 // deliveries handed back by Release, for asm to reuse
 	spareCall atomic.Pointer[pendingCall] // a completed call's entry and reply channel, for the next call
+
+	traces *deliveryTraces // unsettled deliveries' trace contexts; nil without a DeliveryTracer
 }
 
 type channelState uint8
@@ -146,6 +148,9 @@ func (c *Connection) openChannel(ctx context.Context, internal bool) (*Channel, 
 func newChannel(c *Connection, id uint16) *Channel {
 	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
 	ch.newEpochLocked()
+	if c.tr.delivery != nil {
+		ch.traces = &deliveryTraces{t: c.tr.delivery}
+	}
 	return ch
 }
 
@@ -350,6 +355,9 @@ func (ch *Channel) end(err error, reserve bool) {
 	for _, c := range consumers {
 		c.end(err, true)
 	}
+	if ch.traces != nil {
+		ch.traceEpochEnded(nil)
+	}
 	if ch.id != 0 {
 		ch.conn.releaseChannel(ch, reserve)
 	}
@@ -445,6 +453,7 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 		return
 	}
 	ch.sendLocked(&ChannelCloseOk{}, nil)
+	ch.observeChannelError(cause) // queued for the callback goroutine: takes no lock of ch's
 	if ch.state == chRecovering {
 		// A step of the connection recovery failed: the recovery sees the
 		// error in its call and opens the channel again, from scratch.

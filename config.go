@@ -143,6 +143,23 @@ type Config struct {
 	// lost connection stays lost. See [RecoveryConfig] and the package
 	// documentation's section on recovery.
 	Recovery *RecoveryConfig
+
+	// Tracer, when non-nil, is told what the connection does: it implements
+	// one or more of [ConnectTracer], [PublishTracer], [DeliveryTracer],
+	// [CallTracer], [ChannelErrorTracer], [RecoveryTracer], [BlockedTracer]
+	// and [ReturnTracer], each found once when dialing (a value that
+	// implements none is an error). The otelamqp module builds OpenTelemetry
+	// tracing and metrics on these hooks. Nil costs nothing.
+	Tracer any
+
+	// Logger, when non-nil, receives structured logs: connection opened
+	// (Info) and closed (Info, or Error when lost for good), recovery steps
+	// (Warn, Info on success, Error when it gives up), channel errors,
+	// blocked (Warn) and unblocked (Info), and malformed messages (Warn).
+	// Nothing is logged per message otherwise, and no record holds a
+	// password or a message body. Records the reader notices are logged on
+	// the connection's callback goroutine. Nil logs nothing.
+	Logger *slog.Logger
 }
 
 // withDefaults returns a copy of c with every zero field replaced by its
@@ -439,6 +456,12 @@ func (c Config) String() string {
 	if c.Recovery != nil {
 		field("Recovery", c.Recovery.String())
 	}
+	if c.Tracer != nil {
+		field("Tracer", fmt.Sprintf("%T", c.Tracer))
+	}
+	if c.Logger != nil {
+		field("Logger", "set")
+	}
 	b.WriteByte('}')
 	return b.String()
 }
@@ -504,6 +527,12 @@ func (c Config) LogValue() slog.Value {
 	}
 	if c.Recovery != nil {
 		attrs = append(attrs, slog.String("recovery", c.Recovery.String()))
+	}
+	if c.Tracer != nil {
+		attrs = append(attrs, slog.String("tracer", fmt.Sprintf("%T", c.Tracer)))
+	}
+	if c.Logger != nil {
+		attrs = append(attrs, slog.Bool("logger", true))
 	}
 	return slog.GroupValue(attrs...)
 }

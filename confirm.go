@@ -19,8 +19,9 @@ type Confirmation struct {
 	// For matching a basic.return to this publish; guarded by ch.mu.
 	mandatory         bool
 	exchange, rkey    string
-	returnedBeforeAck *Return     // the return matched to this publish, awaiting its ack
-	msg               *Publishing // kept for republishing after a connection loss (RecoveryConfig.Republish); guarded by ch.mu
+	returnedBeforeAck *Return       // the return matched to this publish, awaiting its ack
+	msg               *Publishing   // kept for republishing after a connection loss (RecoveryConfig.Republish); guarded by ch.mu
+	trace             *publishTrace // the PublishTracer's, ended at resolution; guarded by mu
 
 	mu   sync.Mutex
 	done chan struct{} // created on first need; closed when resolved
@@ -185,9 +186,14 @@ func (c *Confirmation) resolve(err error, ret *Return) {
 	if c.done != nil {
 		close(c.done)
 	}
+	tr := c.trace
+	c.trace = nil
 	c.mu.Unlock()
 	if err != nil && c.ch != nil {
 		c.ch.confirmFailures.add(c)
+	}
+	if tr != nil {
+		tr.confirmed(c, err, ret)
 	}
 }
 

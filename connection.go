@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,8 @@ type Connection struct {
 	rec    recoveryState          // reconnection and the topology to restore
 	secret atomic.Pointer[string] // the last secret UpdateSecret set: a recovery logs in with it
 	events *eventQueue
+	tr     tracers      // the hooks Config.Tracer implements
+	log    *slog.Logger // Config.Logger; nil: silent
 
 	closeCalled chan struct{} // closed by the first Close: the application asked for the end
 	closeOnceCC sync.Once
@@ -72,15 +75,29 @@ func DialConfig(ctx context.Context, cfg Config) (*Connection, error) {
 	if err != nil {
 		return nil, err
 	}
+	tr, err := newTracers(cfg.Tracer)
+	if err != nil {
+		return nil, err
+	}
+	if tr.connect != nil {
+		return traceConnect(ctx, tr.connect, &cfg, func(ctx context.Context) (*Connection, error) { return dial(ctx, cfg, tr) })
+	}
+	return dial(ctx, cfg, tr)
+}
+
+func dial(ctx context.Context, cfg Config, tr tracers) (*Connection, error) {
 	c := &Connection{
 		cfg:         cfg,
 		done:        make(chan struct{}),
 		closeCalled: make(chan struct{}),
 		events:      newEventQueue(),
+		tr:          tr,
+		log:         cfg.Logger,
 	}
 	c.rec.init()
 	l, _, err := c.dialAny(ctx, 0, c.cfg.ConnectionTimeout)
 	if err != nil {
+		c.logDialFailed(ctx, err)
 		return nil, err
 	}
 	c.channels = make([]atomic.Pointer[Channel], int(l.channelMax)+1)
@@ -88,6 +105,7 @@ func DialConfig(ctx context.Context, cfg Config) (*Connection, error) {
 	c.eventsWG.Add(1)
 	go func() { defer c.eventsWG.Done(); c.events.run() }()
 	l.start()
+	c.logOpened(ctx, l)
 	return c, nil
 }
 
@@ -178,6 +196,7 @@ func (c *Connection) finalize(cause error) {
 			ch.finish(closed)
 		}
 		c.rec.finish()
+		c.logClosed(cause)
 		close(c.done)
 		c.blocked.open() // waiting publishers see done and return the cause
 		c.events.close()
@@ -403,6 +422,7 @@ func (c *Connection) setBlocked(active bool, reason string) {
 	listeners := c.onBlocked
 	c.blockMu.Unlock()
 	ev := Blocking{Active: active, Reason: reason}
+	c.observeBlocked(ev)
 	for _, fn := range listeners {
 		c.events.push(func() { fn(ev) })
 	}

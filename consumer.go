@@ -221,15 +221,20 @@ func (c *Consumer) Err() error {
 func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 	for {
 		d, err := c.next(ctx)
+		if d != nil && c.ch.traces != nil {
+			c.ch.traceReceived(ctx, d)
+		}
 		if d == nil || d.err == nil {
 			return d, err
 		}
 		if c.rejectBad && !d.noAck {
 			rerr := d.Reject(RejectOptions{})
 			if rerr == nil || errors.Is(rerr, ErrStaleDelivery) { // stale: the server requeued it already
+				c.ch.logMalformed(d, "rejected")
 				continue
 			}
 		}
+		c.ch.logMalformed(d, "handed out")
 		return d, d.err
 	}
 }
@@ -422,6 +427,7 @@ func (c *Consumer) end(err error, dropAckable bool) {
 	}
 	c.err = err
 	if dropAckable && !c.noAck {
+		c.logDropped(len(c.queue)-c.head, err)
 		clear(c.queue)
 		c.queue, c.head = nil, 0
 	}
@@ -451,6 +457,7 @@ func (c *Consumer) dropAckable() {
 		return
 	}
 	c.mu.Lock()
+	c.logDropped(len(c.queue)-c.head, ErrConnectionLost)
 	clear(c.queue)
 	c.queue, c.head = c.queue[:0], 0
 	if c.room != nil {

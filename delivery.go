@@ -44,7 +44,13 @@ type epoch struct{ ch *Channel }
 
 // newEpochLocked starts a new span of delivery tags: deliveries from before
 // become stale. ch.mu must be held (or ch not yet shared).
-func (ch *Channel) newEpochLocked() { ch.epoch.Store(&epoch{ch: ch}) }
+func (ch *Channel) newEpochLocked() {
+	e := &epoch{ch: ch}
+	ch.epoch.Store(e)
+	if ch.traces != nil {
+		ch.traceEpochEnded(e)
+	}
+}
 
 // Errors from acknowledging a delivery. They are local: nothing is sent, and
 // the channel stays open (the server would close it with 406 PRECONDITION_FAILED).
@@ -171,31 +177,45 @@ func (d *Delivery) settle(s settlement) error {
 		return ErrStaleDelivery // also while recovering: no need to wait to know
 	}
 	ch.mu.Lock()
-	defer ch.mu.Unlock()
+	tag, err := d.settleSendLocked(s)
+	ch.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if ch.traces != nil { // (user hooks: never under the channel's lock)
+		ch.traceSettled(d.epoch, tag, s)
+	}
+	return nil
+}
+
+// settleSendLocked checks and records the settlement and queues its frame,
+// without waiting for anything (see Ack). ch.mu must be held.
+func (d *Delivery) settleSendLocked(s settlement) (tag uint64, err error) {
+	ch := d.epoch.ch
 	if err := ch.usableLocked(s.kind); err != nil {
 		if err == errRecovering {
 			// Not reached for a current delivery: a recovery starts a new
 			// epoch when it detaches the channel. Never wait anyway.
-			return ErrStaleDelivery
+			return 0, ErrStaleDelivery
 		}
-		return err
+		return 0, err
 	}
 	l := ch.link.Load()
 	if l == nil || l.ended() {
-		return lostSettlementError(l)
+		return 0, lostSettlementError(l)
 	}
 	if err := d.settleLocked(s.multiple); err != nil {
-		return err
+		return 0, err
 	}
-	tag := d.DeliveryTag
-	// No waitRoom: settling never waits (see Ack).
-	err := l.w.appendFrames(func(b []byte) ([]byte, error) {
+	tag = d.DeliveryTag
+	// No waitRoom: settling never waits.
+	err = l.w.appendFrames(func(b []byte) ([]byte, error) {
 		return s.appendFrame(b, ch.id, tag), nil
 	})
 	if err != nil { // the writer is down, so the link is ending and the tag with it
-		return lostSettlementError(l)
+		return 0, lostSettlementError(l)
 	}
-	return nil
+	return tag, nil
 }
 
 // lostSettlementError reports a settlement on a link that is ending or has
@@ -251,6 +271,9 @@ func (d *Delivery) settleLocked(multiple bool) error {
 func (d *Delivery) Release() {
 	if !d.reusable || d.released {
 		return
+	}
+	if d.epoch.ch.traces != nil {
+		d.epoch.ch.traceReleased(d)
 	}
 	d.released = true
 	d.epoch.ch.bin.put(d)

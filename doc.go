@@ -192,10 +192,31 @@
 //
 // # Callbacks
 //
-// Listeners (OnBlocked, OnAck, OnNack, OnReturn, OnCancel, OnError, OnFlow)
-// run in order on one goroutine per connection, never on the goroutine that
+// Listeners (OnBlocked, OnAck, OnNack, OnReturn, OnCancel, OnError, OnFlow),
+// and the tracer and log records of what the reader notices, run in order on one goroutine per connection, never on the goroutine that
 // reads the socket: a slow listener delays later callbacks but never loses
 // an event and never stalls replies, deliveries or heartbeats.
+//
+// # Observability
+//
+// [Config].Logger takes a *slog.Logger: connection opened and closed,
+// recovery steps, channel errors, blocked and unblocked, and malformed
+// messages, at the levels a user expects (Info for the normal life, Warn
+// for trouble the client handles, Error when the connection is lost for
+// good). Nothing is logged per message except malformed ones, and no
+// record holds a password or a message body. Nil logs nothing.
+//
+// [Config].Tracer takes one value implementing any of the tracer interfaces,
+// in the style of pgx v5: [ConnectTracer], [PublishTracer] (which may add
+// headers for trace propagation, and ends with the confirmation's outcome),
+// [DeliveryTracer] (from Next or Get to Ack, Nack, Reject or Release; the
+// context it returns is [Delivery.TraceContext]), [CallTracer] (synchronous
+// methods), [ChannelErrorTracer], [RecoveryTracer], [BlockedTracer] and
+// [ReturnTracer]. Each interface documents the goroutine its hooks run on;
+// none runs on the reader. Without a tracer the hooks cost one nil check
+// and no allocation. The module github.com/amqp-go/amqp/otelamqp builds
+// OpenTelemetry spans (with W3C trace context in message headers) and
+// metrics on these hooks, so this module needs no OpenTelemetry package.
 //
 // # Heartbeats
 //
@@ -235,7 +256,12 @@
 //   - recovery tuned from the URL: the "recovery" example of [ParseURL].
 //   - allocation-free consuming: the "recycle" example of [ConsumerOptions].
 //   - a fake server for tests: the example of amqptest.Server.
-//   - a channel layer for Django Channels: the example of the layer module.
+//   - a channel layer for Django Channels, and one that talks to Python's
+//     channels_rabbitmq: the examples of the layer module.
+//   - tracing and metrics with OpenTelemetry: the examples of the otelamqp
+//     module.
+//   - raw frames against a live broker: the example of package amqpraw.
+//   - checking a broker's conformance: the example of package conformance.
 package amqp
 
 //go:generate go run ./cmd/specgen -in spec/amqp0-9-1.extended.xml -out methods_gen.go

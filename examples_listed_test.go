@@ -23,7 +23,7 @@ func TestEveryExampleIsListedInREADMEAndPackageDocs(t *testing.T) {
 	require.NoError(t, err)
 	pkgDoc := strings.Join(strings.Fields(docFile.Doc.Text()), " ")
 	found := 0
-	for _, dir := range []string{".", "amqptest", "layer"} {
+	for _, dir := range []string{".", "amqptest", "amqpraw", "conformance", "layer", "otelamqp"} {
 		files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
 		require.NoError(t, err)
 		for _, file := range files {
@@ -36,7 +36,11 @@ func TestEveryExampleIsListedInREADMEAndPackageDocs(t *testing.T) {
 				}
 				found++
 				name := fd.Name.Name
-				require.True(t, strings.Contains(string(readme), "`"+name+"`"), "README.md does not list %s (%s)", name, file)
+				listed := "`" + name + "`"
+				if dir != "." {
+					listed += " in `" + filepath.ToSlash(file) + "`"
+				}
+				require.True(t, strings.Contains(string(readme), listed), "README.md does not list %s", listed)
 				if dir != "." {
 					continue
 				}

@@ -51,6 +51,15 @@ var ErrImmediateUnsupported = errors.New("amqp: basic.publish immediate is not s
 // value that cannot be encoded (a routing key over 255 bytes, an unsupported
 // header type) returns a *FieldError and sends nothing.
 func (ch *Channel) Publish(ctx context.Context, msg Publishing) (*Confirmation, error) {
+	if t := ch.conn.tr.publish; t != nil {
+		return ch.publishTraced(ctx, t, msg)
+	}
+	return ch.publish(ctx, &msg, nil)
+}
+
+// publish is Publish; tr, when non-nil, is the publish's trace, ended with
+// its confirmation in confirm mode.
+func (ch *Channel) publish(ctx context.Context, msg *Publishing, tr *publishTrace) (*Confirmation, error) {
 	if msg.Immediate && !ch.allowImmediate.Load() {
 		return failedConfirmation(ErrImmediateUnsupported), ErrImmediateUnsupported
 	}
@@ -78,11 +87,12 @@ func (ch *Channel) Publish(ctx context.Context, msg Publishing) (*Confirmation, 
 		conf := settled
 		if ch.confirms.active {
 			conf = ch.confirms.add(ch)
+			conf.trace = tr
 			if msg.Mandatory {
 				conf.mandatory, conf.exchange, conf.rkey = true, msg.Exchange, msg.RoutingKey
 			}
 			if ch.conn.republishing() {
-				kept := msg
+				kept := *msg
 				conf.msg = &kept
 			}
 		}

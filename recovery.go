@@ -219,6 +219,7 @@ func (c *Connection) emit(ev RecoveryEvent) {
 	c.rec.mu.Lock()
 	listeners := c.rec.listeners
 	c.rec.mu.Unlock()
+	c.observeRecovery(ev)
 	for _, fn := range listeners {
 		c.events.push(func() { fn(ev) })
 	}

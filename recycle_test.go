@@ -14,6 +14,12 @@ func fakeConsumer(t *testing.T, opt amqp.ConsumerOptions) (*amqp.Consumer, *amqp
 	t.Helper()
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
 	ch := openFakeChannel(t, conn, sc)
+	return consumeOnFake(t, ch, sc, opt), sc, ch.ID()
+}
+
+// consumeOnFake starts consumer "c" on queue "q", playing the server's part.
+func consumeOnFake(t *testing.T, ch *amqp.Channel, sc *amqptest.Conn, opt amqp.ConsumerOptions) *amqp.Consumer {
+	t.Helper()
 	consumed := make(chan *amqp.Consumer, 1)
 	go func() {
 		c, err := ch.ConsumeWith(t.Context(), amqp.BasicConsume{Queue: "q", ConsumerTag: "c"}, opt)
@@ -22,7 +28,7 @@ func fakeConsumer(t *testing.T, opt amqp.ConsumerOptions) (*amqp.Consumer, *amqp
 	}()
 	amqptest.Expect[*amqp.BasicConsume](t, sc)
 	require.NoError(t, sc.Send(t.Context(), ch.ID(), &amqp.BasicConsumeOk{ConsumerTag: "c"}))
-	return <-consumed, sc, ch.ID()
+	return <-consumed
 }
 
 func TestReleaseRecyclesDelivery(t *testing.T) {

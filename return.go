@@ -35,6 +35,9 @@ func (ch *Channel) returned(m *BasicReturn, msg *Delivery) {
 	}
 	listeners := ch.listeners.onReturn
 	ch.mu.Unlock()
+	if t := ch.conn.tr.ret; t != nil {
+		ch.conn.events.push(func() { t.TraceReturn(ch, ret) })
+	}
 	for _, fn := range listeners {
 		ch.conn.events.push(func() { fn(ret) })
 	}

@@ -99,6 +99,15 @@ func (ch *Channel) callIf(ctx context.Context, req Method, precondition func() e
 }
 
 func (ch *Channel) callFull(ctx context.Context, req Method, precondition func() error, hook func(callResult)) (callResult, error) {
+	if t := ch.conn.tr.call; t != nil && expectsReply(req) {
+		return ch.callTraced(ctx, t, req, func(ctx context.Context) (callResult, error) {
+			return ch.callUntraced(ctx, req, precondition, hook)
+		})
+	}
+	return ch.callUntraced(ctx, req, precondition, hook)
+}
+
+func (ch *Channel) callUntraced(ctx context.Context, req Method, precondition func() error, hook func(callResult)) (callResult, error) {
 	if err := ctx.Err(); err != nil {
 		return callResult{}, ch.ctxError(req, err)
 	}

@@ -58,10 +58,17 @@ func (c *ioCounts) wrap(nc net.Conn) net.Conn {
 // are closed by b's cleanup. Its socket calls are counted in roundIO.
 func dialOurs(b *testing.B, ctx context.Context, url string) (*amqp.Connection, *amqp.Channel) {
 	b.Helper()
+	return dialOursWith(b, ctx, url, nil)
+}
+
+// dialOursWith is dialOurs with a tracer (Config.Tracer; nil for none).
+func dialOursWith(b *testing.B, ctx context.Context, url string, tracer any) (*amqp.Connection, *amqp.Channel) {
+	b.Helper()
 	cfg, err := amqp.ParseURL(url)
 	if err != nil {
 		b.Fatal(err)
 	}
+	cfg.Tracer = tracer
 	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
 		nc, err := d.DialContext(ctx, network, addr)

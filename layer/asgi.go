@@ -217,6 +217,7 @@ func (w *asgiWire) tryReceive(ctx context.Context, channels []string) (string, M
 	}
 	for i, q := range queues {
 		d, err := ch.Get(ctx, amqp.BasicGet{Queue: q})
+		d, bad, err := malformed(d, err)
 		if errors.Is(err, amqp.ErrEmpty) {
 			continue
 		}
@@ -226,6 +227,9 @@ func (w *asgiWire) tryReceive(ctx context.Context, channels []string) (string, M
 		}
 		if err != nil {
 			return "", nil, false, fmt.Errorf("layer: receiving from channel %q: %w", channels[i], err)
+		}
+		if bad != nil {
+			return channels[i], nil, true, &MessageError{Channel: channels[i], Err: bad}
 		}
 		c, m, err := w.decode(channels[i], d)
 		return c, m, true, err

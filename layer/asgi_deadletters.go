@@ -52,8 +52,14 @@ func (w *asgiWire) setUp(ctx context.Context, conn *amqp.Connection) error {
 		// again and sets up a new consumer).
 		for {
 			d, err := c.Next(context.Background())
+			if d == nil {
+				return // err: the consumer ended
+			}
 			if err != nil {
-				return
+				// Its headers (x-death) cannot be read: take it and go on,
+				// rather than let one foreign message stop the dead letters.
+				d.Ack(amqp.AckOptions{})
+				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 			// Acknowledged first, as Python does: a dead letter is acted on

@@ -43,6 +43,7 @@ func (l *Layer) Flush(ctx context.Context) error {
 	queues, exchanges := map[string]bool{}, map[string]bool{}
 	for {
 		d, err := ch.Get(ctx, amqp.BasicGet{Queue: l.registryName(), NoAck: true})
+		d, _, err = malformed(d, err) // the registry is read from the body alone
 		if errors.Is(err, amqp.ErrEmpty) {
 			break
 		}

@@ -54,6 +54,9 @@ func (l *Layer) Receive(ctx context.Context, channels ...string) (channel string
 		queues[i] = l.queueName(c)
 	}
 	d, i, fit, err := consumeOne(ctx, ch, queues)
+	if d != nil && err != nil { // taken, but its content header could not be decoded
+		return channels[i], nil, &MessageError{Channel: channels[i], Err: err}
+	}
 	if err != nil {
 		if errors.Is(err, amqp.ErrNotFound) {
 			// A queue was deleted since it was declared; declare it
@@ -97,6 +100,7 @@ func (l *Layer) TryReceive(ctx context.Context, channels ...string) (channel str
 	for _, c := range channels {
 		q := l.queueName(c)
 		d, err := ch.Get(ctx, amqp.BasicGet{Queue: q})
+		d, bad, err := malformed(d, err)
 		switch {
 		case errors.Is(err, amqp.ErrEmpty):
 			continue
@@ -111,6 +115,9 @@ func (l *Layer) TryReceive(ctx context.Context, channels ...string) (channel str
 		if err := d.Ack(amqp.AckOptions{}); err != nil {
 			return "", nil, false, fmt.Errorf("layer: receiving from channel %q: %w", c, err)
 		}
+		if bad != nil {
+			return c, nil, true, &MessageError{Channel: c, Err: bad}
+		}
 		msg, err := l.cfg.codec.decode(d.Body)
 		if err != nil {
 			return c, nil, true, &MessageError{Channel: c, Err: err}
@@ -123,7 +130,8 @@ func (l *Layer) TryReceive(ctx context.Context, channels ...string) (channel str
 // consumeOne starts a consumer on each queue and waits, bounded by ctx, for
 // the first delivery; it then cancels the consumers, requeues any other
 // delivery that arrived meanwhile, acknowledges the first and returns it
-// with its queue's index. fit reports whether the channel is clean for the
+// with its queue's index (and, if its content header could not be decoded,
+// its amqp.ContentError). fit reports whether the channel is clean for the
 // next call (no consumer left on it); when it is not, closing it requeues
 // whatever it still holds.
 func consumeOne(ctx context.Context, ch *amqp.Channel, queues []string) (d *amqp.Delivery, index int, fit bool, err error) {
@@ -158,11 +166,10 @@ func consumeOne(ctx context.Context, ch *amqp.Channel, queues []string) (d *amqp
 		stop()
 		wg.Wait()
 		close(results)
-		if r.err == nil {
+		if r.d != nil { // with an error only if its content header could not be decoded
 			first, d = r.i, r.d
-		} else {
-			err = r.err
 		}
+		err = r.err
 		for r := range results {
 			if r.d != nil {
 				extra = append(extra, r.d)
@@ -188,9 +195,9 @@ func consumeOne(ctx context.Context, ch *amqp.Channel, queues []string) (d *amqp
 				return
 			}
 			for {
-				d, err := c.Next(cctx)
-				if err != nil {
-					break
+				d, _ := c.Next(cctx)
+				if d == nil {
+					break // ended (err); a delivery comes with an error only if malformed
 				}
 				mu.Lock()
 				extra = append(extra, d)
@@ -214,5 +221,17 @@ func consumeOne(ctx context.Context, ch *amqp.Channel, queues []string) (d *amqp
 		// The connection is gone; the broker requeues the message.
 		return nil, -1, false, fmt.Errorf("layer: receiving: %w", err)
 	}
-	return d, first, fit, nil
+	return d, first, fit, err // nil, or the delivery's amqp.ContentError
+}
+
+// malformed sorts out what Get returned: a message whose content header
+// could not be decoded (amqp.ErrMalformedContent) was still taken, and is
+// to be settled and reported as a MessageError rather than treated as a
+// failed call. It returns the delivery, that error (bad), and the error
+// left for the caller.
+func malformed(d *amqp.Delivery, err error) (_ *amqp.Delivery, bad, rest error) {
+	if d != nil && errors.Is(err, amqp.ErrMalformedContent) {
+		return d, err, nil
+	}
+	return d, nil, err
 }

@@ -10,6 +10,8 @@
 # channels_rabbitmq) run by ../shared/interop/django-channels/peer.py, whose Debian packages
 # scripts/ensure-django-peer.sh installs when missing (apt only; the tests skip, saying why, without
 # python3 or the peer).
+# The otelamqp module (its own go.mod, so OpenTelemetry stays out of the library's) tests tracing
+# and metrics against AMQP_URL, and a trace crossing to and from a Node.js peer when node and npm are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A count, not a duration: with a duration, Go before 1.27 can fail a target
@@ -26,11 +28,12 @@ echo "== go vet"
 go vet ./...
 (cd brokertest && go vet ./...)
 (cd layer && go vet ./...)
+(cd otelamqp && go vet ./...)
 
 echo "== generated code is current"
 go generate ./...
-if [ -d .git ] && ! git diff --exit-code --stat -- methods_gen.go; then
-  echo "methods_gen.go is stale: run 'go generate ./...' and commit the result"; exit 1
+if [ -d .git ] && ! git diff --exit-code --stat -- methods_gen.go conformance/rules_gen.go; then
+  echo "generated code is stale: run 'go generate ./...' and commit the result"; exit 1
 fi
 
 echo "== go test -race"
@@ -43,6 +46,9 @@ echo "== layer: go test -race (the channel layer: AMQP_URL, a two-node cluster o
 echo "   cross-talk with the real Python layers through ../shared/interop/django-channels)"
 bash scripts/ensure-django-peer.sh
 (cd layer && go test -race -count=1 -timeout 5m ./...)
+
+echo "== otelamqp: go test -race (OpenTelemetry spans and metrics: AMQP_URL, the fake server, and a Node.js peer when node and npm are there)"
+(cd otelamqp && go test -race -count=1 -timeout 5m ./...)
 
 echo "== fuzz (${FUZZTIME} each)"
 for pkg in $(go list ./...); do

@@ -3,6 +3,11 @@
 //
 //	go run ./cmd/specgen -in spec/amqp0-9-1.extended.xml -out methods_gen.go
 //
+// With -rules it writes instead the list of the spec's <rule> elements that
+// package conformance checks a broker against:
+//
+//	go run ./cmd/specgen -in spec/amqp0-9-1.extended.xml -rules conformance/rules_gen.go
+//
 // It checks the spec as it reads it (every field's domain resolves, every
 // response names a method, class and method ids are unique) and applies the
 // few corrections the XML needs; see the quirk tables in model.go.
@@ -17,14 +22,19 @@ import (
 func main() {
 	in := flag.String("in", "spec/amqp0-9-1.extended.xml", "spec XML to read")
 	out := flag.String("out", "methods_gen.go", "Go file to write; - for standard output")
+	rules := flag.String("rules", "", "write the spec's rules (package conformance) to this file instead of the methods")
 	flag.Parse()
-	if err := run(*in, *out); err != nil {
+	gen := generate
+	if *rules != "" {
+		gen, *out = generateRules, *rules
+	}
+	if err := run(*in, *out, gen); err != nil {
 		fmt.Fprintln(os.Stderr, "specgen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(in, out string) error {
+func run(in, out string, generate func([]byte) ([]byte, error)) error {
 	src, err := os.ReadFile(in)
 	if err != nil {
 		return err

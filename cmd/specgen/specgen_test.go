@@ -252,3 +252,39 @@ func TestWrapAvoidsListMarkers(t *testing.T) {
 	}
 	require.Equal(t, []string{"aaaa bbbb", "cccc dddd"}, wrap("aaaa bbbb cccc dddd", 10))
 }
+
+const rulesPath = "../../conformance/rules_gen.go"
+
+func TestRulesFileIsCurrent(t *testing.T) {
+	want, err := generateRules(readSpec(t))
+	require.NoError(t, err)
+	got, err := os.ReadFile(rulesPath)
+	require.NoError(t, err)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("conformance/rules_gen.go is out of date with cmd/specgen and the spec: run `go generate ./...` in the repository root")
+	}
+}
+
+func TestRulesShape(t *testing.T) {
+	rules, err := parseRules(readSpec(t))
+	require.NoError(t, err)
+	require.Len(t, rules, 139)
+	var scenarios int
+	levels := map[string]int{}
+	for _, r := range rules {
+		if r.Scenario != "" {
+			scenarios++
+		}
+		levels[r.Level]++
+	}
+	require.Equal(t, 98, scenarios)
+	require.Equal(t, map[string]int{"MUST": 100, "SHOULD": 26, "MAY": 13}, levels)
+	ids := map[string]*rule{}
+	for _, r := range rules {
+		ids[r.ID()] = r
+	}
+	require.Equal(t, "not-found", ids["queue.declare.passive/passive"].OnFailure)
+	require.Equal(t, "MUST", ids["exchange.declare.exchange/syntax"].Level) // no keyword, but an error is prescribed
+	require.Equal(t, "SHOULD", ids["redelivered/implementation"].Level)
+	require.Equal(t, "MAY", ids["channel.flow/throttling"].Level)
+}

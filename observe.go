@@ -1,0 +1,157 @@
+package amqp
+
+import (
+	"context"
+	"log/slog"
+)
+
+// Connection events as the application observes them: logged to
+// Config.Logger and reported to Config.Tracer's event hooks. Everything the
+// reader notices is queued for the connection's callback goroutine, so a
+// slow log handler or tracer never stalls the reader; ordering with the
+// OnBlocked, OnError and OnRecovery listeners is kept. Nothing here runs per
+// message except for malformed messages, which are rare and logged at Warn.
+// No log record carries a password or a message body.
+
+// logOpened logs a connection that completed its handshake (Info).
+func (c *Connection) logOpened(ctx context.Context, l *link) {
+	if c.log == nil {
+		return
+	}
+	c.log.LogAttrs(ctx, slog.LevelInfo, "amqp: connection opened",
+		slog.String("addr", l.addr), slog.String("vhost", c.cfg.Vhost),
+		slog.String("connection_name", c.cfg.ConnectionName),
+		slog.Duration("heartbeat", l.heartbeat), slog.Uint64("frame_max", uint64(l.frameMax)),
+		slog.Uint64("channel_max", uint64(l.channelMax)))
+}
+
+// logDialFailed logs a dial that failed (Debug: DialConfig returns the error).
+func (c *Connection) logDialFailed(ctx context.Context, err error) {
+	if c.log == nil {
+		return
+	}
+	c.log.LogAttrs(ctx, slog.LevelDebug, "amqp: dial failed", slog.Any("addrs", c.cfg.Addrs), slog.Any("error", err))
+}
+
+// logClosed logs the end of the connection: Info when the application
+// closed it, Error when it was lost for good. It is queued last on the
+// callback goroutine, which finalize is about to stop.
+func (c *Connection) logClosed(cause error) {
+	if c.log == nil {
+		return
+	}
+	log := c.log
+	addr := c.cur.Load().addr
+	c.events.push(func() {
+		if cause == nil || cause == ErrClosed {
+			log.LogAttrs(context.Background(), slog.LevelInfo, "amqp: connection closed", slog.String("addr", addr))
+			return
+		}
+		log.LogAttrs(context.Background(), slog.LevelError, "amqp: connection lost", slog.String("addr", addr), slog.Any("error", cause))
+	})
+}
+
+// observeBlocked reports connection.blocked (Warn) and connection.unblocked (Info).
+func (c *Connection) observeBlocked(b Blocking) {
+	if t := c.tr.blocked; t != nil {
+		c.events.push(func() { t.TraceBlocked(c, b) })
+	}
+	if log := c.log; log != nil {
+		c.events.push(func() {
+			if b.Active {
+				log.LogAttrs(context.Background(), slog.LevelWarn, "amqp: connection blocked by the server", slog.String("reason", b.Reason))
+			} else {
+				log.LogAttrs(context.Background(), slog.LevelInfo, "amqp: connection unblocked")
+			}
+		})
+	}
+}
+
+// recoveryLevels are the levels recovery events are logged at, by kind.
+var recoveryLevels = [...]slog.Level{
+	RecoveryStarted:              slog.LevelWarn,
+	RecoveryAttemptFailed:        slog.LevelWarn,
+	RecoverySucceeded:            slog.LevelInfo,
+	RecoveryFailed:               slog.LevelError,
+	RecoveryEntityFailed:         slog.LevelWarn,
+	RecoveryQueueRenamed:         slog.LevelInfo,
+	RecoveryConsumerResubscribed: slog.LevelInfo,
+}
+
+// observeRecovery reports a recovery step.
+func (c *Connection) observeRecovery(ev RecoveryEvent) {
+	if t := c.tr.recovery; t != nil {
+		c.events.push(func() { t.TraceRecovery(c, ev) })
+	}
+	log := c.log
+	if log == nil {
+		return
+	}
+	level := slog.LevelWarn
+	if int(ev.Kind) < len(recoveryLevels) {
+		level = recoveryLevels[ev.Kind]
+	}
+	attrs := []slog.Attr{slog.String("event", ev.Kind.String())}
+	if ev.Attempt > 0 {
+		attrs = append(attrs, slog.Int("attempt", ev.Attempt))
+	}
+	if ev.Addr != "" {
+		attrs = append(attrs, slog.String("addr", ev.Addr))
+	}
+	if ev.Entity != "" {
+		attrs = append(attrs, slog.String("entity", ev.Entity))
+	}
+	if ev.OldName != "" || ev.NewName != "" {
+		attrs = append(attrs, slog.String("old_name", ev.OldName), slog.String("new_name", ev.NewName))
+	}
+	if ev.Err != nil {
+		attrs = append(attrs, slog.Any("error", ev.Err))
+	}
+	c.events.push(func() { log.LogAttrs(context.Background(), level, "amqp: recovery "+ev.Kind.String(), attrs...) })
+}
+
+// observeChannelError reports the server's channel.close (Warn).
+func (ch *Channel) observeChannelError(err *Error) {
+	c := ch.conn
+	if t := c.tr.chanErr; t != nil {
+		c.events.push(func() { t.TraceChannelError(ch, err) })
+	}
+	if log := c.log; log != nil {
+		c.events.push(func() {
+			log.LogAttrs(context.Background(), slog.LevelWarn, "amqp: channel closed by the server",
+				slog.Int("channel", int(ch.id)), slog.Int("code", int(err.Code)), slog.String("reason", err.Reason),
+				slog.Any("error", err))
+		})
+	}
+}
+
+// logMalformed logs a message whose content header could not be decoded
+// (Warn), as it is handed to the application or rejected for it. The raw
+// header is not logged: it may hold application data.
+func (ch *Channel) logMalformed(d *Delivery, what string) {
+	log := ch.conn.log
+	if log == nil || d.err == nil {
+		return
+	}
+	log.LogAttrs(context.Background(), slog.LevelWarn, "amqp: malformed message "+what,
+		slog.Int("channel", int(ch.id)), slog.String("consumer_tag", d.ConsumerTag),
+		slog.Uint64("delivery_tag", d.DeliveryTag), slog.String("exchange", d.Exchange),
+		slog.String("routing_key", d.RoutingKey), slog.Int("body_size", len(d.Body)),
+		slog.Any("error", d.err))
+}
+
+// logDropped logs buffered deliveries a consumer dropped because their
+// channel closed under them (Info: the server requeued them and will
+// deliver them again). It runs under the consumer's lock, possibly on the
+// reader: the record is queued.
+func (c *Consumer) logDropped(n int, why error) {
+	log := c.ch.conn.log
+	if log == nil || n == 0 {
+		return
+	}
+	ch, tag := int(c.ch.id), c.tag
+	c.ch.conn.events.push(func() {
+		log.LogAttrs(context.Background(), slog.LevelInfo, "amqp: buffered deliveries dropped; the server requeues them",
+			slog.Int("channel", ch), slog.String("consumer_tag", tag), slog.Int("count", n), slog.Any("error", why))
+	})
+}
