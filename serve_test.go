@@ -5,7 +5,6 @@ import (
 	"net"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/amqp-go/amqp"
 	"github.com/amqp-go/amqp/amqptest"
@@ -86,27 +85,7 @@ func fakeService(t *testing.T, h amqp.Handler, opt amqp.ServeOptions) (*amqp.Ser
 // client's socket wrapped by it.
 func fakeServiceWith(t *testing.T, cfg amqp.Config, wrap func(net.Conn) net.Conn, h amqp.Handler, opt amqp.ServeOptions) (*amqp.Service, *amqptest.Conn, uint16) {
 	t.Helper()
-	srv := amqptest.NewServer(t, amqptest.Options{})
-	cfg.Dial = srv.Dial
-	if wrap != nil {
-		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := srv.Dial(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return wrap(c), nil
-		}
-	}
-	conn, err := amqp.DialConfig(t.Context(), cfg)
-	require.NoError(t, err)
-	sc, err := srv.Accept(t.Context())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		sc.Drop()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		conn.Close(ctx)
-	})
+	conn, sc := fakeConnVia(t, amqptest.Options{}, cfg, wrap)
 	ch := openFakeChannel(t, conn, sc)
 	opt.Prefetch = -1
 	started := make(chan *amqp.Service, 1)
