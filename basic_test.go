@@ -146,12 +146,12 @@ func TestQosPrefetchCountHonoured(t *testing.T) {
 	// Two are out unacknowledged, so the server holds the other three back.
 	readyEventually(t, ch, q, 3)
 	require.Zero(t, countWithin(cons, 100*time.Millisecond), "no third delivery")
-	require.NoError(t, ds[0].Ack(testCtx(t), amqp.AckOptions{}))
+	require.NoError(t, ds[0].Ack(amqp.AckOptions{}))
 	d, err := cons.Next(testCtx(t))
 	require.NoError(t, err, "one ack lets one more through")
 	require.Equal(t, "2", string(d.Body))
 	readyEventually(t, ch, q, 2)
-	require.NoError(t, d.Ack(testCtx(t), amqp.AckOptions{Multiple: true}))
+	require.NoError(t, d.Ack(amqp.AckOptions{Multiple: true}))
 	require.NoError(t, cons.Cancel(testCtx(t)))
 }
 
@@ -205,13 +205,13 @@ func TestRejectRequeueOrDeadLetter(t *testing.T) {
 	d, err := ch.Get(testCtx(t), amqp.BasicGet{Queue: q})
 	require.NoError(t, err)
 	require.False(t, d.Redelivered)
-	require.NoError(t, d.Reject(testCtx(t), amqp.RejectOptions{Requeue: true}))
-	require.ErrorIs(t, d.Reject(testCtx(t), amqp.RejectOptions{}), amqp.ErrAlreadySettled)
+	require.NoError(t, d.Reject(amqp.RejectOptions{Requeue: true}))
+	require.ErrorIs(t, d.Reject(amqp.RejectOptions{}), amqp.ErrAlreadySettled)
 
 	d, err = ch.Get(testCtx(t), amqp.BasicGet{Queue: q})
 	require.NoError(t, err, "requeued")
 	require.True(t, d.Redelivered)
-	require.NoError(t, d.Reject(testCtx(t), amqp.RejectOptions{Requeue: false}))
+	require.NoError(t, d.Reject(amqp.RejectOptions{Requeue: false}))
 
 	dead := getEventually(t, ch, dlq)
 	require.Equal(t, "0", string(dead.Body), "dead-lettered")
@@ -238,12 +238,12 @@ func TestNackMultiple(t *testing.T) {
 	publishN(t, ch, q, 4)
 	ds := getN(t, ch, q, 4)
 
-	require.NoError(t, ds[2].Nack(testCtx(t), amqp.NackOptions{Multiple: true, Requeue: true}))
+	require.NoError(t, ds[2].Nack(amqp.NackOptions{Multiple: true, Requeue: true}))
 	for _, d := range ds[:3] {
-		require.ErrorIs(t, d.Ack(testCtx(t), amqp.AckOptions{}), amqp.ErrAlreadySettled, "tag %d", d.DeliveryTag)
+		require.ErrorIs(t, d.Ack(amqp.AckOptions{}), amqp.ErrAlreadySettled, "tag %d", d.DeliveryTag)
 	}
 	readyEventually(t, ch, q, 3)
-	require.NoError(t, ds[3].Ack(testCtx(t), amqp.AckOptions{}), "the one after is untouched")
+	require.NoError(t, ds[3].Ack(amqp.AckOptions{}), "the one after is untouched")
 	require.NoError(t, ch.Err())
 }
 
@@ -254,9 +254,9 @@ func TestAckMultiple(t *testing.T) {
 	publishN(t, ch, q, 3)
 	ds := getN(t, ch, q, 3)
 
-	require.NoError(t, ds[1].Ack(testCtx(t), amqp.AckOptions{Multiple: true}))
-	require.ErrorIs(t, ds[0].Ack(testCtx(t), amqp.AckOptions{}), amqp.ErrAlreadySettled, "acked by the multiple ack")
-	require.ErrorIs(t, ds[1].Nack(testCtx(t), amqp.NackOptions{}), amqp.ErrAlreadySettled)
+	require.NoError(t, ds[1].Ack(amqp.AckOptions{Multiple: true}))
+	require.ErrorIs(t, ds[0].Ack(amqp.AckOptions{}), amqp.ErrAlreadySettled, "acked by the multiple ack")
+	require.ErrorIs(t, ds[1].Nack(amqp.NackOptions{}), amqp.ErrAlreadySettled)
 
 	// Only the third is still unacknowledged: recover hands back just that one.
 	require.NoError(t, ch.Recover(testCtx(t), amqp.BasicRecover{Requeue: true}))
@@ -265,7 +265,7 @@ func TestAckMultiple(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "2", string(d.Body))
 	require.True(t, d.Redelivered)
-	require.NoError(t, d.Ack(testCtx(t), amqp.AckOptions{}))
+	require.NoError(t, d.Ack(amqp.AckOptions{}))
 	require.NoError(t, ch.Err())
 }
 
@@ -286,7 +286,7 @@ func TestRecoverRequeueRedelivers(t *testing.T) {
 	require.True(t, again.Redelivered)
 	require.Equal(t, "0", string(again.Body))
 	require.NotEqual(t, first.DeliveryTag, again.DeliveryTag)
-	require.NoError(t, again.Ack(testCtx(t), amqp.AckOptions{}))
+	require.NoError(t, again.Ack(amqp.AckOptions{}))
 	require.NoError(t, cons.Cancel(testCtx(t)))
 	require.NoError(t, ch.Err())
 }
@@ -303,7 +303,7 @@ func TestAckAfterRecoverIsLocalError(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, ch.Recover(testCtx(t), amqp.BasicRecover{Requeue: true}))
 
-	err = old.Ack(testCtx(t), amqp.AckOptions{})
+	err = old.Ack(amqp.AckOptions{})
 	// Sent right behind the ack: a 406 caused by the ack fails it.
 	_, perr := ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Queue: q, Passive: true})
 	require.NoError(t, perr, "the channel stays open")
@@ -322,7 +322,7 @@ func TestAckAfterRecoverAsyncIsLocalError(t *testing.T) {
 	require.NoError(t, ch.RecoverAsync(testCtx(t), amqp.BasicRecoverAsync{Requeue: true}))
 	readyEventually(t, ch, q, 1)
 
-	err = old.Ack(testCtx(t), amqp.AckOptions{})
+	err = old.Ack(amqp.AckOptions{})
 	_, perr := ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Queue: q, Passive: true})
 	require.NoError(t, perr, "the channel stays open")
 	require.ErrorIs(t, err, amqp.ErrStaleDelivery, "its tag died with basic.recover-async")

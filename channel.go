@@ -53,7 +53,8 @@ type Channel struct {
 	// confirmProgress is closed (and cleared) whenever confirmations resolve,
 	// waking Confirmation.Wait calls; created by the first waiter.
 	confirmProgress chan struct{}
-	flow            gate // shut while the server paused publishing (channel.flow active=false)
+	confirmFailures confirmFailures // failed publishes no WaitConfirms has reported yet
+	flow            gate            // shut while the server paused publishing (channel.flow active=false)
 
 	opened      bool // open-ok arrived (on the current link)
 	reopenSteps int  // replies of the reopen sequence still to come

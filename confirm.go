@@ -174,6 +174,8 @@ func (c *Confirmation) Returned() *Return {
 	return c.ret
 }
 
+// resolve sets the outcome. A failure is recorded for WaitConfirms, so
+// c.ch.mu must be held when c.ch is set (every resolution happens under it).
 func (c *Confirmation) resolve(err error, ret *Return) {
 	c.mu.Lock()
 	if c.fin {
@@ -187,6 +189,9 @@ func (c *Confirmation) resolve(err error, ret *Return) {
 	tr := c.trace
 	c.trace = nil
 	c.mu.Unlock()
+	if err != nil && c.ch != nil {
+		c.ch.confirmFailures.add(c)
+	}
 	if tr != nil {
 		tr.confirmed(c, err, ret)
 	}

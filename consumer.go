@@ -228,7 +228,7 @@ func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 			return d, err
 		}
 		if c.rejectBad && !d.noAck {
-			rerr := d.Reject(ctx, RejectOptions{})
+			rerr := d.Reject(RejectOptions{})
 			if rerr == nil || errors.Is(rerr, ErrStaleDelivery) { // stale: the server requeued it already
 				c.ch.logMalformed(d, "rejected")
 				continue
@@ -286,16 +286,30 @@ func (c *Consumer) next(ctx context.Context) (*Delivery, error) {
 }
 
 // Deliveries returns an iterator over the consumer's deliveries, for use in a
-// range loop. The loop ends after an error is yielded: ctx's error, or the
-// error that ended the consumer. A consumer ended by Cancel ends the loop
-// without an error. A message whose content header could not be decoded is
-// yielded with its [*ContentError] and a non-nil Delivery, and the loop goes
-// on. Leaving the loop early does not cancel the consumer.
+// range loop. Leaving the loop early does not cancel the consumer. A message
+// whose content header could not be decoded is yielded with its
+// [*ContentError] and a non-nil Delivery, and the loop goes on.
+//
+// How the loop ends tells who ended the consumer:
+//   - the application itself, with [Consumer.Cancel], [Channel.Close] or
+//     [Connection.Close] (from this or any goroutine): the loop ends
+//     without yielding an error, once the deliveries still buffered have
+//     been yielded (closing the channel or connection drops those that
+//     need an acknowledgement: the server requeues them). So does a server
+//     cancel that ConsumerOptions.OnCancel was told of.
+//   - anything else: the loop yields the error and then ends. That is a
+//     channel error (an [*Error]), the connection's failure or the
+//     server's close (matching [ErrClosed] and the cause), a server cancel
+//     without OnCancel ([ErrCancelledByServer]), or ctx's error when ctx
+//     ends first.
+//
+// [Consumer.Next] returns the same errors in every case; see
+// [EndedByApplication] for telling them apart there.
 func (c *Consumer) Deliveries(ctx context.Context) iter.Seq2[*Delivery, error] {
 	return func(yield func(*Delivery, error) bool) {
 		for {
 			d, err := c.Next(ctx)
-			if errors.Is(err, ErrConsumerCancelled) {
+			if err != nil && EndedByApplication(err) {
 				return
 			}
 			if !yield(d, err) || (err != nil && d == nil) { // with a delivery, err is its ContentError: go on
@@ -303,6 +317,17 @@ func (c *Consumer) Deliveries(ctx context.Context) iter.Seq2[*Delivery, error] {
 			}
 		}
 	}
+}
+
+// EndedByApplication reports whether err, returned by [Consumer.Next] or
+// found in an Err method, means that the application ended the consumer,
+// channel or connection itself: [ErrConsumerCancelled] (Consumer.Cancel, or a
+// server cancel that ConsumerOptions.OnCancel was told of), or ErrClosed
+// itself, which Channel.Close and Connection.Close leave. An end that came
+// from elsewhere wraps ErrClosed together with its cause, or is another
+// error, and is not matched.
+func EndedByApplication(err error) bool {
+	return err == ErrClosed || errors.Is(err, ErrConsumerCancelled)
 }
 
 // Cancel cancels the consumer (basic.cancel) and waits for cancel-ok,

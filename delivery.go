@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -101,23 +100,31 @@ type RejectOptions struct {
 	Requeue bool // put the message back in the queue rather than discard or dead-letter it
 }
 
-// Ack acknowledges the delivery (basic.ack). ctx bounds waiting for room in
-// the connection's write queue; there is no reply. It returns
-// ErrNoAckDelivery, ErrAlreadySettled or ErrStaleDelivery without sending
-// anything when the acknowledgement would be a protocol error.
-func (d *Delivery) Ack(ctx context.Context, opt AckOptions) error {
-	return d.settle(ctx, settlement{kind: ackKind, multiple: opt.Multiple})
+// Ack acknowledges the delivery (basic.ack). It never waits: it queues the
+// frame for the socket and returns, so it takes no context and works the
+// same after the context the delivery was consumed with has ended. (The
+// frame is a few bytes, one per delivery received, so it is not held back
+// by the write queue's backpressure; there is no reply to wait for.)
+//
+// It returns ErrNoAckDelivery, ErrAlreadySettled or ErrStaleDelivery without
+// sending anything when the acknowledgement would be a protocol error. On a
+// connection that is being lost, or was lost, the delivery's tag died with it
+// (the server requeues the message): the error matches ErrStaleDelivery and
+// the cause. On a channel that has ended it returns the channel's error.
+func (d *Delivery) Ack(opt AckOptions) error {
+	return d.settle(settlement{kind: ackKind, multiple: opt.Multiple})
 }
 
 // Nack rejects the delivery, and with Multiple those before it (basic.nack).
-// It returns the same local errors as Ack.
-func (d *Delivery) Nack(ctx context.Context, opt NackOptions) error {
-	return d.settle(ctx, settlement{kind: nackKind, multiple: opt.Multiple, requeue: opt.Requeue})
+// Like Ack it never waits, and it returns the same local errors.
+func (d *Delivery) Nack(opt NackOptions) error {
+	return d.settle(settlement{kind: nackKind, multiple: opt.Multiple, requeue: opt.Requeue})
 }
 
-// Reject rejects the delivery (basic.reject). It returns the same local errors as Ack.
-func (d *Delivery) Reject(ctx context.Context, opt RejectOptions) error {
-	return d.settle(ctx, settlement{kind: rejectKind, requeue: opt.Requeue})
+// Reject rejects the delivery (basic.reject). Like Ack it never waits, and
+// it returns the same local errors.
+func (d *Delivery) Reject(opt RejectOptions) error {
+	return d.settle(settlement{kind: rejectKind, requeue: opt.Requeue})
 }
 
 // settlement is a basic.ack, basic.nack or basic.reject to send, kept as
@@ -155,7 +162,7 @@ func (s settlement) appendFrame(b []byte, channel uint16, tag uint64) []byte {
 	return endFrame(b, start)
 }
 
-func (d *Delivery) settle(ctx context.Context, s settlement) error {
+func (d *Delivery) settle(s settlement) error {
 	if d.epoch == nil {
 		return fmt.Errorf("amqp: %s: delivery has no channel", s.kind.MethodName())
 	}
@@ -169,32 +176,56 @@ func (d *Delivery) settle(ctx context.Context, s settlement) error {
 	if d.epoch != ch.epoch.Load() {
 		return ErrStaleDelivery // also while recovering: no need to wait to know
 	}
-	for {
-		l, err := ch.lockForSend(ctx, s.kind)
-		if err != nil {
-			return err
-		}
-		if err := d.settleLocked(s.multiple); err != nil {
-			ch.mu.Unlock()
-			return err
-		}
-		tag := d.DeliveryTag
-		err = l.w.appendFrames(func(b []byte) ([]byte, error) {
-			return s.appendFrame(b, ch.id, tag), nil
-		})
-		if err != nil {
-			ch.mu.Unlock()
-			if err = ch.sendError(ctx, l, s.kind, err); err == errRetry {
-				continue // never sent; the retry finds the delivery stale
-			}
-			return err
-		}
-		ch.mu.Unlock()
-		if ch.traces != nil {
-			ch.traceSettled(d.epoch, tag, s)
-		}
-		return nil
+	ch.mu.Lock()
+	tag, err := d.settleSendLocked(s)
+	ch.mu.Unlock()
+	if err != nil {
+		return err
 	}
+	if ch.traces != nil { // (user hooks: never under the channel's lock)
+		ch.traceSettled(d.epoch, tag, s)
+	}
+	return nil
+}
+
+// settleSendLocked checks and records the settlement and queues its frame,
+// without waiting for anything (see Ack). ch.mu must be held.
+func (d *Delivery) settleSendLocked(s settlement) (tag uint64, err error) {
+	ch := d.epoch.ch
+	if err := ch.usableLocked(s.kind); err != nil {
+		if err == errRecovering {
+			// Not reached for a current delivery: a recovery starts a new
+			// epoch when it detaches the channel. Never wait anyway.
+			return 0, ErrStaleDelivery
+		}
+		return 0, err
+	}
+	l := ch.link.Load()
+	if l == nil || l.ended() {
+		return 0, lostSettlementError(l)
+	}
+	if err := d.settleLocked(s.multiple); err != nil {
+		return 0, err
+	}
+	tag = d.DeliveryTag
+	// No waitRoom: settling never waits.
+	err = l.w.appendFrames(func(b []byte) ([]byte, error) {
+		return s.appendFrame(b, ch.id, tag), nil
+	})
+	if err != nil { // the writer is down, so the link is ending and the tag with it
+		return 0, lostSettlementError(l)
+	}
+	return tag, nil
+}
+
+// lostSettlementError reports a settlement on a link that is ending or has
+// ended: the server requeues the delivery, whose tag is void.
+func lostSettlementError(l *link) error {
+	cause := ErrConnectionLost
+	if l != nil && l.ended() && l.err != nil {
+		cause = l.err
+	}
+	return fmt.Errorf("%w: %w", ErrStaleDelivery, cause)
 }
 
 // settleLocked checks that the delivery can be settled and records it as

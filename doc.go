@@ -26,6 +26,11 @@
 // queue, bind, delete); its late reply is read and dropped, never handed to
 // the next call, and the channel stays usable.
 //
+// The exceptions are [Delivery.Ack], [Delivery.Nack] and [Delivery.Reject]:
+// they never wait (there is no reply, and an acknowledgement is too small to
+// be held back by the write queue), so they take no ctx, and a delivery is
+// settled the same way after the context it was consumed with has ended.
+//
 // # Errors
 //
 // Protocol errors are [*Error] values with the reply code, reason, failing
@@ -142,7 +147,12 @@
 // ([ErrNacked]) or return of a mandatory unroutable message ([ErrReturned]).
 // [Channel.OnAck], [Channel.OnNack] and [Channel.OnReturn] register listeners.
 // Publishing waits while the server blocks the connection (connection.blocked,
-// see [Connection.OnBlocked]), bounded by ctx.
+// see [Connection.OnBlocked]), bounded by ctx. [Channel.WaitConfirms] is a
+// publish barrier: it waits until every publish made before it has its
+// outcome, and returns a [*ConfirmsError] listing every failure not yet
+// reported. Set [Properties].DeliveryMode to [Persistent] for messages that
+// must survive a broker restart, and declare exchanges with [ExchangeDirect],
+// [ExchangeFanout], [ExchangeTopic] or [ExchangeHeaders].
 //
 // # Consuming
 //
@@ -155,6 +165,28 @@
 // closes the channel. When the server cancels a consumer (its queue was
 // deleted), [ConsumerOptions].OnCancel is called, or the consumer ends with
 // [ErrCancelledByServer].
+//
+// A range loop over Deliveries ends without an error when the application
+// ended the consumer itself: [Consumer.Cancel], [Channel.Close] or
+// [Connection.Close], from any goroutine. Any other end (a channel error,
+// the server closing the connection, a lost connection without recovery, a
+// server cancel without OnCancel) is yielded as an error, then the loop
+// ends. [EndedByApplication] applies the same rule to the errors of
+// [Consumer.Next] and the Err methods.
+//
+// # Serving a queue with handlers
+//
+// [Channel.Serve] runs a [Handler] for each delivery on a pool of at most
+// [ServeOptions].Workers goroutines, with a prefetch that keeps them fed.
+// A handler that returns nil has its delivery acked; one that returns an
+// error has it rejected with requeue, or without (dead-lettered) when the
+// error wraps [ErrReject] (ServeOptions.Requeue changes that policy); a
+// panic is recovered, reported to OnError as a [*PanicError] and settled as
+// an error. [Service.Shutdown] drains gracefully, bounded by its ctx: it
+// stops taking deliveries, cancels the consumer, hands back the prefetched
+// ones, and lets the running handlers finish and settles them; when its ctx
+// ends first, the handlers' ctx ends. A Service runs on across connection
+// recovery and, with Resubscribe, server cancels.
 //
 // Each delivery is a new allocation unless the consumer was started with
 // [ConsumerOptions].Recycle: then the application may hand a delivery back
@@ -202,6 +234,37 @@
 //
 // Package amqptest is a scriptable fake AMQP server for frame-level tests of
 // code that uses this client.
+//
+// # Examples by task
+//
+// The runnable examples (they need a RabbitMQ on localhost) are shown with
+// what they use; by task:
+//   - connecting: the example of [Dial].
+//   - a work queue by hand, with prefetch, persistent tasks and acks: the
+//     "workQueue" example of [Channel.Consume].
+//   - a work queue with a pool of handlers and a graceful shutdown: the
+//     example of [Channel.Serve].
+//   - RPC over direct reply-to: the "directReplyTo" example of
+//     [Channel.Consume].
+//   - fan-out (publish/subscribe): the "fanout" example of [Channel.QueueBind].
+//   - topic routing: the "topic" example of [Channel.QueueBind].
+//   - exchange-to-exchange routing: the example of [Channel.ExchangeBind].
+//   - publisher confirms, one by one: the "confirms" example of
+//     [Channel.Publish].
+//   - a publish barrier for a batch: the example of [Channel.WaitConfirms].
+//   - unroutable mandatory messages: the example of [Channel.OnReturn].
+//   - how a consume loop ends: the example of [Consumer.Deliveries].
+//   - server cancels: the "onCancel" example of [ConsumerOptions].
+//   - connection recovery: the "recovery" example of [Config].
+//   - recovery tuned from the URL: the "recovery" example of [ParseURL].
+//   - allocation-free consuming: the "recycle" example of [ConsumerOptions].
+//   - a fake server for tests: the example of amqptest.Server.
+//   - a channel layer for Django Channels, and one that talks to Python's
+//     channels_rabbitmq: the examples of the layer module.
+//   - tracing and metrics with OpenTelemetry: the examples of the otelamqp
+//     module.
+//   - raw frames against a live broker: the example of package amqpraw.
+//   - checking a broker's conformance: the example of package conformance.
 package amqp
 
 //go:generate go run ./cmd/specgen -in spec/amqp0-9-1.extended.xml -out methods_gen.go

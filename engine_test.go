@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -20,8 +21,23 @@ import (
 // fakeConn dials a fake server and returns the client and the server's end.
 func fakeConn(t *testing.T, opts amqptest.Options, cfg amqp.Config) (*amqp.Connection, *amqptest.Conn) {
 	t.Helper()
+	return fakeConnVia(t, opts, cfg, nil)
+}
+
+// fakeConnVia is fakeConn with the client's socket wrapped by wrap, if set.
+func fakeConnVia(t *testing.T, opts amqptest.Options, cfg amqp.Config, wrap func(net.Conn) net.Conn) (*amqp.Connection, *amqptest.Conn) {
+	t.Helper()
 	srv := amqptest.NewServer(t, opts)
 	cfg.Dial = srv.Dial
+	if wrap != nil {
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := srv.Dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return wrap(c), nil
+		}
+	}
 	conn, err := amqp.DialConfig(t.Context(), cfg)
 	require.NoError(t, err)
 	sc, err := srv.Accept(t.Context())

@@ -104,7 +104,8 @@ func (c ReplyCode) Recoverable() bool {
 var (
 	// ErrClosed is returned by operations on a connection, channel or
 	// consumer that is closed. It is wrapped together with the cause of the
-	// close where there is one.
+	// close where there is one; after the application's own Channel.Close
+	// or Connection.Close it is ErrClosed itself (see [EndedByApplication]).
 	ErrClosed = errors.New("amqp: closed")
 
 	// ErrConnectionLost reports an I/O failure on the connection's socket.

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/amqp-go/amqp"
@@ -54,7 +57,7 @@ func ExampleChannel_Consume_workQueue() {
 	for _, task := range []string{"resize photo 1", "resize photo 2", "resize photo 3"} {
 		_, err := ch.Publish(ctx, amqp.Publishing{
 			RoutingKey: q.Queue,
-			Properties: amqp.Properties{DeliveryMode: 2}, // persistent
+			Properties: amqp.Properties{DeliveryMode: amqp.Persistent},
 			Body:       []byte(task),
 		})
 		if err != nil {
@@ -76,7 +79,7 @@ func ExampleChannel_Consume_workQueue() {
 			log.Fatal(err)
 		}
 		fmt.Println("done:", string(d.Body)) // do the work, then acknowledge
-		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+		if err := d.Ack(amqp.AckOptions{}); err != nil {
 			log.Fatal(err)
 		}
 		processed++
@@ -153,7 +156,7 @@ func ExampleChannel_QueueBind_fanout() {
 	}
 
 	logs := fmt.Sprintf("logs-%d", time.Now().UnixNano())
-	err = ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: logs, Type: "fanout", AutoDelete: true})
+	err = ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: logs, Type: amqp.ExchangeFanout, AutoDelete: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -205,7 +208,7 @@ func ExampleChannel_QueueBind_topic() {
 	}
 
 	events := fmt.Sprintf("events-%d", time.Now().UnixNano())
-	err = ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: events, Type: "topic", AutoDelete: true})
+	err = ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: events, Type: amqp.ExchangeTopic, AutoDelete: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -270,8 +273,8 @@ func ExampleChannel_ExchangeBind() {
 	suffix := time.Now().UnixNano()
 	all, audit := fmt.Sprintf("all-%d", suffix), fmt.Sprintf("audit-%d", suffix)
 	for _, x := range []amqp.ExchangeDeclare{
-		{Exchange: all, Type: "topic", AutoDelete: true},
-		{Exchange: audit, Type: "fanout", AutoDelete: true},
+		{Exchange: all, Type: amqp.ExchangeTopic, AutoDelete: true},
+		{Exchange: audit, Type: amqp.ExchangeFanout, AutoDelete: true},
 	} {
 		if err := ch.ExchangeDeclare(ctx, x); err != nil {
 			log.Fatal(err)
@@ -348,7 +351,7 @@ func ExampleChannel_Consume_directReplyTo() {
 			if _, err := server.Publish(ctx, reply); err != nil {
 				log.Print(err)
 			}
-			if err := req.Ack(ctx, amqp.AckOptions{}); err != nil {
+			if err := req.Ack(amqp.AckOptions{}); err != nil {
 				log.Print(err)
 			}
 		}
@@ -527,7 +530,7 @@ func ExampleConfig_recovery() {
 		fmt.Println("received", string(d.Body))
 		// A delivery from before a reconnect can no longer be acked; the
 		// broker delivers it again.
-		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil && !errors.Is(err, amqp.ErrStaleDelivery) {
+		if err := d.Ack(amqp.AckOptions{}); err != nil && !errors.Is(err, amqp.ErrStaleDelivery) {
 			log.Fatal(err)
 		}
 	}
@@ -572,11 +575,179 @@ func ExampleConsumerOptions_recycle() {
 			log.Fatal(err)
 		}
 		readings = append(readings, string(d.Body)) // a copy: Body is reused after Release
-		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+		if err := d.Ack(amqp.AckOptions{}); err != nil {
 			log.Fatal(err)
 		}
 		d.Release() // d must not be used from here on
 	}
 	fmt.Println(readings)
 	// Output: [21.5 21.7 22.0]
+}
+
+// A work queue served by a pool of handlers: at most Workers run at once,
+// each delivery is acked when its handler returns nil and requeued when it
+// fails (dead-lettered when the error wraps ErrReject), and Shutdown stops
+// gracefully, letting running handlers finish.
+func ExampleChannel_Serve() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := amqp.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	q, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true}) // usually durable, with a well-known name
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, task := range []string{"resize photo 1", "resize photo 2", "resize photo 3"} {
+		_, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: q.Queue, Body: []byte(task),
+			Properties: amqp.Properties{DeliveryMode: amqp.Persistent}})
+		if err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	var mu sync.Mutex
+	var done []string
+	finished := make(chan struct{}, 3)
+	svc, err := ch.Serve(ctx, amqp.BasicConsume{Queue: q.Queue}, func(ctx context.Context, d *amqp.Delivery) error {
+		if len(d.Body) == 0 {
+			return fmt.Errorf("empty task: %w", amqp.ErrReject) // no retry can fix it
+		}
+		mu.Lock()
+		done = append(done, strings.ToUpper(string(d.Body))) // do the work; ctx ends if the shutdown runs out of time
+		mu.Unlock()
+		finished <- struct{}{}
+		return nil // ack
+	}, amqp.ServeOptions{
+		Workers: 4,
+		OnError: func(d *amqp.Delivery, err error) { log.Printf("task %d: %v", d.DeliveryTag, err) },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for range 3 {
+		<-finished
+	}
+
+	// On SIGTERM, say: stop taking tasks, let those running finish, and
+	// hand the prefetched ones back to the queue, within 30 s.
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	if err := svc.Shutdown(shutdownCtx); err != nil {
+		log.Fatal(err)
+	}
+	slices.Sort(done)
+	fmt.Println(strings.Join(done, "\n"))
+	// Output:
+	// RESIZE PHOTO 1
+	// RESIZE PHOTO 2
+	// RESIZE PHOTO 3
+}
+
+// A publish barrier: publish a batch in confirm mode without waiting for
+// each confirmation, then wait once for all of them. The error lists every
+// publish that failed.
+func ExampleChannel_WaitConfirms() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := amqp.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// A queue that takes two messages and refuses more (the broker nacks them).
+	q, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true,
+		Arguments: amqp.Table{"x-max-length": int32(2), "x-overflow": "reject-publish"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}); err != nil {
+		log.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		_, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: q.Queue, Body: fmt.Appendf(nil, "order %d", i)})
+		if err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	err = ch.WaitConfirms(ctx) // every publish above has its outcome now
+	var failed *amqp.ConfirmsError
+	switch {
+	case err == nil:
+		fmt.Println("all confirmed")
+	case errors.As(err, &failed):
+		for _, c := range failed.Failed {
+			fmt.Printf("publish %d: nacked: %t\n", c.DeliveryTag(), errors.Is(c.Wait(ctx), amqp.ErrNacked))
+		}
+	default: // ctx ended first
+		log.Fatal(err)
+	}
+	// Output: publish 3: nacked: true
+}
+
+// A range over Deliveries ends without an error when the application
+// itself cancels the consumer or closes its channel or connection, here
+// from another goroutine; an end that comes from elsewhere (the server
+// closed the channel or connection, the network failed) is yielded.
+func ExampleConsumer_Deliveries() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := amqp.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	q, err := ch.QueueDeclare(ctx, amqp.QueueDeclare{Exclusive: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: q.Queue, Body: []byte("last one")}); err != nil {
+		log.Fatal(err)
+	}
+	cons, err := ch.Consume(ctx, amqp.BasicConsume{Queue: q.Queue})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	for d, err := range cons.Deliveries(ctx) {
+		if err != nil {
+			log.Fatal(err) // a failure: not reached when the application closed it
+		}
+		fmt.Println("got", string(d.Body))
+		if err := d.Ack(amqp.AckOptions{}); err != nil {
+			log.Fatal(err)
+		}
+		go ch.Close(ctx) // say, at shutdown
+	}
+	fmt.Println("loop ended; by the application:", amqp.EndedByApplication(cons.Err()))
+	// Output:
+	// got last one
+	// loop ended; by the application: true
+}
+
+// Recovery tuned from the URL alone: the recovery_ parameters set the
+// fields of RecoveryConfig (durations in milliseconds).
+func ExampleParseURL_recovery() {
+	cfg, err := amqp.ParseURL("amqp://guest:guest@node1,node2/?recovery=on&recovery_republish=true" +
+		"&recovery_min_backoff=250&recovery_max_backoff=30000&recovery_max_attempts=0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(cfg.Addrs, cfg.Recovery)
+	// Output: [node1:5672 node2:5672] {MinBackoff:250ms MaxBackoff:30s MaxAttempts:0 FailFast:false Republish:true SkipTopology:false AttemptTimeout:0s ProtocolErrorRepeats:0}
 }

@@ -155,7 +155,7 @@ func TestBrokerMalformedContentReachesTheConsumerAndDeadLetters(t *testing.T) {
 			require.ErrorAs(t, err, &ce)
 			require.Equal(t, brokerPoisons[string(d.Body)], ce.Header[12:], "the raw header as the broker delivered it")
 			bad = append(bad, string(d.Body))
-			require.NoError(t, d.Reject(ctx, amqp.RejectOptions{})) // to the dead-letter queue
+			require.NoError(t, d.Reject(amqp.RejectOptions{})) // to the dead-letter queue
 			continue
 		}
 		switch string(d.Body) {
@@ -167,7 +167,7 @@ func TestBrokerMalformedContentReachesTheConsumerAndDeadLetters(t *testing.T) {
 			require.Equal(t, "good", d.ContentType)
 		}
 		good = append(good, string(d.Body))
-		require.NoError(t, d.Ack(ctx, amqp.AckOptions{}))
+		require.NoError(t, d.Ack(amqp.AckOptions{}))
 	}
 	require.Len(t, good, 2+len(brokerPoisons))
 	require.ElementsMatch(t, mapKeys(brokerPoisons), bad)
@@ -204,7 +204,7 @@ func TestBrokerRejectMalformedConsumerGoesOn(t *testing.T) {
 	d, err := cons.Next(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "good", string(d.Body))
-	require.NoError(t, d.Ack(ctx, amqp.AckOptions{}))
+	require.NoError(t, d.Ack(amqp.AckOptions{}))
 	dead, err := ch.Get(ctx, amqp.BasicGet{Queue: dlq, NoAck: true})
 	for errors.Is(err, amqp.ErrEmpty) && ctx.Err() == nil { // the dead-lettering is asynchronous
 		time.Sleep(20 * time.Millisecond)

@@ -71,7 +71,7 @@ func TestMalformedContentHeaderCostsTheMessageNotTheConnection(t *testing.T) {
 			if tc.decodes {
 				require.NoError(t, err)
 				require.NoError(t, bad.Err())
-				require.NoError(t, bad.Ack(ctx, amqp.AckOptions{}))
+				require.NoError(t, bad.Ack(amqp.AckOptions{}))
 				amqptest.Expect[*amqp.BasicAck](t, sc)
 			} else {
 				require.ErrorIs(t, err, amqp.ErrMalformedContent)
@@ -82,7 +82,7 @@ func TestMalformedContentHeaderCostsTheMessageNotTheConnection(t *testing.T) {
 				require.Equal(t, tc.props, ce.Header[12:], "the raw header is kept")
 				require.Same(t, ce, bad.Err(), "the delivery carries the same error")
 				// The application dead-letters it.
-				require.NoError(t, bad.Reject(ctx, amqp.RejectOptions{}))
+				require.NoError(t, bad.Reject(amqp.RejectOptions{}))
 				_, rej := amqptest.Expect[*amqp.BasicReject](t, sc)
 				require.Equal(t, amqp.BasicReject{DeliveryTag: 1, Requeue: false}, *rej)
 			}
@@ -146,7 +146,7 @@ func TestRejectMalformedRejectsWithoutRequeue(t *testing.T) {
 	require.Equal(t, "good", string(d.Body), "the malformed one is not handed out")
 	_, rej := amqptest.Expect[*amqp.BasicReject](t, sc)
 	require.Equal(t, amqp.BasicReject{DeliveryTag: 1, Requeue: false}, *rej)
-	require.NoError(t, d.Ack(ctx, amqp.AckOptions{}))
+	require.NoError(t, d.Ack(amqp.AckOptions{}))
 	_, ack := amqptest.Expect[*amqp.BasicAck](t, sc)
 	require.Equal(t, uint64(2), ack.DeliveryTag)
 }
@@ -175,7 +175,7 @@ func TestGetReturnsMalformedContentWithItsMessage(t *testing.T) {
 	require.NotNil(t, r.d)
 	require.Equal(t, "poison", string(r.d.Body))
 	require.Equal(t, uint32(3), r.d.MessageCount)
-	require.NoError(t, r.d.Nack(ctx, amqp.NackOptions{}))
+	require.NoError(t, r.d.Nack(amqp.NackOptions{}))
 	_, nack := amqptest.Expect[*amqp.BasicNack](t, sc)
 	require.Equal(t, uint64(7), nack.DeliveryTag)
 	require.NoError(t, conn.Err())

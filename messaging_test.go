@@ -32,8 +32,8 @@ func TestPublishConsumeAck(t *testing.T) {
 		require.Equal(t, []byte{byte(i)}, d.Body, "in order")
 		require.Equal(t, q, d.RoutingKey)
 		require.Equal(t, cons.Tag(), d.ConsumerTag)
-		require.NoError(t, d.Ack(testCtx(t), amqp.AckOptions{}))
-		require.ErrorIs(t, d.Ack(testCtx(t), amqp.AckOptions{}), amqp.ErrAlreadySettled, "a second ack is a local error")
+		require.NoError(t, d.Ack(amqp.AckOptions{}))
+		require.ErrorIs(t, d.Ack(amqp.AckOptions{}), amqp.ErrAlreadySettled, "a second ack is a local error")
 	}
 	require.NoError(t, cons.Cancel(testCtx(t)))
 	_, err = cons.Next(testCtx(t))
@@ -53,8 +53,8 @@ func TestNoAckDeliveryCannotBeAcked(t *testing.T) {
 	require.NoError(t, err)
 	d, err := cons.Next(testCtx(t))
 	require.NoError(t, err)
-	require.ErrorIs(t, d.Ack(testCtx(t), amqp.AckOptions{}), amqp.ErrNoAckDelivery)
-	require.ErrorIs(t, d.Reject(testCtx(t), amqp.RejectOptions{Requeue: true}), amqp.ErrNoAckDelivery)
+	require.ErrorIs(t, d.Ack(amqp.AckOptions{}), amqp.ErrNoAckDelivery)
+	require.ErrorIs(t, d.Reject(amqp.RejectOptions{Requeue: true}), amqp.ErrNoAckDelivery)
 	tempQueue(t, ch, nil) // the channel is still open
 	require.NoError(t, ch.Err())
 }
@@ -69,12 +69,12 @@ func TestStaleDeliveryAfterChannelReopen(t *testing.T) {
 	require.NoError(t, err)
 	_, err = ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Queue: uniqueName("missing"), Passive: true})
 	require.ErrorIs(t, err, amqp.ErrNotFound)
-	require.ErrorIs(t, d.Ack(testCtx(t), amqp.AckOptions{}), amqp.ErrStaleDelivery)
+	require.ErrorIs(t, d.Ack(amqp.AckOptions{}), amqp.ErrStaleDelivery)
 	// The server requeued it when the channel closed: it comes again, redelivered.
 	d2, err := ch.Get(testCtx(t), amqp.BasicGet{Queue: q})
 	require.NoError(t, err)
 	require.True(t, d2.Redelivered)
-	require.NoError(t, d2.Ack(testCtx(t), amqp.AckOptions{}))
+	require.NoError(t, d2.Ack(amqp.AckOptions{}))
 }
 
 func TestConsumerEndsWithChannelError(t *testing.T) {
@@ -368,7 +368,7 @@ func TestAbandonedGetGivesMessageBack(t *testing.T) {
 		d, err := ch.Get(ctx, amqp.BasicGet{Queue: q})
 		cancel()
 		if err == nil {
-			require.NoError(t, d.Ack(testCtx(t), amqp.AckOptions{}))
+			require.NoError(t, d.Ack(amqp.AckOptions{}))
 			got++
 		}
 	}

@@ -25,6 +25,17 @@ type Publishing struct {
 	Body []byte
 }
 
+// Delivery modes, for Properties.DeliveryMode. Zero, the default, is
+// transient too.
+const (
+	// Transient messages are kept in memory only (where the queue allows):
+	// they are lost if the broker restarts.
+	Transient uint8 = 1
+	// Persistent messages are written to disk by a durable queue and survive
+	// a broker restart; they cost more to publish.
+	Persistent uint8 = 2
+)
+
 // ErrImmediateUnsupported reports a publish with Immediate set; see [Publishing].
 var ErrImmediateUnsupported = errors.New("amqp: basic.publish immediate is not supported by RabbitMQ (it would close the connection with 540)")
 

@@ -312,7 +312,7 @@ func TestRecoveryRestoresEverything(t *testing.T) {
 	d, err := cons.Next(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "after", string(d.Body))
-	require.NoError(t, d.Ack(ctx, amqp.AckOptions{}))
+	require.NoError(t, d.Ack(amqp.AckOptions{}))
 	conf, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: newQ, Body: []byte("p")})
 	require.NoError(t, err)
 	require.NoError(t, conf.Wait(ctx))
@@ -381,7 +381,7 @@ func TestRecoveryInFlightWork(t *testing.T) {
 					require.ErrorIs(t, err, amqp.ErrConnectionLost)
 				}
 			}
-			require.ErrorIs(t, d.Ack(ctx, amqp.AckOptions{}), amqp.ErrStaleDelivery)
+			require.ErrorIs(t, d.Ack(amqp.AckOptions{}), amqp.ErrStaleDelivery)
 			select {
 			case err := <-declared:
 				t.Fatalf("queue.declare returned during the recovery: %v", err)

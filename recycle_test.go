@@ -39,7 +39,7 @@ func TestReleaseRecyclesDelivery(t *testing.T) {
 	first, err := cons.Next(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "first body", string(first.Body))
-	require.NoError(t, first.Ack(ctx, amqp.AckOptions{}))
+	require.NoError(t, first.Ack(amqp.AckOptions{}))
 	first.Release() // after Ack: fine
 	first.Release() // a second Release is ignored, not binned twice
 	amqptest.Expect[*amqp.BasicAck](t, sc)
@@ -60,10 +60,10 @@ func TestReleaseRecyclesDelivery(t *testing.T) {
 	// Released before it was acknowledged: Ack is a local error, and a
 	// multiple ack of a later delivery still settles it.
 	second.Release()
-	require.ErrorIs(t, second.Ack(ctx, amqp.AckOptions{}), amqp.ErrReleased)
-	require.ErrorIs(t, second.Nack(ctx, amqp.NackOptions{}), amqp.ErrReleased)
-	require.ErrorIs(t, second.Reject(ctx, amqp.RejectOptions{}), amqp.ErrReleased)
-	require.NoError(t, third.Ack(ctx, amqp.AckOptions{Multiple: true}))
+	require.ErrorIs(t, second.Ack(amqp.AckOptions{}), amqp.ErrReleased)
+	require.ErrorIs(t, second.Nack(amqp.NackOptions{}), amqp.ErrReleased)
+	require.ErrorIs(t, second.Reject(amqp.RejectOptions{}), amqp.ErrReleased)
+	require.NoError(t, third.Ack(amqp.AckOptions{Multiple: true}))
 	_, ack := amqptest.Expect[*amqp.BasicAck](t, sc)
 	require.Equal(t, uint64(3), ack.DeliveryTag)
 	require.True(t, ack.Multiple)
@@ -82,7 +82,7 @@ func TestReleaseWithoutRecycleDoesNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.NotSame(t, first, second)
 	require.Equal(t, "m", string(first.Body), "an unrecycled delivery stays intact")
-	require.NoError(t, first.Ack(ctx, amqp.AckOptions{}), "Release of an unrecycled delivery does not stop its Ack")
+	require.NoError(t, first.Ack(amqp.AckOptions{}), "Release of an unrecycled delivery does not stop its Ack")
 	_, ack := amqptest.Expect[*amqp.BasicAck](t, sc)
 	require.Equal(t, uint64(1), ack.DeliveryTag)
 }

@@ -18,9 +18,18 @@ import "context"
 // passive declarations are not recorded, and a deletion forgets the entity
 // and its bindings.
 
-// ExchangeDeclare declares an exchange (exchange.declare): Type is "direct",
-// "fanout", "topic", "headers" or a plugin's type; Passive only checks that it
-// exists (404 NOT_FOUND if not).
+// The exchange types every RabbitMQ has, for ExchangeDeclare's Type. Plugins
+// add others (such as "x-consistent-hash"), named by their own strings.
+const (
+	ExchangeDirect  = "direct"  // routes to the queues bound with the message's routing key
+	ExchangeFanout  = "fanout"  // routes to every bound queue, ignoring the routing key
+	ExchangeTopic   = "topic"   // routes by pattern: "*" matches one dot-separated word, "#" any number
+	ExchangeHeaders = "headers" // routes by header values (x-match all or any), ignoring the routing key
+)
+
+// ExchangeDeclare declares an exchange (exchange.declare): Type is
+// [ExchangeDirect], [ExchangeFanout], [ExchangeTopic], [ExchangeHeaders] or a
+// plugin's type; Passive only checks that it exists (404 NOT_FOUND if not).
 func (ch *Channel) ExchangeDeclare(ctx context.Context, args ExchangeDeclare) error {
 	_, err := ch.callTopology(ctx, &args)
 	return err

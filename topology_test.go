@@ -286,7 +286,7 @@ func TestQueueDeadLetterExchange(t *testing.T) {
 	require.True(t, confirmRouted(t, ch, amqp.Publishing{RoutingKey: q, Body: []byte("poison")}))
 	d, err := ch.Get(testCtx(t), amqp.BasicGet{Queue: q})
 	require.NoError(t, err)
-	require.NoError(t, d.Nack(testCtx(t), amqp.NackOptions{Requeue: false}))
+	require.NoError(t, d.Nack(amqp.NackOptions{Requeue: false}))
 
 	dead := getEventually(t, ch, dlq)
 	require.Equal(t, "poison", string(dead.Body))

@@ -237,12 +237,12 @@ func TestTracerDeliveryHooksFollowEachSettlement(t *testing.T) {
 	}
 	require.Equal(t, 1, startOf(ds[0].TraceContext(ctx)), "the start hook's context, until settled")
 
-	require.NoError(t, ds[0].Ack(ctx, amqp.AckOptions{}))
+	require.NoError(t, ds[0].Ack(amqp.AckOptions{}))
 	require.Nil(t, startOf(ds[0].TraceContext(ctx)), "settled: the caller's context")
-	require.NoError(t, ds[1].Nack(ctx, amqp.NackOptions{Requeue: true}))
-	require.NoError(t, ds[2].Reject(ctx, amqp.RejectOptions{}))
+	require.NoError(t, ds[1].Nack(amqp.NackOptions{Requeue: true}))
+	require.NoError(t, ds[2].Reject(amqp.RejectOptions{}))
 	ds[3].Release()
-	require.NoError(t, ds[5].Ack(ctx, amqp.AckOptions{Multiple: true})) // settles 5 and 6 (4 was released: also settled)
+	require.NoError(t, ds[5].Ack(amqp.AckOptions{Multiple: true})) // settles 5 and 6 (4 was released: also settled)
 	events := rec.waitFor(t, 13)
 	require.Equal(t, []string{
 		"delivery end of 1: tag 1 acked multiple false requeue false",
@@ -262,7 +262,7 @@ func TestTracerDeliveryHooksFollowEachSettlement(t *testing.T) {
 	go func() { closed <- sc.CloseChannel(ctx, ch.ID(), 406, "PRECONDITION_FAILED", nil) }()
 	require.Equal(t, []string{"channel error ch1 406", "delivery end of 7: tag 7 lost multiple false requeue false"}, rec.waitFor(t, 2))
 	require.NoError(t, <-closed)
-	require.ErrorIs(t, ds[6].Ack(ctx, amqp.AckOptions{}), amqp.ErrStaleDelivery)
+	require.ErrorIs(t, ds[6].Ack(amqp.AckOptions{}), amqp.ErrStaleDelivery)
 	time.Sleep(10 * time.Millisecond)
 	require.Len(t, rec.waitFor(t, 2), 2, "a stale ack ends nothing more")
 }

@@ -68,7 +68,7 @@ func TestTxAcksTakeEffectOnCommit(t *testing.T) {
 		require.NoError(t, ch.TxSelect(testCtx(t)))
 		d, err := ch.Get(testCtx(t), amqp.BasicGet{Queue: q})
 		require.NoError(t, err)
-		require.NoError(t, d.Ack(testCtx(t), amqp.AckOptions{}))
+		require.NoError(t, d.Ack(amqp.AckOptions{}))
 		if commit {
 			require.NoError(t, ch.TxCommit(testCtx(t)))
 		}
@@ -94,12 +94,12 @@ func TestTxRollbackRestoresAcks(t *testing.T) {
 	require.NoError(t, ch.TxSelect(testCtx(t)))
 	ds := getN(t, ch, q, 2)
 	for _, d := range ds {
-		require.NoError(t, d.Ack(testCtx(t), amqp.AckOptions{}))
+		require.NoError(t, d.Ack(amqp.AckOptions{}))
 	}
 	require.NoError(t, ch.TxRollback(testCtx(t)))
 
 	for _, d := range ds {
-		require.NoError(t, d.Ack(testCtx(t), amqp.AckOptions{}), "the rolled-back ack of tag %d can be made again", d.DeliveryTag)
+		require.NoError(t, d.Ack(amqp.AckOptions{}), "the rolled-back ack of tag %d can be made again", d.DeliveryTag)
 	}
 	require.NoError(t, ch.TxCommit(testCtx(t)))
 	require.NoError(t, ch.Close(testCtx(t)))
@@ -117,14 +117,14 @@ func TestTxRollbackKeepsCommittedAcks(t *testing.T) {
 	require.NoError(t, ch.TxSelect(testCtx(t)))
 	ds := getN(t, ch, q, 3) // tags 1, 2, 3
 
-	require.NoError(t, ds[1].Ack(testCtx(t), amqp.AckOptions{}))
+	require.NoError(t, ds[1].Ack(amqp.AckOptions{}))
 	require.NoError(t, ch.TxCommit(testCtx(t))) // 2 is acked for good
-	require.NoError(t, ds[2].Ack(testCtx(t), amqp.AckOptions{Multiple: true}))
+	require.NoError(t, ds[2].Ack(amqp.AckOptions{Multiple: true}))
 	require.NoError(t, ch.TxRollback(testCtx(t))) // 1 and 3 are unacked again; 2 is not
 
-	require.NoError(t, ds[0].Ack(testCtx(t), amqp.AckOptions{}), "1 was unacked again by the rollback")
-	require.NoError(t, ds[2].Ack(testCtx(t), amqp.AckOptions{}), "3 was unacked again by the rollback")
-	err := ds[1].Ack(testCtx(t), amqp.AckOptions{})
+	require.NoError(t, ds[0].Ack(amqp.AckOptions{}), "1 was unacked again by the rollback")
+	require.NoError(t, ds[2].Ack(amqp.AckOptions{}), "3 was unacked again by the rollback")
+	err := ds[1].Ack(amqp.AckOptions{})
 	// Sent right behind the ack: a 406 caused by the ack fails it.
 	_, perr := ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Queue: q, Passive: true})
 	require.NoError(t, perr, "the channel stays open")

@@ -39,6 +39,8 @@ func (e *URLError) Unwrap() error { return e.Err }
 // The query parameters ParseURL knows, in the order its errors list them.
 var urlParams = []string{
 	"heartbeat", "frame_max", "channel_max", "connection_timeout", "auth_mechanism", "connection_name", "recovery",
+	"recovery_min_backoff", "recovery_max_backoff", "recovery_max_attempts", "recovery_attempt_timeout",
+	"recovery_protocol_error_repeats", "recovery_fail_fast", "recovery_republish", "recovery_skip_topology",
 	"cacertfile", "certfile", "keyfile", "server_name_indication", "verify",
 }
 
@@ -81,6 +83,18 @@ var urlParams = []string{
 //   - recovery: on turns on automatic connection recovery with the defaults
 //     of [RecoveryConfig] (Recovery set to a zero RecoveryConfig); off, the
 //     default, leaves it off.
+//   - recovery_min_backoff, recovery_max_backoff and
+//     recovery_attempt_timeout: RecoveryConfig's MinBackoff, MaxBackoff and
+//     AttemptTimeout in whole milliseconds; 0 means the default.
+//   - recovery_max_attempts: MaxAttempts; 0 means no limit.
+//   - recovery_protocol_error_repeats: ProtocolErrorRepeats; 0 means the
+//     default, -1 no limit.
+//   - recovery_fail_fast, recovery_republish and recovery_skip_topology:
+//     true or false, for FailFast, Republish and SkipTopology.
+//
+// The recovery_ parameters need recovery=on in the same URL: they tune a
+// recovery that the URL turns on, and are an error otherwise. The hooks of
+// recovery (listeners, a custom Mechanism) have no URL form.
 //   - cacertfile: a PEM file of the CA certificates that verify the server,
 //     instead of the system's.
 //   - certfile and keyfile (together): PEM files of the client certificate
@@ -237,8 +251,15 @@ func (p *urlParser) parse(raw string) (Config, error) {
 	}
 
 	var tp tlsParams
-	if err := p.parseQuery(query, &c, &tp, username, password); err != nil {
+	var rp recoveryParams
+	if err := p.parseQuery(query, &c, &tp, &rp, username, password); err != nil {
 		return Config{}, err
+	}
+	if rp.first != "" {
+		if c.Recovery == nil {
+			return Config{}, p.failf("parameter "+rp.first, "tunes recovery, which needs recovery=on")
+		}
+		*c.Recovery = rp.config
 	}
 	if tp.first != "" && !useTLS {
 		return Config{}, p.failf("parameter "+tp.first, "a TLS option, which needs the amqps scheme")
@@ -300,7 +321,13 @@ func (p *urlParser) hostPort(entry string, port int) (string, error) {
 	return net.JoinHostPort(host, strconv.Itoa(port)), nil
 }
 
-func (p *urlParser) parseQuery(query string, c *Config, tp *tlsParams, username, password string) error {
+// recoveryParams are the recovery_ query parameters of a URL.
+type recoveryParams struct {
+	first  string // the first one given, for errors
+	config RecoveryConfig
+}
+
+func (p *urlParser) parseQuery(query string, c *Config, tp *tlsParams, rp *recoveryParams, username, password string) error {
 	seen := make(map[string]bool)
 	for pair := range strings.SplitSeq(query, "&") {
 		if pair == "" {
@@ -379,6 +406,14 @@ func (p *urlParser) parseQuery(query string, c *Config, tp *tlsParams, username,
 			c.SASL = append(c.SASL, m)
 		case "connection_name":
 			c.ConnectionName = value
+		case "recovery_min_backoff", "recovery_max_backoff", "recovery_max_attempts", "recovery_attempt_timeout",
+			"recovery_protocol_error_repeats", "recovery_fail_fast", "recovery_republish", "recovery_skip_topology":
+			if rp.first == "" {
+				rp.first = key
+			}
+			if err := p.recoveryParam(key, value, &rp.config); err != nil {
+				return err
+			}
 		case "recovery":
 			switch value {
 			case "on":
@@ -416,6 +451,57 @@ func (p *urlParser) parseQuery(query string, c *Config, tp *tlsParams, username,
 					return p.failf(part, "%s is not verify_peer or verify_none", p.show(value))
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// recoveryParam sets the RecoveryConfig field of one recovery_ parameter.
+func (p *urlParser) recoveryParam(key, value string, r *RecoveryConfig) error {
+	part := "parameter " + key
+	switch key {
+	case "recovery_min_backoff", "recovery_max_backoff", "recovery_attempt_timeout":
+		n, err := strconv.ParseUint(value, 10, 64)
+		if err != nil || !isDigits(value) || n > math.MaxInt64/uint64(time.Millisecond) {
+			return p.failf(part, "%s is not a whole number of milliseconds", p.show(value))
+		}
+		d := time.Duration(n) * time.Millisecond
+		switch key {
+		case "recovery_min_backoff":
+			r.MinBackoff = d
+		case "recovery_max_backoff":
+			r.MaxBackoff = d
+		default:
+			r.AttemptTimeout = d
+		}
+	case "recovery_protocol_error_repeats":
+		n, err := strconv.ParseInt(value, 10, 32)
+		if err != nil || (value != "-1" && !isDigits(value)) {
+			return p.failf(part, "%s is not a whole number from 0 to %d, or -1", p.show(value), math.MaxInt32)
+		}
+		r.ProtocolErrorRepeats = int(n)
+	case "recovery_max_attempts":
+		n, err := strconv.ParseUint(value, 10, 31)
+		if err != nil || !isDigits(value) {
+			return p.failf(part, "%s is not a whole number from 0 to %d", p.show(value), math.MaxInt32)
+		}
+		r.MaxAttempts = int(n)
+	default:
+		var b bool
+		switch value {
+		case "true":
+			b = true
+		case "false":
+		default:
+			return p.failf(part, "%s is not true or false", p.show(value))
+		}
+		switch key {
+		case "recovery_fail_fast":
+			r.FailFast = b
+		case "recovery_republish":
+			r.Republish = b
+		default:
+			r.SkipTopology = b
 		}
 	}
 	return nil

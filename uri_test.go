@@ -90,6 +90,15 @@ func TestParseURL(t *testing.T) {
 		{"amqp://?connection_name=", Config{}},
 		{"amqp://?recovery=on", Config{Recovery: &RecoveryConfig{}}},
 		{"amqp://?recovery=off", Config{}},
+		{"amqp://?recovery_republish=true&recovery=on", Config{Recovery: &RecoveryConfig{Republish: true}}},
+		{"amqp://?recovery=on&recovery_min_backoff=250&recovery_max_backoff=30000&recovery_max_attempts=12" +
+			"&recovery_attempt_timeout=1500&recovery_protocol_error_repeats=5" +
+			"&recovery_fail_fast=true&recovery_republish=true&recovery_skip_topology=true", Config{Recovery: &RecoveryConfig{
+			MinBackoff: 250 * time.Millisecond, MaxBackoff: 30 * time.Second, MaxAttempts: 12,
+			AttemptTimeout: 1500 * time.Millisecond, ProtocolErrorRepeats: 5,
+			FailFast: true, Republish: true, SkipTopology: true}}},
+		{"amqp://?recovery=on&recovery_protocol_error_repeats=-1", Config{Recovery: &RecoveryConfig{ProtocolErrorRepeats: -1}}},
+		{"amqp://?recovery=on&recovery_fail_fast=false&recovery_max_attempts=0&recovery_min_backoff=0", Config{Recovery: &RecoveryConfig{}}},
 		{"amqp://?auth_mechanism=external", Config{SASL: []Mechanism{ExternalAuth{}}}},
 		{"amqp://?auth_mechanism=PLAIN", Config{SASL: []Mechanism{PlainAuth{Username: "guest", Password: "guest"}}}},
 		{"amqp://bob:pw@h?auth_mechanism=amqplain&auth_mechanism=plain&auth_mechanism=External", Config{
@@ -391,6 +400,16 @@ func TestParseURLErrors(t *testing.T) {
 		{base + "?auth_mechanism=scram-sha-256", "parameter auth_mechanism", `"scram-sha-256" is not plain, amqplain or external`},
 		{base + "?connection_name=a&connection_name=b", "parameter connection_name", "given more than once"},
 		{base + "?recovery=yes", "parameter recovery", "is not on or off"},
+		{base + "?recovery_republish=true", "parameter recovery_republish", "tunes recovery, which needs recovery=on"},
+		{base + "?recovery=off&recovery_max_attempts=3", "parameter recovery_max_attempts", "needs recovery=on"},
+		{base + "?recovery=on&recovery_republish=yes", "parameter recovery_republish", `"yes" is not true or false`},
+		{base + "?recovery=on&recovery_min_backoff=1s", "parameter recovery_min_backoff", `"1s" is not a whole number of milliseconds`},
+		{base + "?recovery=on&recovery_max_backoff=-1", "parameter recovery_max_backoff", `"-1" is not a whole number of milliseconds`},
+		{base + "?recovery=on&recovery_max_attempts=2147483648", "parameter recovery_max_attempts", `"2147483648" is not a whole number from 0 to 2147483647`},
+		{base + "?recovery=on&recovery_attempt_timeout=5s", "parameter recovery_attempt_timeout", `"5s" is not a whole number of milliseconds`},
+		{base + "?recovery=on&recovery_protocol_error_repeats=-2", "parameter recovery_protocol_error_repeats", `"-2" is not a whole number from 0 to 2147483647, or -1`},
+		{base + "?recovery=on&recovery_protocol_error_repeats=%2B3", "parameter recovery_protocol_error_repeats", `"+3" is not a whole number`},
+		{base + "?recovery=on&recovery_fail_fast=true&recovery_fail_fast=true", "parameter recovery_fail_fast", "given more than once"},
 		{base + "?foo=bar", "query", `unknown parameter "foo"; the parameters are heartbeat, frame_max, channel_max`},
 		{base + "?Heartbeat=5", "query", `unknown parameter "Heartbeat"`},
 		{base + "?f%C3%B6%3D=1", "query", `an unknown parameter;`},

@@ -188,7 +188,7 @@ func TestClientConsume(t *testing.T) {
 		if d.DeliveryTag != i || string(d.Body) != "job" || d.ContentType != "text/plain" {
 			t.Fatalf("delivery %d: tag %d, %q, %+v", i, d.DeliveryTag, d.Body, d.Properties)
 		}
-		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+		if err := d.Ack(amqp.AckOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -57,7 +57,7 @@ func BenchmarkTracerOverhead(b *testing.B) {
 						b.Fatalf("body of %d bytes", len(d.Body))
 					}
 					if ack {
-						if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+						if err := d.Ack(amqp.AckOptions{}); err != nil {
 							b.Fatal(err)
 						}
 					}

@@ -465,7 +465,7 @@ func (s *stream) consume(ctx context.Context, cons *amqp.Consumer) {
 			continue
 		}
 		unacked = 0
-		if err := d.Ack(ctx, amqp.AckOptions{Multiple: true}); err != nil && ctx.Err() == nil {
+		if err := d.Ack(amqp.AckOptions{Multiple: true}); err != nil && ctx.Err() == nil {
 			s.mu.Lock()
 			if errors.Is(err, amqp.ErrStaleDelivery) {
 				s.staleAcks++
@@ -1226,13 +1226,13 @@ func TestRecoveryTopology(t *testing.T) {
 	require.Equal(t, tag, cons.Tag())
 	require.NoError(t, cons.Err())
 
-	require.ErrorIs(t, held.Ack(ctx, amqp.AckOptions{}), amqp.ErrStaleDelivery, "a delivery from before the reconnect")
+	require.ErrorIs(t, held.Ack(amqp.AckOptions{}), amqp.ErrStaleDelivery, "a delivery from before the reconnect")
 	again, err := cons3.Next(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "unacked", string(again.Body))
 	require.True(t, again.Redelivered, "the server requeued it when the old connection closed")
-	require.NoError(t, again.Ack(ctx, amqp.AckOptions{}))
-	require.ErrorIs(t, again.Ack(ctx, amqp.AckOptions{}), amqp.ErrAlreadySettled)
+	require.NoError(t, again.Ack(amqp.AckOptions{}))
+	require.ErrorIs(t, again.Ack(amqp.AckOptions{}), amqp.ErrAlreadySettled)
 
 	require.ErrorIs(t, txCh.TxCommit(ctx), amqp.ErrTransactionLost)
 	// The channel is in transaction mode again, and the next transaction
@@ -1243,7 +1243,7 @@ func TestRecoveryTopology(t *testing.T) {
 	d3, err := cons3.Next(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "committed", string(d3.Body), "the lost transaction's publish never arrives")
-	require.NoError(t, d3.Ack(ctx, amqp.AckOptions{}))
+	require.NoError(t, d3.Ack(amqp.AckOptions{}))
 	// The new queue is the one bound and consumed: the old name is gone.
 	other := dial(t, amqp.Config{Addrs: []string{node.Addr()}})
 	otherCh := openChannel(t, other)

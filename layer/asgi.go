@@ -223,7 +223,7 @@ func (w *asgiWire) tryReceive(ctx context.Context, channels []string) (string, M
 		}
 		if err == nil {
 			// Acknowledged before decoding, as Python does.
-			err = d.Ack(ctx, amqp.AckOptions{})
+			err = d.Ack(amqp.AckOptions{})
 		}
 		if err != nil {
 			return "", nil, false, fmt.Errorf("layer: receiving from channel %q: %w", channels[i], err)

@@ -58,13 +58,13 @@ func (w *asgiWire) setUp(ctx context.Context, conn *amqp.Connection) error {
 			if err != nil {
 				// Its headers (x-death) cannot be read: take it and go on,
 				// rather than let one foreign message stop the dead letters.
-				d.Ack(context.Background(), amqp.AckOptions{})
+				d.Ack(amqp.AckOptions{})
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 			// Acknowledged first, as Python does: a dead letter is acted on
 			// at most once.
-			if d.Ack(ctx, amqp.AckOptions{}) == nil {
+			if d.Ack(amqp.AckOptions{}) == nil {
 				w.onDeadLetter(ctx, act, d)
 			}
 			cancel()

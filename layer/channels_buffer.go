@@ -1,7 +1,6 @@
 package layer
 
 import (
-	"context"
 	"maps"
 	"time"
 
@@ -64,9 +63,7 @@ func (w *channelsWire) deliver(d *amqp.Delivery) {
 		w.mu.Unlock()
 	}
 	if len(recipients) == 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		d.Ack(ctx, amqp.AckOptions{})
-		cancel()
+		d.Ack(amqp.AckOptions{}) // settling never waits: no ctx to bound it
 	}
 }
 
@@ -107,12 +104,10 @@ func ackAll(ds []*amqp.Delivery) {
 	if len(ds) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	defer cancel()
 	for _, d := range ds {
 		// A delivery from a lost connection cannot be acknowledged: its
 		// queue went with the connection, as in Python.
-		d.Ack(ctx, amqp.AckOptions{})
+		d.Ack(amqp.AckOptions{})
 	}
 }
 

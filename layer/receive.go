@@ -112,7 +112,7 @@ func (l *Layer) TryReceive(ctx context.Context, channels ...string) (channel str
 		}
 		// Acknowledged before decoding, at once: the message is taken
 		// whether or not it can be read.
-		if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+		if err := d.Ack(amqp.AckOptions{}); err != nil {
 			return "", nil, false, fmt.Errorf("layer: receiving from channel %q: %w", c, err)
 		}
 		if bad != nil {
@@ -207,7 +207,7 @@ func consumeOne(ctx context.Context, ch *amqp.Channel, queues []string) (d *amqp
 	}
 	wg.Wait()
 	for _, x := range extra {
-		if x.Reject(cctx, amqp.RejectOptions{Requeue: true}) != nil {
+		if x.Reject(amqp.RejectOptions{Requeue: true}) != nil {
 			fit = false // closing the channel requeues it
 		}
 	}
@@ -217,7 +217,7 @@ func consumeOne(ctx context.Context, ch *amqp.Channel, queues []string) (d *amqp
 		}
 		return nil, -1, fit, fmt.Errorf("layer: receiving: %w", err)
 	}
-	if err := d.Ack(cctx, amqp.AckOptions{}); err != nil {
+	if err := d.Ack(amqp.AckOptions{}); err != nil {
 		// The connection is gone; the broker requeues the message.
 		return nil, -1, false, fmt.Errorf("layer: receiving: %w", err)
 	}

@@ -65,7 +65,7 @@ func Example_stdout() {
 	// Work for the message goes under its "process" span.
 	_, span := tp.Tracer("example").Start(d.TraceContext(ctx), "handle hello")
 	span.End()
-	if err := d.Ack(ctx, amqp.AckOptions{}); err != nil {
+	if err := d.Ack(amqp.AckOptions{}); err != nil {
 		log.Fatal(err)
 	}
 }

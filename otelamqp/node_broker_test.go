@@ -147,7 +147,7 @@ func TestTraceCrossesToAndFromNodeAmqplib(t *testing.T) {
 			require.NoError(t, err)
 		}
 		require.Equal(t, "from node", string(d.Body))
-		require.NoError(t, d.Ack(ctx, amqp.AckOptions{}))
+		require.NoError(t, d.Ack(amqp.AckOptions{}))
 		proc := tl.waitSpans(t, "process", 1)[0]
 		require.Equal(t, producer.TraceID, proc.SpanContext().TraceID().String(), "the same trace")
 		require.Equal(t, producer.SpanID, proc.Parent().SpanID().String(), "the node producer span is the parent")

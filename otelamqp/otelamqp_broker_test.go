@@ -177,7 +177,7 @@ func TestPublishAndProcessSpansFollowTheConventions(t *testing.T) {
 	// Work done for the message hangs under its process span.
 	_, work := tl.tp.Tracer("app").Start(d.TraceContext(ctx), "work")
 	work.End()
-	require.NoError(t, d.Ack(ctx, amqp.AckOptions{}))
+	require.NoError(t, d.Ack(amqp.AckOptions{}))
 
 	proc := tl.waitSpans(t, "process "+ex, 1)[0]
 	require.Equal(t, trace.SpanKindConsumer, proc.SpanKind())
@@ -323,10 +323,10 @@ func TestMetricsCountMessagesSettlementsAndConfirms(t *testing.T) {
 		require.NoError(t, err)
 		ds = append(ds, d)
 	}
-	require.NoError(t, ds[0].Ack(ctx, amqp.AckOptions{}))
-	require.NoError(t, ds[1].Nack(ctx, amqp.NackOptions{}))
-	require.NoError(t, ds[2].Reject(ctx, amqp.RejectOptions{}))
-	require.NoError(t, ds[4].Ack(ctx, amqp.AckOptions{Multiple: true})) // 4 and 5
+	require.NoError(t, ds[0].Ack(amqp.AckOptions{}))
+	require.NoError(t, ds[1].Nack(amqp.NackOptions{}))
+	require.NoError(t, ds[2].Reject(amqp.RejectOptions{}))
+	require.NoError(t, ds[4].Ack(amqp.AckOptions{Multiple: true})) // 4 and 5
 	tl.waitSpans(t, "process", 5)
 	tl.waitSpans(t, "publish", 6)
 

@@ -76,7 +76,7 @@ func run() error {
 			for i := range each {
 				conf, err := ch.Publish(ctx, amqp.Publishing{
 					RoutingKey: q.Queue,
-					Properties: amqp.Properties{ContentType: "text/plain", DeliveryMode: 2,
+					Properties: amqp.Properties{ContentType: "text/plain", DeliveryMode: amqp.Persistent,
 						Headers: amqp.Table{"publisher": int32(p)}},
 					Body: fmt.Appendf(nil, "message %d from publisher %d", i, p),
 				})
@@ -116,7 +116,7 @@ func run() error {
 		}
 		received++
 		if received%50 == 0 {
-			if err := d.Ack(ctx, amqp.AckOptions{Multiple: true}); err != nil {
+			if err := d.Ack(amqp.AckOptions{Multiple: true}); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,134 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// ErrNoConfirmMode reports a [Channel.WaitConfirms] on a channel that is
+// not in confirm mode: its publishes have no outcome to wait for.
+var ErrNoConfirmMode = errors.New("amqp: channel is not in confirm mode (call ConfirmSelect first)")
+
+// ConfirmsError is what [Channel.WaitConfirms] returns when publishes
+// failed: every failed publish it reports, in the order their outcomes
+// became known. errors.Is matches the error of any of them, so
+// errors.Is(err, ErrNacked) tells whether one was nacked, and
+// errors.Is(err, ErrPublishLost) whether one was lost in a reconnect.
+type ConfirmsError struct {
+	// Failed holds the failed publishes' Confirmations, the same values
+	// Publish returned: Wait gives each one's error (ErrNacked, a
+	// *ReturnedError, the channel's error, ErrPublishLost) and Returned the
+	// returned message.
+	Failed []*Confirmation
+	// Omitted counts failures that were not kept: a channel keeps at most
+	// 1024 failures between two WaitConfirms calls.
+	Omitted int
+}
+
+// Error names how many publishes failed and the first failure.
+func (e *ConfirmsError) Error() string {
+	n := len(e.Failed) + e.Omitted
+	if len(e.Failed) == 0 {
+		return fmt.Sprintf("amqp: %d publishes failed", n)
+	}
+	first := e.Failed[0]
+	if n == 1 {
+		return fmt.Sprintf("amqp: publish %d failed: %v", first.DeliveryTag(), first.outcome())
+	}
+	return fmt.Sprintf("amqp: %d publishes failed; the first, %d: %v", n, first.DeliveryTag(), first.outcome())
+}
+
+// Unwrap returns the error of each failed publish in Failed.
+func (e *ConfirmsError) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, c := range e.Failed {
+		errs[i] = c.outcome()
+	}
+	return errs
+}
+
+// outcome returns the error the Confirmation resolved with.
+func (c *Confirmation) outcome() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// WaitConfirms is a publish barrier: it waits until every publish made on
+// the channel before the call has its outcome, bounded by ctx, so that
+// nothing published is left unknown at a commit point or a shutdown. The
+// channel must be in confirm mode (else ErrNoConfirmMode).
+//
+// It returns nil when none of them failed. Otherwise it returns a
+// [*ConfirmsError] that lists every failed publish (nacked, returned
+// unroutable, or lost with its channel or connection) not reported by an
+// earlier WaitConfirms, including any that failed before the call, and
+// matches each one's error. A channel reports each failure once, to the
+// first WaitConfirms that returns after the failure is known, so a failure
+// of a publish made while a WaitConfirms waits may be reported by that one;
+// goroutines that share a channel and need the outcomes of their own
+// publishes should wait on their own Confirmations. When ctx ends first,
+// WaitConfirms returns an error wrapping ctx's and reports nothing, so the
+// next call still reports every failure.
+//
+// Publishes that Publish itself refused (it returned an error) are not
+// counted: they were never sent. With RecoveryConfig.Republish, a publish
+// kept across a reconnect is waited for until the new connection's server
+// confirms it.
+func (ch *Channel) WaitConfirms(ctx context.Context) error {
+	ch.mu.Lock()
+	if !ch.confirmMode {
+		ch.mu.Unlock()
+		return fmt.Errorf("amqp: WaitConfirms on channel %d: %w", ch.id, ErrNoConfirmMode)
+	}
+	outstanding := make([]*Confirmation, 0, ch.confirms.unconfirmed()+len(ch.republish))
+	outstanding = append(outstanding, ch.republish...) // sent before those in the tracker: kept across a loss
+	for _, c := range ch.confirms.pending {
+		if c != nil {
+			outstanding = append(outstanding, c)
+		}
+	}
+	ch.mu.Unlock()
+
+	for _, c := range outstanding {
+		if err := c.Wait(ctx); err != nil && ctx.Err() != nil {
+			if _, fin, _ := c.progress(); !fin {
+				return fmt.Errorf("amqp: WaitConfirms on channel %d: %w", ch.id, ctx.Err())
+			}
+		}
+	}
+
+	ch.mu.Lock()
+	failed, omitted := ch.confirmFailures.take()
+	ch.mu.Unlock()
+	if len(failed) == 0 && omitted == 0 {
+		return nil
+	}
+	return &ConfirmsError{Failed: failed, Omitted: omitted}
+}
+
+// maxKeptFailures bounds the failures a channel keeps for WaitConfirms: an
+// application that never calls it must not grow memory without end.
+const maxKeptFailures = 1024
+
+// confirmFailures holds a channel's failed publishes until a WaitConfirms
+// reports them. Guarded by the channel's mutex.
+type confirmFailures struct {
+	failed  []*Confirmation
+	omitted int
+}
+
+func (f *confirmFailures) add(c *Confirmation) {
+	if len(f.failed) >= maxKeptFailures {
+		f.omitted++
+		return
+	}
+	f.failed = append(f.failed, c)
+}
+
+func (f *confirmFailures) take() ([]*Confirmation, int) {
+	failed, omitted := f.failed, f.omitted
+	*f = confirmFailures{}
+	return failed, omitted
+}
