@@ -63,10 +63,7 @@ func TestReviewLinkDiesDuringRestoreStallsRecovery(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 
@@ -309,10 +306,7 @@ func TestReviewChannelCloseDuringReattachLeavesServerChannelOpen(t *testing.T) {
 func TestReviewTransactionLostKeepsWorkDoneAfterRecovery(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, nil)
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	require.NoError(t, ch.TxSelect(ctx))
@@ -460,10 +454,7 @@ func TestReviewEndedConsumerResubscribedAfterRecovery(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 
@@ -501,10 +492,7 @@ func TestReviewAckDeadlocksWithBackpressureDuringReattach(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	a, err := ch.ConsumeWith(ctx, amqp.BasicConsume{Queue: "qa", ConsumerTag: "a"}, amqp.ConsumerOptions{BufferLimit: 2})
@@ -558,10 +546,7 @@ func TestReviewLinkDiesDuringTopologyChannelClose(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	require.NoError(t, ch.ExchangeDeclare(ctx, amqp.ExchangeDeclare{Exchange: "x", Type: "direct"}))

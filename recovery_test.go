@@ -232,6 +232,16 @@ func recoveringConfig(b *recordingBroker, rc amqp.RecoveryConfig) amqp.Config {
 	return amqp.Config{Dial: b.srv.Dial, Recovery: &rc}
 }
 
+// dialRecovering connects to b with recovery on (rc, with short backoffs),
+// closes the connection when the test ends, and watches its recovery events.
+func dialRecovering(t *testing.T, b *recordingBroker, rc amqp.RecoveryConfig) (*amqp.Connection, *eventLog) {
+	t.Helper()
+	conn, err := amqp.DialConfig(t.Context(), recoveringConfig(b, rc))
+	require.NoError(t, err)
+	closeConn(t, conn)
+	return conn, watchRecovery(conn)
+}
+
 func closeConn(t *testing.T, conn *amqp.Connection) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -246,10 +256,7 @@ func closeConn(t *testing.T, conn *amqp.Connection) {
 func TestRecoveryRestoresEverything(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, nil)
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
@@ -519,10 +526,7 @@ func TestRecoveryEntityFailure(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	gone, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "gone", ConsumerTag: "a"})
@@ -590,10 +594,7 @@ func TestResubscribeAfterServerCancel(t *testing.T) {
 func TestRecoveryLosesTransaction(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, nil)
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	require.NoError(t, ch.TxSelect(ctx))
@@ -619,10 +620,7 @@ func TestRecoveryLosesTransaction(t *testing.T) {
 func TestRecoveryForgetsCancelledAutoDeleteQueue(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, nil)
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	for _, q := range []string{"ad-cancelled", "ad-kept"} {
@@ -727,10 +725,7 @@ func TestChannelErrorEndsTransactionBookkeeping(t *testing.T) {
 		return false, nil
 	})
 	ctx := t.Context()
-	conn, err := amqp.DialConfig(ctx, recoveringConfig(b, amqp.RecoveryConfig{}))
-	require.NoError(t, err)
-	closeConn(t, conn)
-	events := watchRecovery(conn)
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	require.NoError(t, ch.TxSelect(ctx))
