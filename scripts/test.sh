@@ -37,18 +37,18 @@ if [ -d .git ] && ! git diff --exit-code --stat -- methods_gen.go conformance/ru
 fi
 
 echo "== go test -race"
-go test -race -count=1 -timeout 8m ./...
+go test -race -count=1 -timeout 15m ./...
 
 echo "== brokertest: go test -race (throwaway RabbitMQ nodes, toxiproxy)"
-(cd brokertest && go test -race -count=1 -timeout 8m ./...)
+(cd brokertest && go test -race -count=1 -timeout 20m ./...)
 
 echo "== layer: go test -race (the channel layer: AMQP_URL, a two-node cluster of its own, and"
 echo "   cross-talk with the real Python layers through ../shared/interop/django-channels)"
 bash scripts/ensure-django-peer.sh
-(cd layer && go test -race -count=1 -timeout 5m ./...)
+(cd layer && go test -race -count=1 -timeout 10m ./...)
 
 echo "== otelamqp: go test -race (OpenTelemetry spans and metrics: AMQP_URL, the fake server, and a Node.js peer when node and npm are there)"
-(cd otelamqp && go test -race -count=1 -timeout 5m ./...)
+(cd otelamqp && go test -race -count=1 -timeout 10m ./...)
 
 echo "== fuzz (${FUZZTIME} each)"
 for pkg in $(go list ./...); do
