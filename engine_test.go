@@ -587,6 +587,22 @@ func TestChannelMaxExhausted(t *testing.T) {
 	require.Equal(t, chans[1].ID(), ch.ID())
 }
 
+// allocTries is how many times leastAllocsPerRun may measure.
+const allocTries = 3
+
+// leastAllocsPerRun is testing.AllocsPerRun taken up to allocTries times,
+// stopping at the first zero: AllocsPerRun counts every allocation in the
+// process, and a goroutine an earlier test left winding down can allocate
+// during one measurement, while an allocation of f's own shows in all of
+// them. f must be callable allocTries*(runs+1) times.
+func leastAllocsPerRun(runs int, f func()) float64 {
+	least := testing.AllocsPerRun(runs, f)
+	for i := 1; i < allocTries && least > 0; i++ {
+		least = min(least, testing.AllocsPerRun(runs, f))
+	}
+	return least
+}
+
 // TestPublishAllocatesNothing guards the publish path's cost: a publish
 // outside confirm mode allocates nothing (the benchmarks measure the rest).
 func TestPublishAllocatesNothing(t *testing.T) {
@@ -597,7 +613,7 @@ func TestPublishAllocatesNothing(t *testing.T) {
 	go func() { defer close(sunk); sc.Sink(ctx) }()
 	t.Cleanup(func() { cancel(); <-sunk })
 	msg := amqp.Publishing{RoutingKey: "q", Properties: amqp.Properties{ContentType: "text/plain"}, Body: make([]byte, 16)}
-	allocs := testing.AllocsPerRun(1000, func() {
+	allocs := leastAllocsPerRun(1000, func() {
 		if _, err := ch.Publish(ctx, msg); err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Handler processes one delivery for [Channel.Serve]. Returning nil
@@ -21,7 +22,9 @@ import (
 // A delivery whose content header could not be decoded (see
 // [ContentError]) never reaches the handler: Serve rejects it without
 // requeue (the broker dead-letters or drops it) and reports it to
-// ServeOptions.OnError with its *ContentError.
+// ServeOptions.OnError with its *ContentError (with
+// ConsumerOptions.RejectMalformed the consumer rejects it itself, and
+// OnError is not told).
 type Handler func(ctx context.Context, d *Delivery) error
 
 // ErrReject, wrapped in a handler's error (fmt.Errorf("bad input: %w",
@@ -110,7 +113,8 @@ type Service struct {
 	shuttingDown atomic.Bool
 	cancelDone   chan struct{} // closed once Shutdown's basic.cancel has been answered, or failed
 	cancelOnce   sync.Once
-	cancelErr    error // why basic.cancel failed; set before cancelDone is closed
+	cancelMu     sync.Mutex
+	cancelErr    error // why the last basic.cancel could not be sent; guarded by cancelMu
 	endOnce      sync.Once
 	endErr       error // why the consumer ended, if not by Shutdown; set before the workers return
 	done         chan struct{}
@@ -179,6 +183,7 @@ func (ch *Channel) Serve(ctx context.Context, args BasicConsume, h Handler, opt 
 		workers.Wait()
 		s.finish()
 	}()
+	go s.watchEnd()
 	return s, nil
 }
 
@@ -217,8 +222,12 @@ func (s *Service) Err() error {
 // returns after that has its delivery settled, the cancel-ok is awaited, and
 // what arrived before it is given back; Done tells when all of that is done
 // (or the channel ended, which gives the server back whatever is unsettled).
+// If basic.cancel cannot be sent (RecoveryConfig.FailFast during a
+// recovery, say), it is tried again, with backoff, until it goes out or the
+// consumer ends, and ctx's error is joined with the last such failure.
 // Shutdown may be called more than once, and after the service ended by
-// itself.
+// itself. It must not be called from a handler (or OnError) with a ctx that
+// never ends: it waits for the running handlers, that one included.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.shuttingDown.Store(true)
 	s.stopTaking()
@@ -227,8 +236,24 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		// before its cancel-ok must still be given back. It ends with the
 		// cancel-ok or with the channel.
 		go func() {
-			s.cancelErr = s.cons.Cancel(context.Background()) // nil if the consumer has ended
-			close(s.cancelDone)
+			defer close(s.cancelDone)
+			// Retried while it cannot be sent (with RecoveryConfig.FailFast
+			// during a recovery, say) and the consumer runs on: a recovery
+			// subscribes it again, and what it then receives must come back.
+			for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+				err := s.cons.Cancel(context.Background()) // nil if the consumer has ended
+				s.cancelMu.Lock()
+				s.cancelErr = err
+				s.cancelMu.Unlock()
+				if err == nil {
+					return
+				}
+				select {
+				case <-s.cons.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}()
 	})
 	for _, stopped := range []<-chan struct{}{s.done, s.cancelDone} { // (done may have closed before Shutdown)
@@ -236,14 +261,11 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		case <-stopped:
 		case <-ctx.Done():
 			s.cancelHandlers()
-			return fmt.Errorf("amqp: shutting down the service on queue %q: %w", s.cons.consumeArgs().Queue, ctx.Err())
+			s.cancelMu.Lock()
+			cancelErr := s.cancelErr // why the consumer may still run
+			s.cancelMu.Unlock()
+			return fmt.Errorf("amqp: shutting down the service on queue %q: %w", s.cons.consumeArgs().Queue, errors.Join(ctx.Err(), cancelErr))
 		}
-	}
-	if s.cancelErr != nil && s.cons.Err() == nil {
-		// basic.cancel could not be sent (with RecoveryConfig.FailFast
-		// during a recovery, say) and the consumer runs on: what it
-		// receives waits unsettled for the channel's end.
-		return s.cancelErr
 	}
 	return nil
 }
@@ -258,7 +280,7 @@ func (s *Service) work() {
 			continue
 		}
 		if err != nil {
-			if s.take.Err() == nil { // the consumer ended
+			if !errors.Is(err, context.Canceled) || s.take.Err() == nil { // the consumer ended, not our stop
 				s.ended(err)
 			}
 			return
@@ -268,6 +290,20 @@ func (s *Service) work() {
 			continue
 		}
 		s.handle(d)
+	}
+}
+
+// watchEnd cancels the running handlers as soon as the consumer ends with
+// its channel or connection, rather than when an idle worker notices: with
+// every worker busy, none would, and a handler waiting on its ctx would wait
+// for ever. It exits with the service.
+func (s *Service) watchEnd() {
+	select {
+	case <-s.cons.Done():
+		if err := s.cons.Err(); !errors.Is(err, ErrConsumerCancelled) && !errors.Is(err, ErrCancelledByServer) {
+			s.cancelHandlers() // the channel is gone: their deliveries cannot be settled
+		}
+	case <-s.done:
 	}
 }
 

@@ -29,11 +29,11 @@ func TestServeAllocatesNothingPerDelivery(t *testing.T) {
 
 	const runs = 200
 	// Every delivery is read (and allocated) before the measurement.
-	require.NoError(t, sc.Deliver(ctx, id, "c", runs+2, amqp.Properties{}, []byte("m")))
+	require.NoError(t, sc.Deliver(ctx, id, "c", allocTries*(runs+1)+1, amqp.Properties{}, []byte("m")))
 	gate <- struct{}{}
 	<-handled // the first delivery warms up
 	held.hold()
-	allocs := testing.AllocsPerRun(runs, func() {
+	allocs := leastAllocsPerRun(runs, func() {
 		gate <- struct{}{}
 		<-handled
 	})
@@ -128,4 +128,30 @@ func TestServeRejectsMalformedContentWithoutTheHandler(t *testing.T) {
 	require.NoError(t, svc.Shutdown(ctx))
 	stopSink()
 	<-sunk
+}
+
+// When the consumer ends with its channel while every worker is inside a
+// handler, the handlers' ctx ends at once: no idle worker is there to
+// notice, and a handler waiting on its ctx would otherwise wait for ever.
+func TestServeHandlersLearnOfTheChannelsEndWhileAllAreBusy(t *testing.T) {
+	ctx := t.Context()
+	inside := make(chan struct{})
+	returned := make(chan error, 1)
+	svc, sc, id := fakeService(t, func(hctx context.Context, _ *amqp.Delivery) error {
+		close(inside)
+		<-hctx.Done()
+		returned <- hctx.Err()
+		return hctx.Err()
+	}, amqp.ServeOptions{Workers: 1})
+	require.NoError(t, sc.Deliver(ctx, id, "c", 1, amqp.Properties{}, []byte("m")))
+	<-inside
+	require.NoError(t, sc.CloseChannel(ctx, id, amqp.CodePreconditionFailed, "PRECONDITION_FAILED - gone", nil))
+	select {
+	case err := <-returned:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-ctx.Done():
+		t.Fatal("the handler's ctx did not end with the channel")
+	}
+	<-svc.Done()
+	require.ErrorIs(t, svc.Err(), amqp.ErrPreconditionFailed)
 }
