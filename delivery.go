@@ -353,6 +353,18 @@ func (w *tagWindow) received(tag uint64, settled bool) {
 	w.compact()
 }
 
+// isSettled reports whether tag, received in this window's epoch, is
+// settled already (a tag not received yet is not).
+func (w *tagWindow) isSettled(tag uint64) bool {
+	switch {
+	case tag < w.base:
+		return true
+	case tag >= w.base+uint64(len(w.settled)):
+		return false
+	}
+	return w.settled[tag-w.base]
+}
+
 // settle marks tag (and with multiple, every tag before it) settled, or
 // reports that tag was settled already.
 func (w *tagWindow) settle(tag uint64, multiple bool) error {

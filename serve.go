@@ -347,7 +347,7 @@ func (s *Service) run(d *Delivery) (err error) {
 			err = &PanicError{Value: v, Stack: debug.Stack()}
 		}
 	}()
-	return s.handler(s.handlerCtx, d)
+	return s.handler(d.TraceContext(s.handlerCtx), d) // under the delivery's span, with a DeliveryTracer
 }
 
 // malformed rejects, without requeue, a delivery whose content header could

@@ -134,9 +134,10 @@ const (
 	DeliveryReleased                             // Release before any acknowledgement (the server keeps it unacked until the channel closes)
 	DeliveryAutoAcked                            // no-ack mode: the server settled it when sending it
 	DeliveryLost                                 // its tag became void (channel error, recovery, close): the server requeued it
+	DeliverySettledEarlier                       // a multiple ack or nack of a later delivery settled it before it was handed out
 )
 
-var deliveryOutcomeNames = [...]string{"", "acked", "nacked", "rejected", "released", "auto-acked", "lost"}
+var deliveryOutcomeNames = [...]string{"", "acked", "nacked", "rejected", "released", "auto-acked", "lost", "settled-earlier"}
 
 func (o DeliveryOutcome) String() string {
 	if int(o) < len(deliveryOutcomeNames) {
@@ -313,10 +314,11 @@ func traceConnect(ctx context.Context, t ConnectTracer, cfg *Config, dial func(c
 // are not settled yet, by delivery tag. A channel has one only when a
 // DeliveryTracer is set: the per-delivery state lives here, not in Delivery.
 type deliveryTraces struct {
-	t     DeliveryTracer
-	mu    sync.Mutex
-	epoch *epoch                     // the tags' epoch; guarded by mu
-	live  map[uint64]context.Context // guarded by mu
+	t      DeliveryTracer
+	mu     sync.Mutex
+	epoch  *epoch                     // the tags' epoch; guarded by mu
+	live   map[uint64]context.Context // guarded by mu
+	closed bool                       // the channel ended: nothing more can be settled; guarded by mu
 }
 
 type endedTrace struct {
@@ -332,11 +334,21 @@ func (ch *Channel) traceReceived(ctx context.Context, d *Delivery) {
 		dt.t.TraceDeliveryEnd(dctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliveryAutoAcked})
 		return
 	}
+	// A multiple acknowledgement of a later delivery (of another consumer
+	// on the channel) may have settled it while it waited in the buffer:
+	// nothing would end its trace. (ch.mu before dt.mu, as elsewhere.)
+	ch.mu.Lock()
+	early := d.epoch == ch.epoch.Load() && ch.settle.isSettled(d.DeliveryTag)
+	ch.mu.Unlock()
+	if early {
+		dt.t.TraceDeliveryEnd(dctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliverySettledEarlier, Multiple: true})
+		return
+	}
 	// The epoch is read under dt.mu: a new epoch stores itself before its
 	// sweep takes dt.mu, so either this sees it, or the sweep sees this entry.
 	dt.mu.Lock()
 	cur := ch.epoch.Load()
-	if d.epoch != cur { // already void: the server requeued it
+	if d.epoch != cur || dt.closed { // already void: the server requeued it
 		dt.mu.Unlock()
 		dt.t.TraceDeliveryEnd(dctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliveryLost})
 		return
@@ -403,11 +415,12 @@ func (ch *Channel) traceReleased(d *Delivery) {
 	dt := ch.traces
 	dt.mu.Lock()
 	ctx, ok := dt.live[d.DeliveryTag]
-	if ok && d.epoch == dt.epoch {
+	ok = ok && d.epoch == dt.epoch // decided under the lock: a sweep may follow
+	if ok {
 		delete(dt.live, d.DeliveryTag)
 	}
 	dt.mu.Unlock()
-	if ok && d.epoch == dt.epoch {
+	if ok {
 		dt.t.TraceDeliveryEnd(ctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliveryReleased})
 	}
 }
@@ -419,6 +432,7 @@ func (ch *Channel) traceEpochEnded(next *epoch) {
 	dt := ch.traces
 	dt.mu.Lock()
 	lost := dt.sweepLocked(next)
+	dt.closed = dt.closed || next == nil
 	dt.mu.Unlock()
 	if len(lost) > 0 {
 		ch.conn.events.push(func() { dt.endAll(ch, lost, TraceDeliveryEndData{Outcome: DeliveryLost}) })

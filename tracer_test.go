@@ -292,3 +292,41 @@ func TestTracerCallHooksAndConnectionEvents(t *testing.T) {
 		`blocked false ""`,
 	}, rec.waitFor(t, 4))
 }
+
+// A delivery that a multiple ack of a later one (by another consumer of
+// the channel) settled while it waited in its buffer gets a trace that
+// ends at once, rather than one nothing would ever end.
+func TestTracerDeliverySettledEarlierByAMultipleAck(t *testing.T) {
+	ctx := t.Context()
+	rec := newRecordingTracer()
+	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{Tracer: rec})
+	ch := openFakeChannel(t, conn, sc)
+	consumeAs := func(tag string) *amqp.Consumer {
+		got := make(chan *amqp.Consumer, 1)
+		go func() {
+			c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "q", ConsumerTag: tag})
+			require.NoError(t, err)
+			got <- c
+		}()
+		amqptest.Expect[*amqp.BasicConsume](t, sc)
+		require.NoError(t, sc.Send(ctx, ch.ID(), &amqp.BasicConsumeOk{ConsumerTag: tag}))
+		return <-got
+	}
+	first, second := consumeAs("first"), consumeAs("second")
+	rec.reset()
+	require.NoError(t, sc.SendContent(ctx, ch.ID(), &amqp.BasicDeliver{ConsumerTag: "second", DeliveryTag: 1}, amqp.Properties{}, []byte("1")))
+	require.NoError(t, sc.SendContent(ctx, ch.ID(), &amqp.BasicDeliver{ConsumerTag: "first", DeliveryTag: 2}, amqp.Properties{}, []byte("2")))
+	d2, err := first.Next(ctx)
+	require.NoError(t, err)
+	require.NoError(t, d2.Ack(amqp.AckOptions{Multiple: true})) // settles tag 1, still in second's buffer
+	d1, err := second.Next(ctx)
+	require.NoError(t, err)
+	require.ErrorIs(t, d1.Ack(amqp.AckOptions{}), amqp.ErrAlreadySettled)
+	require.Equal(t, []string{
+		"delivery start ch1 tag 2",
+		"delivery end of 1: tag 2 acked multiple true requeue false",
+		"delivery start ch1 tag 1",
+		"delivery end of 3: tag 1 settled-earlier multiple true requeue false",
+	}, rec.waitFor(t, 4))
+	require.Nil(t, startOf(d1.TraceContext(ctx)), "nothing left open")
+}

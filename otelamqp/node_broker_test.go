@@ -55,10 +55,15 @@ func nodePeer(t *testing.T) string {
 		tmp, err := os.MkdirTemp(filepath.Dir(dir), "install-")
 		require.NoError(t, err)
 		defer os.RemoveAll(tmp)
-		ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+		// Bounded: a registry that drops packets must cost a skip, not the
+		// package's whole timeout (npm's own defaults wait 5 minutes a fetch).
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 		defer cancel()
-		args := append([]string{"install", "--prefix", tmp, "--no-audit", "--no-fund", "--loglevel=error"}, nodePackages...)
-		out, err := exec.CommandContext(ctx, "npm", args...).CombinedOutput()
+		args := append([]string{"install", "--prefix", tmp, "--no-audit", "--no-fund", "--loglevel=error",
+			"--fetch-timeout=30000", "--fetch-retries=1"}, nodePackages...)
+		cmd := exec.CommandContext(ctx, "npm", args...)
+		cmd.WaitDelay = 5 * time.Second // npm's children may hold the pipe open past the kill
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Skipf("npm install failed (offline?): %v\n%s", err, out)
 		}
