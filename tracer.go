@@ -128,13 +128,13 @@ type TraceDeliveryStartData struct {
 type DeliveryOutcome uint8
 
 const (
-	DeliveryAcked     DeliveryOutcome = iota + 1 // basic.ack, alone or by a multiple ack
-	DeliveryNacked                               // basic.nack
-	DeliveryRejected                             // basic.reject
-	DeliveryReleased                             // Release before any acknowledgement (the server keeps it unacked until the channel closes)
-	DeliveryAutoAcked                            // no-ack mode: the server settled it when sending it
-	DeliveryLost                                 // its tag became void (channel error, recovery, close): the server requeued it
-	DeliverySettledEarlier                       // a multiple ack or nack of a later delivery settled it before it was handed out
+	DeliveryAcked          DeliveryOutcome = iota + 1 // basic.ack, alone or by a multiple ack
+	DeliveryNacked                                    // basic.nack
+	DeliveryRejected                                  // basic.reject
+	DeliveryReleased                                  // Release before any acknowledgement (the server keeps it unacked until the channel closes)
+	DeliveryAutoAcked                                 // no-ack mode: the server settled it when sending it
+	DeliveryLost                                      // its tag became void (channel error, recovery, close): the server requeued it
+	DeliverySettledEarlier                            // a multiple ack or nack of a later delivery settled it before it was handed out
 )
 
 var deliveryOutcomeNames = [...]string{"", "acked", "nacked", "rejected", "released", "auto-acked", "lost", "settled-earlier"}
