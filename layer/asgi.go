@@ -197,6 +197,9 @@ func (w *asgiWire) receive(ctx context.Context, channels []string) (string, Mess
 		return "", nil, err
 	}
 	d, i, fit, err := consumeOne(ctx, ch, queues)
+	if d != nil && err != nil { // taken, but its content header could not be decoded
+		return channels[i], nil, &MessageError{Channel: channels[i], Err: err}
+	}
 	if err != nil {
 		return "", nil, err
 	}

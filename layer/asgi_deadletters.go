@@ -53,7 +53,8 @@ func (w *asgiWire) setUp(ctx context.Context, conn *amqp.Connection) error {
 		for {
 			d, err := c.Next(context.Background())
 			if d == nil {
-				return // err: the consumer ended
+				backgroundConsumerEnded(conn, err)
+				return
 			}
 			if err != nil {
 				// Its headers (x-death) cannot be read: take it and go on,

@@ -132,9 +132,10 @@ func (w *channelsWire) setUp(ctx context.Context, conn *amqp.Connection) error {
 	}
 	w.l.goBackground(func() {
 		for {
-			d, _ := c.Next(context.Background())
+			d, err := c.Next(context.Background())
 			if d == nil {
-				return // the connection ended
+				backgroundConsumerEnded(conn, err)
+				return
 			}
 			// A delivery whose content header could not be decoded still
 			// carries its whole body, which is all this protocol reads.

@@ -122,15 +122,34 @@ func (l *Layer) declareRegistry(ctx context.Context, s *session, ch *amqp.Channe
 }
 
 // register notes in the registry what a call declared, as "queue <name>"
-// and "exchange <name>" lines.
+// and "exchange <name>" lines. A name this session noted within half the
+// registry's TTL is not noted again: its entry still lives, and a site that
+// adds the same channel to a group on every websocket connect must not grow
+// the registry with every call.
 func (l *Layer) register(ctx context.Context, s *session, ch *amqp.Channel, entries ...string) error {
+	now := time.Now()
+	fresh := entries[:0:0]
+	s.mu.Lock()
+	for _, e := range entries {
+		if until, ok := s.declared["registered "+e]; !ok || now.After(until) {
+			fresh = append(fresh, e)
+		}
+	}
+	s.mu.Unlock()
+	if len(fresh) == 0 {
+		return nil
+	}
 	if err := l.declareRegistry(ctx, s, ch); err != nil {
 		return err
 	}
 	// Not confirmed: the call does not wait for it.
-	_, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: l.registryName(), Body: []byte(strings.Join(entries, "\n"))})
+	_, err := ch.Publish(ctx, amqp.Publishing{RoutingKey: l.registryName(), Body: []byte(strings.Join(fresh, "\n"))})
 	if err != nil {
-		return fmt.Errorf("layer: noting %q in the registry: %w", entries, err)
+		return fmt.Errorf("layer: noting %q in the registry: %w", fresh, err)
+	}
+	until := now.Add(time.Duration(l.registryTTL()) * time.Millisecond / 2)
+	for _, e := range fresh {
+		s.noteDeclared("registered "+e, until)
 	}
 	return nil
 }

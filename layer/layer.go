@@ -109,6 +109,20 @@ func (l *Layer) Close(ctx context.Context) error {
 }
 
 // goBackground runs f in a goroutine that Close waits for.
+// backgroundConsumerEnded handles the end (err) of a consumer that a mode
+// runs on conn for the life of the connection. Unless the application
+// closed the layer, conn is closed too: when the server cancelled the
+// consumer (its queue was deleted) the connection stays up, and the layer
+// would stay deaf; closed, the next call dials again and sets it all up.
+func backgroundConsumerEnded(conn *amqp.Connection, err error) {
+	if amqp.EndedByApplication(err) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	conn.Close(ctx)
+}
+
 func (l *Layer) goBackground(f func()) {
 	l.background.Go(f)
 }

@@ -719,3 +719,24 @@ func TestFlush(t *testing.T) {
 	require.NoError(t, a.Flush(ctx))
 	require.False(t, queueExists(t, raw, ns+":channel:c9"))
 }
+
+// The registry that Flush reads holds one entry per name while it lives,
+// not one per call: a site adding the same channel to a group on every
+// websocket connect must not grow it without bound.
+func TestFlushRegistryDoesNotGrowWithRepeatedCalls(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, 60*time.Second)
+	ns := namespace(t)
+	l := newLayer(t, layer.Config{Namespace: ns})
+	for range 20 {
+		require.NoError(t, l.GroupAdd(ctx, "lobby", "ws.one"))
+		require.NoError(t, l.Send(ctx, "ws.one", layer.Message{"type": "x"}))
+	}
+	raw := rawChannel(t, "")
+	ok, err := raw.QueueDeclare(ctx, amqp.QueueDeclare{Queue: ns + ":registry", Passive: true})
+	require.NoError(t, err)
+	require.LessOrEqual(t, ok.MessageCount, uint32(2), "one registration per name, not per call")
+	require.NotZero(t, ok.MessageCount, "the names are registered")
+	require.NoError(t, l.Flush(ctx))
+	require.False(t, queueExists(t, raw, ns+":channel:ws.one"), "Flush still finds what was registered")
+}

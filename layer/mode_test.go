@@ -68,6 +68,8 @@ func TestURLTakesPikaParameters(t *testing.T) {
 		"bad retry delay":      "amqp://h/?retry_delay=soon",
 		"zero socket timeout":  "amqp://h/?socket_timeout=0",
 		"unknown still fails":  "amqp://h/?expiry=5",
+		"client recovery":      "amqp://h/?recovery=on",
+		"client recovery knob": "amqp://h/?recovery_republish=true",
 	} {
 		_, err := Config{URL: u}.settings()
 		require.Error(t, err, name)

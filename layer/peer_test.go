@@ -123,7 +123,13 @@ func startPeer(t testing.TB, pyLayer string, config map[string]any) *peer {
 	r, err := p.try(map[string]any{"op": "info"}, 30*time.Second)
 	if err != nil {
 		if strings.Contains(p.stderr.String(), "ImportError") || strings.Contains(p.stderr.String(), "ModuleNotFoundError") {
-			t.Skipf("the Django Channels peer cannot import its Debian packages (run scripts/ensure-django-peer.sh): %s", p.stderr)
+			msg := fmt.Sprintf("the Django Channels peer cannot import its Debian packages (run scripts/ensure-django-peer.sh): %s", p.stderr)
+			if os.Getenv("CI") != "" {
+				// scripts/test.sh installs them before these tests: a CI
+				// run without them would go green with no cross-talk tested.
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
 		}
 		t.Fatalf("starting the %s peer: %v", pyLayer, err)
 	}

@@ -55,6 +55,12 @@ func parseURL(raw string) (amqp.Config, dialPolicy, error) {
 		if key == "heartbeat_interval" {
 			key = "heartbeat" // pika's older name for it
 		}
+		if key == "recovery" || strings.HasPrefix(key, "recovery_") {
+			// The layer dials again on its next call and sets its mode's
+			// objects up afresh; the client's recovery would also replay
+			// every declaration it recorded, expired memberships included.
+			return amqp.Config{}, dial, fmt.Errorf("layer: URL parameter %q: the layer reconnects by itself, on its next call; the client's connection recovery is not used", key)
+		}
 		if seen[key] {
 			return amqp.Config{}, dial, fmt.Errorf("layer: URL parameter %q given more than once (heartbeat_interval is another name for heartbeat)", key)
 		}
