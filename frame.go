@@ -295,10 +295,7 @@ func AppendHeaderFrame(dst []byte, channel, classID uint16, bodySize uint64, p *
 // negotiate, counts as MinFrameSize). An empty body appends nothing, as the
 // spec asks.
 func AppendBodyFrames(dst []byte, channel uint16, body []byte, frameMax uint32) []byte {
-	chunk := len(body)
-	if frameMax != 0 {
-		chunk = int(max(frameMax, MinFrameSize)) - frameOverhead
-	}
+	chunk := bodyChunk(len(body), frameMax)
 	for len(body) > 0 {
 		n := min(chunk, len(body))
 		var start int
@@ -308,6 +305,20 @@ func AppendBodyFrames(dst []byte, channel uint16, body []byte, frameMax uint32) 
 		body = body[n:]
 	}
 	return dst
+}
+
+// bodyChunk is how many bytes of a body of n bytes one body frame carries.
+func bodyChunk(n int, frameMax uint32) int {
+	if frameMax == 0 {
+		return n
+	}
+	return int(max(frameMax, MinFrameSize)) - frameOverhead
+}
+
+// appendFrameHeader appends the header of a frame whose payload of size
+// bytes the caller writes next, followed by the end octet.
+func appendFrameHeader(dst []byte, t FrameType, channel uint16, size int) []byte {
+	return append(dst, byte(t), byte(channel>>8), byte(channel), byte(size>>24), byte(size>>16), byte(size>>8), byte(size))
 }
 
 // AppendHeartbeatFrame appends a heartbeat frame (always on channel 0).
