@@ -24,7 +24,7 @@ type Connection struct {
 	cur atomic.Pointer[link] // the current (or, while recovering, the last) socket incarnation
 
 	chMu     sync.Mutex
-	channels []atomic.Pointer[Channel] // indexed by channel id; read by the reader without chMu; sized by the first link
+	channels chanTable // read by the reader without chMu; limited by the first link's channel_max
 	nextID   uint16                    // where the next free-id search starts; guarded by chMu
 	ending   bool                      // finalize has begun: no new channels; guarded by chMu
 
@@ -100,7 +100,7 @@ func dial(ctx context.Context, cfg Config, tr tracers) (*Connection, error) {
 		c.logDialFailed(ctx, err)
 		return nil, err
 	}
-	c.channels = make([]atomic.Pointer[Channel], int(l.channelMax)+1)
+	c.channels.init(int(l.channelMax))
 	l.usable.Store(time.Now().UnixNano())
 	c.cur.Store(l)
 	c.eventsWG.Add(1)
@@ -151,10 +151,7 @@ func (e *DialError) Error() string {
 func (e *DialError) Unwrap() []error { return e.Failures }
 
 func (c *Connection) channel(id uint16) *Channel {
-	if int(id) >= len(c.channels) {
-		return nil
-	}
-	return c.channels[id].Load()
+	return c.channels.get(id)
 }
 
 // linkEnded handles the end of link l: with recovery on and a cause worth
@@ -186,10 +183,11 @@ func (c *Connection) finalize(cause error) {
 		c.chMu.Lock()
 		c.ending = true // no new channels
 		var chans []*Channel
-		for i := range c.channels {
-			if ch := c.channels[i].Load(); ch != nil {
+		slots := c.channels.all()
+		for i := range slots {
+			if ch := slots[i].Load(); ch != nil {
 				chans = append(chans, ch)
-				c.channels[i].Store(nil)
+				slots[i].Store(nil)
 			}
 		}
 		c.chMu.Unlock()

@@ -418,8 +418,10 @@ func TestHostileFrames(t *testing.T) {
 	t.Run("body larger than MaxBodySize", func(t *testing.T) {
 		conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{MaxBodySize: 1024})
 		ch := openFakeChannel(t, conn, sc)
-		require.NoError(t, sc.SendContent(t.Context(), ch.ID(), &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1},
-			amqp.Properties{}, make([]byte, 4096)))
+		// The client may close the pipe once it has read the header, before
+		// the body is written: the write's error is not what is tested.
+		_ = sc.SendContent(t.Context(), ch.ID(), &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1},
+			amqp.Properties{}, make([]byte, 4096))
 		<-conn.Done()
 		require.ErrorIs(t, conn.Err(), amqp.ErrBodyTooLarge)
 	})

@@ -1,0 +1,237 @@
+package bench
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/amqp-go/amqp"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// largeQueue holds at most 4 messages, dropping the oldest: 16 MiB
+// messages must not pile up in the broker.
+var largeQueue = amqp.Table{"x-max-length": int32(4), "x-overflow": "drop-head"}
+
+// BenchmarkLargePublish: publishes of 1 MiB and 16 MiB bodies to RabbitMQ
+// without confirms, ended by a round trip as in PublishBroker. Both clients
+// dial plain TCP sockets (no counting wrapper), so ours writes bodies from
+// the caller's slice with writev. Reports MB/s and the client's CPU per MB.
+func BenchmarkLargePublish(b *testing.B) {
+	for _, client := range []string{ours, incumbent} {
+		b.Run(client, func(b *testing.B) {
+			for _, size := range []int{1 << 20, 16 << 20} {
+				b.Run(sizeName(size), func(b *testing.B) {
+					url := brokerURL(b)
+					queue := brokerQueue(b, url, "large", largeQueue)
+					ctx := benchCtx(b)
+					payload := body(size)
+					var m *byteMeter
+					switch client {
+					case ours:
+						conn, err := amqp.Dial(ctx, url)
+						if err != nil {
+							b.Fatal(err)
+						}
+						b.Cleanup(func() { conn.Close(ctx) })
+						ch, err := conn.Channel(ctx)
+						if err != nil {
+							b.Fatal(err)
+						}
+						msg := amqp.Publishing{RoutingKey: queue, Body: payload}
+						m = startBytes(b, size)
+						for range b.N {
+							if _, err := ch.Publish(ctx, msg); err != nil {
+								b.Fatal(err)
+							}
+						}
+						syncOurs(b, ctx, ch, queue)
+					case incumbent:
+						conn, err := amqp091.Dial(url)
+						if err != nil {
+							b.Fatal(err)
+						}
+						b.Cleanup(func() { conn.Close() })
+						ch, err := conn.Channel()
+						if err != nil {
+							b.Fatal(err)
+						}
+						msg := amqp091.Publishing{Body: payload}
+						m = startBytes(b, size)
+						for range b.N {
+							if err := ch.PublishWithContext(ctx, "", queue, false, false, msg); err != nil {
+								b.Fatal(err)
+							}
+						}
+						syncIncumbent(b, ch, queue)
+					}
+					m.stop()
+				})
+			}
+		})
+	}
+}
+
+// byteMeter is the meter of the large-body benchmarks: throughput in MB/s
+// and the client's CPU (user+system) per MB.
+type byteMeter struct {
+	b     *testing.B
+	size  int
+	wall0 time.Time
+	cpu0  int64
+}
+
+func startBytes(b *testing.B, size int) *byteMeter {
+	b.ReportAllocs()
+	b.ResetTimer()
+	m := &byteMeter{b: b, size: size, wall0: time.Now()}
+	m.cpu0, _ = cpuNanos()
+	return m
+}
+
+func (m *byteMeter) stop() {
+	cpu, _ := cpuNanos()
+	wall := time.Since(m.wall0)
+	m.b.StopTimer()
+	mb := float64(m.b.N) * float64(m.size) / 1e6
+	m.b.ReportMetric(mb/wall.Seconds(), "MB/s")
+	m.b.ReportMetric(float64(cpu-m.cpu0)/1e6/mb, "cpu-ms/MB")
+}
+
+// idleCount is how many connections, channels or consumers an idle-memory
+// round opens.
+const idleCount = 50
+
+// BenchmarkIdle: the heap (after GC) and goroutines that an idle
+// connection, channel (on one connection) or consumer (on one channel) holds,
+// each the mean of idleCount opened at once against RabbitMQ. b.N does not
+// matter: every round measures the same thing.
+func BenchmarkIdle(b *testing.B) {
+	for _, client := range []string{ours, incumbent} {
+		b.Run(client, func(b *testing.B) {
+			for _, what := range []string{"conn", "channel", "consumer"} {
+				b.Run(what, func(b *testing.B) {
+					url := brokerURL(b)
+					var open func() func()
+					switch client {
+					case ours:
+						open = idleOurs(b, url, what)
+					case incumbent:
+						open = idleIncumbent(b, url, what)
+					}
+					heap0, g0 := settledHeap()
+					var closers []func()
+					for range idleCount {
+						closers = append(closers, open())
+					}
+					time.Sleep(100 * time.Millisecond) // let every goroutine settle
+					heap1, g1 := settledHeap()
+					for _, c := range closers {
+						c()
+					}
+					for range b.N {
+					}
+					b.ReportMetric(float64(heap1-heap0)/idleCount, "B/"+what)
+					b.ReportMetric(float64(g1-g0)/idleCount, "goroutines/"+what)
+				})
+			}
+		})
+	}
+}
+
+func settledHeap() (heap int64, goroutines int) {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc), runtime.NumGoroutine()
+}
+
+// idleOurs returns a function that opens one more connection, channel or
+// consumer with this module's client and returns how to close it.
+func idleOurs(b *testing.B, url, what string) func() func() {
+	ctx := benchCtx(b)
+	dial := func() *amqp.Connection {
+		conn, err := amqp.Dial(ctx, url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return conn
+	}
+	switch what {
+	case "conn":
+		return func() func() {
+			conn := dial()
+			return func() { conn.Close(ctx) }
+		}
+	case "channel":
+		conn := dial()
+		b.Cleanup(func() { conn.Close(ctx) })
+		return func() func() {
+			ch, err := conn.Channel(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return func() { ch.Close(ctx) }
+		}
+	}
+	queue := brokerQueue(b, url, "idle", nil)
+	conn := dial()
+	b.Cleanup(func() { conn.Close(ctx) })
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return func() func() {
+		c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: queue})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() { c.Cancel(ctx) }
+	}
+}
+
+// idleIncumbent is idleOurs for amqp091-go.
+func idleIncumbent(b *testing.B, url, what string) func() func() {
+	dial := func() *amqp091.Connection {
+		conn, err := amqp091.Dial(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return conn
+	}
+	switch what {
+	case "conn":
+		return func() func() {
+			conn := dial()
+			return func() { conn.Close() }
+		}
+	case "channel":
+		conn := dial()
+		b.Cleanup(func() { conn.Close() })
+		return func() func() {
+			ch, err := conn.Channel()
+			if err != nil {
+				b.Fatal(err)
+			}
+			return func() { ch.Close() }
+		}
+	}
+	queue := brokerQueue(b, url, "idle", nil)
+	conn := dial()
+	b.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	return func() func() {
+		n++
+		tag := fmt.Sprintf("idle-%d", n)
+		if _, err := ch.Consume(queue, tag, false, false, false, false, nil); err != nil {
+			b.Fatal(err)
+		}
+		return func() { ch.Cancel(tag, false) }
+	}
+}
