@@ -25,8 +25,8 @@ type Connection struct {
 
 	chMu     sync.Mutex
 	channels chanTable // read by the reader without chMu; limited by the first link's channel_max
-	nextID   uint16                    // where the next free-id search starts; guarded by chMu
-	ending   bool                      // finalize has begun: no new channels; guarded by chMu
+	nextID   uint16    // where the next free-id search starts; guarded by chMu
+	ending   bool      // finalize has begun: no new channels; guarded by chMu
 
 	blocked   gate // shut while the server blocks publishing (connection.blocked)
 	blockMu   sync.Mutex
