@@ -44,7 +44,6 @@ type Connection struct {
 	done        chan struct{}
 	err         error          // why the connection ended; written once before done is closed
 	wg          sync.WaitGroup // every link's goroutines, the closers and the reconnecting goroutine
-	eventsWG    sync.WaitGroup // the callback goroutine, waited for separately (see wait)
 }
 
 // Blocking tells whether the server blocked publishing on the connection
@@ -103,8 +102,6 @@ func dial(ctx context.Context, cfg Config, tr tracers) (*Connection, error) {
 	c.channels.init(int(l.channelMax))
 	l.usable.Store(time.Now().UnixNano())
 	c.cur.Store(l)
-	c.eventsWG.Add(1)
-	go func() { defer c.eventsWG.Done(); c.events.run() }()
 	l.start()
 	c.logOpened(ctx, l)
 	return c, nil
@@ -283,7 +280,7 @@ func (c *Connection) wait(ctx context.Context) error {
 		<-c.done
 		c.wg.Wait()
 		if !c.events.inCallback.Load() {
-			c.eventsWG.Wait()
+			c.events.running.Wait() // the callback goroutine, if it was started
 		}
 		close(exited)
 	}()
