@@ -82,14 +82,15 @@ type Frame struct {
 //
 // Its buffer is sized by use: it starts at 4 KiB, moves to a 128 KiB buffer
 // (shared through a pool) when a read fills it, and back when a read finds
-// little, so an idle connection holds 4 KiB while a busy one reads many
-// frames per system call.
+// next to nothing (a heartbeat, an RPC reply), so an idle connection holds
+// 4 KiB while a busy one reads many frames per system call.
 type FrameReader struct {
 	src     io.Reader
 	buf     []byte // the buffered bytes are buf[r:w]
 	r, w    int
 	small   []byte // the small buffer, kept for the quiet times
 	full    bool   // the last read filled the space it was given
+	lastN   int    // bytes the last read returned
 	big     []byte // reused for payloads that do not fit in a read buffer
 	maxSize uint32 // largest whole frame accepted, header and end octet included
 }
@@ -100,6 +101,9 @@ const (
 	readBufferSize = 128 << 10
 	// readBufferSmall is the buffer of a quiet connection.
 	readBufferSmall = 4 << 10
+	// readQuietBelow is a read small enough to mean the connection is quiet:
+	// a stream of messages, however slow, keeps the large buffer.
+	readQuietBelow = 512
 )
 
 // readBuffers holds the large read buffers of connections that went quiet.
@@ -120,13 +124,13 @@ func (fr *FrameReader) SetMaxFrameSize(n uint32) { fr.maxSize = n }
 // resize switches to a buffer of the size the traffic asks for, keeping the
 // buffered bytes: the large one when the last read filled the buffer or a
 // frame needs more than the small one holds, the small one when the buffer
-// is empty and the last read did not fill even that.
+// is empty and the last read found next to nothing.
 func (fr *FrameReader) resize(need int) {
 	large := len(fr.buf) == readBufferSize
 	switch {
 	case !large && (fr.full || need > len(fr.buf)):
 		fr.moveTo(readBuffers.Get().(*[readBufferSize]byte)[:])
-	case large && fr.r == fr.w && !fr.full && need <= readBufferSmall:
+	case large && fr.r == fr.w && fr.lastN < readQuietBelow && need <= readBufferSmall:
 		old := fr.buf
 		fr.moveTo(fr.small)
 		readBuffers.Put((*[readBufferSize]byte)(old))
@@ -152,7 +156,7 @@ func (fr *FrameReader) fill(need int) error {
 		space := len(fr.buf) - fr.w
 		n, err := fr.src.Read(fr.buf[fr.w:])
 		fr.w += n
-		fr.full = n == space
+		fr.full, fr.lastN = n == space, n
 		if fr.w-fr.r >= need {
 			return nil
 		}
