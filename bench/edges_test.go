@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -234,4 +235,107 @@ func idleIncumbent(b *testing.B, url, what string) func() func() {
 		}
 		return func() { ch.Cancel(tag, false) }
 	}
+}
+
+// BenchmarkPublishers: N goroutines publish 16-byte messages to the fake
+// sink, all on one channel or each on its own channel of one connection,
+// b.N messages in all; then every channel makes a round trip. Shows
+// contention on the write path.
+func BenchmarkPublishers(b *testing.B) {
+	for _, client := range []string{ours, incumbent} {
+		b.Run(client, func(b *testing.B) {
+			for _, n := range []int{1, 4, 16, 64} {
+				for _, layout := range []string{"onechannel", "channels"} {
+					if n == 1 && layout == "channels" {
+						continue
+					}
+					b.Run(fmt.Sprintf("%d-%s", n, layout), func(b *testing.B) {
+						url := fakeURL(fakeServer(b, "sink"))
+						perChannel := layout == "channels"
+						switch client {
+						case ours:
+							publishersOurs(b, url, n, perChannel)
+						case incumbent:
+							publishersIncumbent(b, url, n, perChannel)
+						}
+					})
+				}
+			}
+		})
+	}
+}
+
+// share is how many of b.N messages publisher i of n sends.
+func share(total, n, i int) int {
+	s := total / n
+	if i < total%n {
+		s++
+	}
+	return s
+}
+
+func publishersOurs(b *testing.B, url string, n int, perChannel bool) {
+	ctx := benchCtx(b)
+	conn, ch := dialOurs(b, ctx, url)
+	chans := []*amqp.Channel{ch}
+	for perChannel && len(chans) < n {
+		c, err := conn.Channel(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		chans = append(chans, c)
+	}
+	msg := amqp.Publishing{RoutingKey: "bench", Body: body(16)}
+	m := start(b)
+	var wg sync.WaitGroup
+	for i := range n {
+		c := chans[i%len(chans)]
+		count := share(b.N, n, i)
+		wg.Go(func() {
+			for range count {
+				if _, err := c.Publish(ctx, msg); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range chans {
+		syncOurs(b, ctx, c, "bench")
+	}
+	m.stop()
+}
+
+func publishersIncumbent(b *testing.B, url string, n int, perChannel bool) {
+	ctx := benchCtx(b)
+	conn, ch := dialIncumbent(b, url)
+	chans := []*amqp091.Channel{ch}
+	for perChannel && len(chans) < n {
+		c, err := conn.Channel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		chans = append(chans, c)
+	}
+	msg := amqp091.Publishing{Body: body(16)}
+	m := start(b)
+	var wg sync.WaitGroup
+	for i := range n {
+		c := chans[i%len(chans)]
+		count := share(b.N, n, i)
+		wg.Go(func() {
+			for range count {
+				if err := c.PublishWithContext(ctx, "", "bench", false, false, msg); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range chans {
+		syncIncumbent(b, c, "bench")
+	}
+	m.stop()
 }

@@ -207,6 +207,29 @@ func main() {
 		}
 	}
 
+	edgeUnits := []string{"MB/s", "cpu-ms/MB", "B/conn", "goroutines/conn", "B/channel", "goroutines/channel", "B/consumer", "goroutines/consumer"}
+	var edges []string
+	for _, sc := range scenarios {
+		for _, u := range edgeUnits {
+			if _, ok := get(sc, ours, u); ok {
+				edges = append(edges, sc+"\x00"+u)
+			}
+		}
+	}
+	if len(edges) > 0 {
+		fmt.Println()
+		fmt.Println("### Large bodies and idle memory (issue #16): medians, ours against amqp091-go")
+		fmt.Println()
+		fmt.Println("| scenario | unit | ours | amqp091 | ours / amqp091 |")
+		fmt.Println("|---|---|--:|--:|--:|")
+		for _, e := range edges {
+			sc, u, _ := strings.Cut(e, "\x00")
+			a, ok1 := get(sc, ours, u)
+			b, ok2 := get(sc, incumbent, u)
+			fmt.Printf("| %s | %s | %s | %s | %s |\n", sc, u, num(a, ok1), num(b, ok2), ratio(a, b, ok1 && ok2))
+		}
+	}
+
 	fmt.Println()
 	fmt.Println("### Goals of issue #5")
 	fmt.Println()
