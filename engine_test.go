@@ -22,6 +22,13 @@ func fakeConn(t *testing.T, opts amqptest.Options, cfg amqp.Config) (*amqp.Conne
 	t.Helper()
 	srv := amqptest.NewServer(t, opts)
 	cfg.Dial = srv.Dial
+	return dialFake(t, srv, cfg)
+}
+
+// dialFake dials srv with cfg and accepts the connection on its side; the
+// connection is dropped and closed when the test ends.
+func dialFake(t *testing.T, srv *amqptest.Server, cfg amqp.Config) (*amqp.Connection, *amqptest.Conn) {
+	t.Helper()
 	conn, err := amqp.DialConfig(t.Context(), cfg)
 	require.NoError(t, err)
 	sc, err := srv.Accept(t.Context())

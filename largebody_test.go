@@ -2,11 +2,9 @@ package amqp_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/amqp-go/amqp"
 	"github.com/amqp-go/amqp/amqptest"
@@ -20,17 +18,7 @@ func tcpFakeConn(t *testing.T, opts amqptest.Options) (*amqp.Connection, *amqpte
 	srv := amqptest.NewServer(t, opts)
 	cfg, err := amqp.ParseURL(srv.URL())
 	require.NoError(t, err)
-	conn, err := amqp.DialConfig(t.Context(), cfg)
-	require.NoError(t, err)
-	sc, err := srv.Accept(t.Context())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		sc.Drop()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		conn.Close(ctx)
-	})
-	return conn, sc
+	return dialFake(t, srv, cfg)
 }
 
 // Large bodies written from the caller's slice arrive whole, never

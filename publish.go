@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Publishing is a message to publish with [Channel.Publish]: where it goes
@@ -126,6 +127,10 @@ func appendPublishFrames(b []byte, channel uint16, m *BasicPublish, p *Propertie
 	b, err := appendPublishHead(b, channel, m, p, len(body), frameMax)
 	if err != nil {
 		return b, err
+	}
+	if len(body) >= largeBodyThreshold {
+		// Copied (over TLS, say): grow the buffer once, not frame by frame.
+		b = slices.Grow(b, len(body)+(len(body)/bodyChunk(len(body), frameMax)+1)*frameOverhead)
 	}
 	return AppendBodyFrames(b, channel, body, frameMax), nil
 }
