@@ -2,6 +2,7 @@ package amqp_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"sync"
 	"testing"
