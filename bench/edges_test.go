@@ -339,3 +339,119 @@ func publishersIncumbent(b *testing.B, url string, n int, perChannel bool) {
 	}
 	m.stop()
 }
+
+// largeRound is how many bytes of bodies a LargeConsume round puts in the
+// queue before consuming them: enough to measure, little enough for a
+// shared broker.
+const largeRound = 32 << 20
+
+// BenchmarkLargeConsume: a no-ack consumer takes 1 MiB or 16 MiB bodies
+// from RabbitMQ. The queue is filled in rounds of 32 MiB with the consumer
+// cancelled, so the broker never holds more; only the consuming is timed
+// and only its CPU is counted (getrusage around each round's consume).
+func BenchmarkLargeConsume(b *testing.B) {
+	for _, client := range []string{ours, incumbent} {
+		b.Run(client, func(b *testing.B) {
+			for _, size := range []int{1 << 20, 16 << 20} {
+				b.Run(sizeName(size), func(b *testing.B) {
+					url := brokerURL(b)
+					queue := brokerQueue(b, url, "largeconsume", nil)
+					ctx := benchCtx(b)
+					_, fill := dialOurs(b, ctx, url)
+					msg := amqp.Publishing{RoutingKey: queue, Body: body(size)}
+					var take func(n int)
+					switch client {
+					case ours:
+						take = largeTakeOurs(b, url, queue)
+					case incumbent:
+						take = largeTakeIncumbent(b, url, queue)
+					}
+					b.ReportAllocs()
+					b.ResetTimer()
+					b.StopTimer()
+					var cpu int64
+					var wall time.Duration
+					for done := 0; done < b.N; {
+						n := min(b.N-done, max(1, largeRound/size))
+						for range n {
+							if _, err := fill.Publish(ctx, msg); err != nil {
+								b.Fatal(err)
+							}
+						}
+						syncOurs(b, ctx, fill, queue)
+						b.StartTimer()
+						c0, _ := cpuNanos()
+						t0 := time.Now()
+						take(n)
+						wall += time.Since(t0)
+						c1, _ := cpuNanos()
+						b.StopTimer()
+						cpu += c1 - c0
+						done += n
+					}
+					mb := float64(b.N) * float64(size) / 1e6
+					b.ReportMetric(mb/wall.Seconds(), "MB/s")
+					b.ReportMetric(float64(cpu)/1e6/mb, "cpu-ms/MB")
+				})
+			}
+		})
+	}
+}
+
+// largeTakeOurs returns a function that subscribes, takes n deliveries
+// and cancels, with this module's client.
+func largeTakeOurs(b *testing.B, url, queue string) func(n int) {
+	ctx := benchCtx(b)
+	conn, err := amqp.Dial(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close(ctx) })
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return func(n int) {
+		c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: queue, NoAck: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range n {
+			if _, err := c.Next(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := c.Cancel(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// largeTakeIncumbent is largeTakeOurs for amqp091-go.
+func largeTakeIncumbent(b *testing.B, url, queue string) func(n int) {
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return func(n int) {
+		deliveries, err := ch.Consume(queue, "large", true, false, false, false, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range n {
+			if _, ok := <-deliveries; !ok {
+				b.Fatal("amqp091: deliveries closed")
+			}
+		}
+		if err := ch.Cancel("large", false); err != nil {
+			b.Fatal(err)
+		}
+		for range deliveries { // drain what came before the cancel
+		}
+	}
+}
