@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -454,4 +456,88 @@ func largeTakeIncumbent(b *testing.B, url, queue string) func(n int) {
 		for range deliveries { // drain what came before the cancel
 		}
 	}
+}
+
+// BenchmarkConsumers: N no-ack consumers (1, 10, 100, 1000) on one channel
+// share b.N deliveries of 16 B from a queue filled beforehand, each
+// consumer read by a goroutine of its own; the round ends when all b.N
+// were taken. Shows what many consumers on one connection cost per message.
+func BenchmarkConsumers(b *testing.B) {
+	const size = 16
+	for _, client := range []string{ours, incumbent} {
+		b.Run(client, func(b *testing.B) {
+			for _, n := range []int{1, 10, 100, 1000} {
+				b.Run(fmt.Sprint(n), func(b *testing.B) {
+					url := brokerURL(b)
+					queue := prefilledQueue(b, url, size)
+					switch client {
+					case ours:
+						consumersOurs(b, url, queue, n)
+					case incumbent:
+						consumersIncumbent(b, url, queue, n)
+					}
+				})
+			}
+		})
+	}
+}
+
+func consumersOurs(b *testing.B, url, queue string, n int) {
+	ctx := benchCtx(b)
+	// taking ends when all b.N were taken; subscribing goes on meanwhile.
+	taking, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, ch := dialOurs(b, ctx, url)
+	var taken atomic.Int64
+	var wg sync.WaitGroup
+	m := start(b)
+	for range n {
+		c, err := ch.Consume(ctx, amqp.BasicConsume{Queue: queue, NoAck: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			for {
+				if _, err := c.Next(taking); err != nil {
+					return // cancelled once all b.N were taken
+				}
+				if taken.Add(1) == int64(b.N) {
+					cancel()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	m.stop()
+}
+
+func consumersIncumbent(b *testing.B, url, queue string, n int) {
+	_, ch := dialIncumbent(b, url)
+	var taken atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	m := start(b)
+	for i := range n {
+		deliveries, err := ch.Consume(queue, fmt.Sprint("c", i), true, false, false, false, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			for {
+				select {
+				case _, ok := <-deliveries:
+					if !ok {
+						return
+					}
+					if taken.Add(1) == int64(b.N) {
+						close(done)
+					}
+				case <-done:
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	m.stop()
 }
