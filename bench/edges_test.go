@@ -267,13 +267,18 @@ func BenchmarkPublishers(b *testing.B) {
 	}
 }
 
-// share is how many of b.N messages publisher i of n sends.
-func share(total, n, i int) int {
-	s := total / n
-	if i < total%n {
-		s++
+// fanOut runs publish on n goroutines, publisher i sending count of the
+// b.N messages, and waits for them.
+func fanOut(b *testing.B, n int, publish func(i, count int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		count := b.N / n
+		if i < b.N%n {
+			count++
+		}
+		wg.Go(func() { publish(i, count) })
 	}
-	return s
+	wg.Wait()
 }
 
 func publishersOurs(b *testing.B, url string, n int, perChannel bool) {
@@ -289,20 +294,15 @@ func publishersOurs(b *testing.B, url string, n int, perChannel bool) {
 	}
 	msg := amqp.Publishing{RoutingKey: "bench", Body: body(16)}
 	m := start(b)
-	var wg sync.WaitGroup
-	for i := range n {
+	fanOut(b, n, func(i, count int) {
 		c := chans[i%len(chans)]
-		count := share(b.N, n, i)
-		wg.Go(func() {
-			for range count {
-				if _, err := c.Publish(ctx, msg); err != nil {
-					b.Error(err)
-					return
-				}
+		for range count {
+			if _, err := c.Publish(ctx, msg); err != nil {
+				b.Error(err)
+				return
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	for _, c := range chans {
 		syncOurs(b, ctx, c, "bench")
 	}
@@ -322,20 +322,15 @@ func publishersIncumbent(b *testing.B, url string, n int, perChannel bool) {
 	}
 	msg := amqp091.Publishing{Body: body(16)}
 	m := start(b)
-	var wg sync.WaitGroup
-	for i := range n {
+	fanOut(b, n, func(i, count int) {
 		c := chans[i%len(chans)]
-		count := share(b.N, n, i)
-		wg.Go(func() {
-			for range count {
-				if err := c.PublishWithContext(ctx, "", "bench", false, false, msg); err != nil {
-					b.Error(err)
-					return
-				}
+		for range count {
+			if err := c.PublishWithContext(ctx, "", "bench", false, false, msg); err != nil {
+				b.Error(err)
+				return
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	for _, c := range chans {
 		syncIncumbent(b, c, "bench")
 	}
