@@ -110,7 +110,8 @@ const (
 var readBuffers = sync.Pool{New: func() any { return new([readBufferSize]byte) }}
 
 // NewFrameReader returns a FrameReader that accepts frames of up to
-// MinFrameSize bytes until SetMaxFrameSize raises the limit.
+// MinFrameSize bytes until SetMaxFrameSize raises the limit. It reads ahead
+// into its own buffer, so once it has read from r nobody else should.
 func NewFrameReader(r io.Reader) *FrameReader {
 	small := make([]byte, readBufferSmall)
 	return &FrameReader{src: r, buf: small, small: small, maxSize: MinFrameSize}
