@@ -169,14 +169,14 @@ func (c *Connection) allocChannel(internal bool) (*Channel, error) {
 		// which lists the channels after l ended.
 		return nil, errLinkDown{l}
 	}
-	n := min(int(l.channelMax), len(c.channels)-1)
+	n := min(int(l.channelMax), c.channels.limit)
 	for i := 0; i < n; i++ {
 		id := uint16((int(c.nextID)+i)%n + 1)
-		if c.channels[id].Load() == nil && !l.reserved[id] {
+		if c.channels.get(id) == nil && !l.reserved[id] {
 			ch := newChannel(c, id)
 			ch.internal = internal // before anyone (retire) can see it
 			ch.link.Store(l)
-			c.channels[id].Store(ch)
+			c.channels.set(id, ch)
 			c.nextID = id % uint16(n)
 			return ch, nil
 		}
@@ -189,8 +189,8 @@ func (c *Connection) allocChannel(internal bool) (*Channel, error) {
 func (c *Connection) releaseChannel(ch *Channel, reserve bool) {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
-	if c.channels[ch.id].Load() == ch {
-		c.channels[ch.id].Store(nil)
+	if c.channels.get(ch.id) == ch {
+		c.channels.set(ch.id, nil)
 	}
 	if l := ch.link.Load(); reserve && l != nil && !l.ended() {
 		if l.reserved == nil {

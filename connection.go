@@ -24,9 +24,9 @@ type Connection struct {
 	cur atomic.Pointer[link] // the current (or, while recovering, the last) socket incarnation
 
 	chMu     sync.Mutex
-	channels []atomic.Pointer[Channel] // indexed by channel id; read by the reader without chMu; sized by the first link
-	nextID   uint16                    // where the next free-id search starts; guarded by chMu
-	ending   bool                      // finalize has begun: no new channels; guarded by chMu
+	channels chanTable // read by the reader without chMu; limited by the first link's channel_max
+	nextID   uint16    // where the next free-id search starts; guarded by chMu
+	ending   bool      // finalize has begun: no new channels; guarded by chMu
 
 	blocked   gate // shut while the server blocks publishing (connection.blocked)
 	blockMu   sync.Mutex
@@ -44,7 +44,6 @@ type Connection struct {
 	done        chan struct{}
 	err         error          // why the connection ended; written once before done is closed
 	wg          sync.WaitGroup // every link's goroutines, the closers and the reconnecting goroutine
-	eventsWG    sync.WaitGroup // the callback goroutine, waited for separately (see wait)
 }
 
 // Blocking tells whether the server blocked publishing on the connection
@@ -100,11 +99,9 @@ func dial(ctx context.Context, cfg Config, tr tracers) (*Connection, error) {
 		c.logDialFailed(ctx, err)
 		return nil, err
 	}
-	c.channels = make([]atomic.Pointer[Channel], int(l.channelMax)+1)
+	c.channels.init(int(l.channelMax))
 	l.usable.Store(time.Now().UnixNano())
 	c.cur.Store(l)
-	c.eventsWG.Add(1)
-	go func() { defer c.eventsWG.Done(); c.events.run() }()
 	l.start()
 	c.logOpened(ctx, l)
 	return c, nil
@@ -151,10 +148,7 @@ func (e *DialError) Error() string {
 func (e *DialError) Unwrap() []error { return e.Failures }
 
 func (c *Connection) channel(id uint16) *Channel {
-	if int(id) >= len(c.channels) {
-		return nil
-	}
-	return c.channels[id].Load()
+	return c.channels.get(id)
 }
 
 // linkEnded handles the end of link l: with recovery on and a cause worth
@@ -186,10 +180,11 @@ func (c *Connection) finalize(cause error) {
 		c.chMu.Lock()
 		c.ending = true // no new channels
 		var chans []*Channel
-		for i := range c.channels {
-			if ch := c.channels[i].Load(); ch != nil {
+		slots := c.channels.all()
+		for i := range slots {
+			if ch := slots[i].Load(); ch != nil {
 				chans = append(chans, ch)
-				c.channels[i].Store(nil)
+				slots[i].Store(nil)
 			}
 		}
 		c.chMu.Unlock()
@@ -285,7 +280,7 @@ func (c *Connection) wait(ctx context.Context) error {
 		<-c.done
 		c.wg.Wait()
 		if !c.events.inCallback.Load() {
-			c.eventsWG.Wait()
+			c.events.running.Wait() // the callback goroutine, if it was started
 		}
 		close(exited)
 	}()

@@ -11,11 +11,16 @@ import (
 // ever dropped, however slow a callback is; the reader's own backpressure
 // (bounded consumer buffers, prefetch, confirms per publish) bounds how much
 // it can hold in practice.
+//
+// The goroutine starts with the first callback: a connection that never
+// has one (most idle ones) does not pay for it.
 type eventQueue struct {
-	mu     sync.Mutex
-	queue  []func()
-	wake   chan struct{} // cap 1
-	closed bool
+	mu      sync.Mutex
+	queue   []func()
+	wake    chan struct{} // cap 1
+	closed  bool
+	started bool           // run was started; guarded by mu
+	running sync.WaitGroup // run, once started: added to under mu before closed is set
 
 	inCallback atomic.Bool // a callback is running: Close must not wait for run, which may be its caller
 }
@@ -31,6 +36,11 @@ func (q *eventQueue) push(fn func()) {
 		return
 	}
 	q.queue = append(q.queue, fn)
+	if !q.started {
+		q.started = true
+		q.running.Add(1)
+		go func() { defer q.running.Done(); q.run() }()
+	}
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:

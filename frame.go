@@ -1,10 +1,10 @@
 package amqp
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // FrameType is the first octet of an AMQP frame.
@@ -79,20 +79,42 @@ type Frame struct {
 // FrameReader reads frames from a stream. It rejects a frame whose declared
 // size exceeds the limit before reading or allocating its payload, and a frame
 // whose end octet is not 0xCE. It is not safe for concurrent use.
+//
+// Its buffer is sized by use: it starts at 4 KiB, moves to a 128 KiB buffer
+// (shared through a pool) when a read fills it, and back when a read finds
+// next to nothing (a heartbeat, an RPC reply), so an idle connection holds
+// 4 KiB while a busy one reads many frames per system call.
 type FrameReader struct {
-	r       *bufio.Reader
-	buf     []byte // reused for payloads that do not fit in r's buffer
+	src     io.Reader
+	buf     []byte // the buffered bytes are buf[r:w]
+	r, w    int
+	small   []byte // the small buffer, kept for the quiet times
+	full    bool   // the last read filled the space it was given
+	lastN   int    // bytes the last read returned
+	big     []byte // reused for payloads that do not fit in a read buffer
 	maxSize uint32 // largest whole frame accepted, header and end octet included
 }
 
-// readBufferSize is big enough that a typical frame is decoded in place from
-// the bufio buffer, with one read system call for many small frames.
-const readBufferSize = 128 << 10
+const (
+	// readBufferSize is big enough that a typical frame is decoded in place,
+	// with one read system call for many small frames.
+	readBufferSize = 128 << 10
+	// readBufferSmall is the buffer of a quiet connection.
+	readBufferSmall = 4 << 10
+	// readQuietBelow is a read small enough to mean the connection is quiet:
+	// a stream of messages, however slow, keeps the large buffer.
+	readQuietBelow = 512
+)
+
+// readBuffers holds the large read buffers of connections that went quiet.
+var readBuffers = sync.Pool{New: func() any { return new([readBufferSize]byte) }}
 
 // NewFrameReader returns a FrameReader that accepts frames of up to
-// MinFrameSize bytes until SetMaxFrameSize raises the limit.
+// MinFrameSize bytes until SetMaxFrameSize raises the limit. It reads ahead
+// into its own buffer, so once it has read from r nobody else should.
 func NewFrameReader(r io.Reader) *FrameReader {
-	return &FrameReader{r: bufio.NewReaderSize(r, readBufferSize), maxSize: MinFrameSize}
+	small := make([]byte, readBufferSmall)
+	return &FrameReader{src: r, buf: small, small: small, maxSize: MinFrameSize}
 }
 
 // SetMaxFrameSize sets the largest whole frame (header and end octet
@@ -100,15 +122,69 @@ func NewFrameReader(r io.Reader) *FrameReader {
 // limit other than the 32-bit size field.
 func (fr *FrameReader) SetMaxFrameSize(n uint32) { fr.maxSize = n }
 
+// resize switches to a buffer of the size the traffic asks for, keeping the
+// buffered bytes: the large one when the last read filled the buffer or a
+// frame needs more than the small one holds, the small one when the buffer
+// is empty and the last read found next to nothing.
+func (fr *FrameReader) resize(need int) {
+	large := len(fr.buf) == readBufferSize
+	switch {
+	case !large && (fr.full || need > len(fr.buf)):
+		fr.moveTo(readBuffers.Get().(*[readBufferSize]byte)[:])
+	case large && fr.r == fr.w && fr.lastN < readQuietBelow && need <= readBufferSmall:
+		old := fr.buf
+		fr.moveTo(fr.small)
+		readBuffers.Put((*[readBufferSize]byte)(old))
+	}
+}
+
+func (fr *FrameReader) moveTo(b []byte) {
+	n := copy(b, fr.buf[fr.r:fr.w])
+	fr.buf, fr.r, fr.w = b, 0, n
+}
+
+// fill reads until at least need bytes (at most the large buffer's size)
+// are buffered.
+func (fr *FrameReader) fill(need int) error {
+	for fr.w-fr.r < need {
+		if fr.r == fr.w {
+			fr.r, fr.w = 0, 0
+		}
+		fr.resize(need)
+		if len(fr.buf)-fr.r < need {
+			fr.moveTo(fr.buf) // compact: the frame's start goes to the front
+		}
+		space := len(fr.buf) - fr.w
+		n, err := fr.src.Read(fr.buf[fr.w:])
+		fr.w += n
+		fr.full, fr.lastN = n == space, n
+		if fr.w-fr.r >= need {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// peek returns the next n bytes without consuming them.
+func (fr *FrameReader) peek(n int) ([]byte, error) {
+	if err := fr.fill(n); err != nil {
+		if err == io.EOF && fr.w > fr.r {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return fr.buf[fr.r : fr.r+n], nil
+}
+
 // ReadFrame reads the next frame. Errors wrap ErrFrameTooLarge or
 // ErrMalformedFrame for bad input and are I/O errors otherwise; after any
 // error the stream is out of sync and must be abandoned.
 func (fr *FrameReader) ReadFrame() (Frame, error) {
-	hdr, err := fr.r.Peek(frameHeaderSize)
+	hdr, err := fr.peek(frameHeaderSize)
 	if err != nil {
-		if err == io.EOF && len(hdr) > 0 {
-			err = io.ErrUnexpectedEOF
-		}
 		return Frame{}, err
 	}
 	f := Frame{Type: FrameType(hdr[0]), Channel: binary.BigEndian.Uint16(hdr[1:3])}
@@ -119,20 +195,22 @@ func (fr *FrameReader) ReadFrame() (Frame, error) {
 	}
 	total := frameHeaderSize + int(size) + 1
 	var whole []byte
-	if total <= fr.r.Size() {
-		// Decode in place from the bufio buffer: no copy. Discard below keeps
-		// the bytes valid until the next Peek.
-		whole, err = fr.r.Peek(total)
-		if err != nil {
+	if total <= readBufferSize {
+		// Decode in place from the read buffer: no copy. The bytes stay
+		// valid until the next ReadFrame.
+		if err := fr.fill(total); err != nil {
 			return Frame{}, unexpectedEOF(err)
 		}
-		defer fr.r.Discard(total)
+		whole = fr.buf[fr.r : fr.r+total]
+		fr.r += total
 	} else {
-		if cap(fr.buf) < total {
-			fr.buf = make([]byte, total)
+		if cap(fr.big) < total {
+			fr.big = make([]byte, total)
 		}
-		whole = fr.buf[:total]
-		if _, err := io.ReadFull(fr.r, whole); err != nil {
+		whole = fr.big[:total]
+		n := copy(whole, fr.buf[fr.r:fr.w])
+		fr.r += n
+		if _, err := io.ReadFull(fr.src, whole[n:]); err != nil {
 			return Frame{}, unexpectedEOF(err)
 		}
 	}
@@ -295,10 +373,7 @@ func AppendHeaderFrame(dst []byte, channel, classID uint16, bodySize uint64, p *
 // negotiate, counts as MinFrameSize). An empty body appends nothing, as the
 // spec asks.
 func AppendBodyFrames(dst []byte, channel uint16, body []byte, frameMax uint32) []byte {
-	chunk := len(body)
-	if frameMax != 0 {
-		chunk = int(max(frameMax, MinFrameSize)) - frameOverhead
-	}
+	chunk := bodyChunk(len(body), frameMax)
 	for len(body) > 0 {
 		n := min(chunk, len(body))
 		var start int
@@ -308,6 +383,20 @@ func AppendBodyFrames(dst []byte, channel uint16, body []byte, frameMax uint32) 
 		body = body[n:]
 	}
 	return dst
+}
+
+// bodyChunk is how many bytes of a body of n bytes one body frame carries.
+func bodyChunk(n int, frameMax uint32) int {
+	if frameMax == 0 {
+		return n
+	}
+	return int(max(frameMax, MinFrameSize)) - frameOverhead
+}
+
+// appendFrameHeader appends the header of a frame whose payload of size
+// bytes the caller writes next, followed by the end octet.
+func appendFrameHeader(dst []byte, t FrameType, channel uint16, size int) []byte {
+	return append(dst, byte(t), byte(channel>>8), byte(channel), byte(size>>24), byte(size>>16), byte(size>>8), byte(size))
 }
 
 // AppendHeartbeatFrame appends a heartbeat frame (always on channel 0).

@@ -125,7 +125,7 @@ func (l *link) handshake(ctx context.Context) error {
 // checkProtocolHeaderReply catches a server that answers our protocol header
 // with its own: it does not speak 0-9-1 and is about to close the socket.
 func (l *link) checkProtocolHeaderReply() error {
-	b, err := l.fr.r.Peek(4)
+	b, err := l.fr.peek(4)
 	if err != nil {
 		return handshakeReadError(err, "connection.start")
 	}
@@ -133,9 +133,11 @@ func (l *link) checkProtocolHeaderReply() error {
 		return nil
 	}
 	var perr ProtocolVersionError
-	if _, err := io.ReadFull(l.fr.r, perr.Header[:]); err != nil {
+	b, err = l.fr.peek(len(perr.Header))
+	if err != nil {
 		return handshakeReadError(err, "connection.start")
 	}
+	copy(perr.Header[:], b)
 	return &perr
 }
 

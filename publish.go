@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Publishing is a message to publish with [Channel.Publish]: where it goes
@@ -22,6 +23,10 @@ type Publishing struct {
 	Immediate bool
 
 	Properties
+	// Body is the message's content. Publish does not keep it after it
+	// returns (unless recovery republishes unconfirmed messages; see
+	// RecoveryConfig), so the caller may reuse or modify it as soon as
+	// Publish returns, whatever the outcome.
 	Body []byte
 }
 
@@ -45,6 +50,16 @@ var ErrImmediateUnsupported = errors.New("amqp: basic.publish immediate is not s
 // server. ctx bounds waiting while the server blocks the connection
 // ([BlockedError]), while the server paused the channel (channel.flow), and
 // for room in the write queue. It is safe to call from many goroutines.
+//
+// Bodies under 64 KiB are copied into the write queue. A larger body is
+// written straight from msg.Body (one vectored write with its frame headers,
+// on plain TCP and Unix sockets; over TLS or a wrapped net.Conn it is copied
+// too), so Publish then returns once the socket has taken it: this is the
+// backpressure of big messages. If ctx ends before the write of the message
+// has begun, Publish copies the body, leaves the message queued and returns;
+// once the write has begun it waits for it to finish or fail (a frame is
+// never cut), which the socket bounds. Either way the body is free for reuse
+// when Publish returns.
 //
 // The returned [Confirmation] is never nil. In confirm mode it resolves
 // with the server's ack, nack or return; otherwise it is already resolved. A
@@ -73,9 +88,17 @@ func (ch *Channel) publish(ctx context.Context, msg *Publishing, tr *publishTrac
 			return failedConfirmation(err), err
 		}
 		frameMax := l.frameMax
-		err = l.w.appendFrames(func(b []byte) ([]byte, error) {
-			return appendPublishFrames(b, ch.id, &method, &msg.Properties, msg.Body, frameMax)
-		})
+		var large *outBody
+		if len(msg.Body) >= largeBodyThreshold {
+			large, err = l.w.appendLarge(func(b []byte) ([]byte, error) {
+				return appendPublishHead(b, ch.id, &method, &msg.Properties, len(msg.Body), frameMax)
+			}, ch.id, msg.Body, frameMax)
+		}
+		if large == nil && err == nil {
+			err = l.w.appendFrames(func(b []byte) ([]byte, error) {
+				return appendPublishFrames(b, ch.id, &method, &msg.Properties, msg.Body, frameMax)
+			})
+		}
 		if err != nil {
 			ch.mu.Unlock()
 			if err = ch.sendError(ctx, l, publishKind, err); err == errRetry {
@@ -97,6 +120,9 @@ func (ch *Channel) publish(ctx context.Context, msg *Publishing, tr *publishTrac
 			}
 		}
 		ch.mu.Unlock()
+		if large != nil {
+			large.wait(ctx)
+		}
 		return conf, nil
 	}
 }
@@ -109,6 +135,20 @@ var publishKind = &BasicPublish{}
 // appendPublishFrames encodes a whole message: method, header and body frames. The
 // method and header frames must each fit in frameMax; the body is split.
 func appendPublishFrames(b []byte, channel uint16, m *BasicPublish, p *Properties, body []byte, frameMax uint32) ([]byte, error) {
+	b, err := appendPublishHead(b, channel, m, p, len(body), frameMax)
+	if err != nil {
+		return b, err
+	}
+	if len(body) >= largeBodyThreshold {
+		// Copied (over TLS, say): grow the buffer once, not frame by frame.
+		b = slices.Grow(b, len(body)+(len(body)/bodyChunk(len(body), frameMax)+1)*frameOverhead)
+	}
+	return AppendBodyFrames(b, channel, body, frameMax), nil
+}
+
+// appendPublishHead encodes a message's method and header frames, each of
+// which must fit in frameMax.
+func appendPublishHead(b []byte, channel uint16, m *BasicPublish, p *Properties, bodySize int, frameMax uint32) ([]byte, error) {
 	orig := len(b)
 	b, start := beginFrame(b, FrameMethod, channel)
 	b = appendShort(b, 60)
@@ -119,14 +159,14 @@ func appendPublishFrames(b []byte, channel uint16, m *BasicPublish, p *Propertie
 	}
 	b = endFrame(b, start)
 	headerStart := len(b)
-	if b, err = AppendHeaderFrame(b, channel, 60, uint64(len(body)), p); err != nil {
+	if b, err = AppendHeaderFrame(b, channel, 60, uint64(bodySize), p); err != nil {
 		return b[:orig], err
 	}
 	if frameMax != 0 && (headerStart-orig > int(frameMax) || len(b)-headerStart > int(frameMax)) {
 		return b[:orig], fmt.Errorf("%w: basic.publish method or header frame of %d bytes (the properties are too large)",
 			ErrFrameTooLarge, max(headerStart-orig, len(b)-headerStart))
 	}
-	return AppendBodyFrames(b, channel, body, frameMax), nil
+	return b, nil
 }
 
 // waitPublishable waits while the connection is blocked or the channel's

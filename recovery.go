@@ -541,8 +541,9 @@ func (c *Connection) channelList() []*Channel {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
 	var out []*Channel
-	for i := range c.channels {
-		if ch := c.channels[i].Load(); ch != nil {
+	slots := c.channels.all()
+	for i := range slots {
+		if ch := slots[i].Load(); ch != nil {
 			out = append(out, ch)
 		}
 	}

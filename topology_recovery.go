@@ -304,8 +304,9 @@ func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
 func (c *Connection) openBorrowedChannel(ctx context.Context, l *link) (tmp *Channel, giveBack func(), err error) {
 	c.chMu.Lock()
 	var owner *Channel
-	for i := range c.channels {
-		if ch := c.channels[i].Load(); ch != nil && ch.link.Load() == nil {
+	slots := c.channels.all()
+	for i := range slots {
+		if ch := slots[i].Load(); ch != nil && ch.link.Load() == nil {
 			owner = ch
 			break
 		}
@@ -317,13 +318,13 @@ func (c *Connection) openBorrowedChannel(ctx context.Context, l *link) (tmp *Cha
 	tmp = newChannel(c, owner.id)
 	tmp.link.Store(l)
 	tmp.internal = true
-	c.channels[owner.id].Store(tmp)
+	c.channels.set(owner.id, tmp)
 	c.chMu.Unlock()
 	giveBack = func() {
 		c.chMu.Lock()
 		ending := c.ending
-		if cur := c.channels[owner.id].Load(); !ending && (cur == nil || cur == tmp) {
-			c.channels[owner.id].Store(owner)
+		if cur := c.channels.get(owner.id); !ending && (cur == nil || cur == tmp) {
+			c.channels.set(owner.id, owner)
 		}
 		c.chMu.Unlock()
 		if ending { // finalize ran while the number was lent and could not see the owner

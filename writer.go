@@ -23,8 +23,20 @@ type writer struct {
 	drained chan struct{} // closed when a batch is taken; created by waiters; guarded by mu
 	err     error         // first write failure; sticky; guarded by mu
 	closing bool          // no more frames accepted; guarded by mu
+	segs    []segment     // large bodies spliced into pending (largebody.go); guarded by mu
 
-	spare []byte // the emptied buffer of the last batch, for reuse; owned by the writer goroutine
+	vectored bool // conn gathers vectored writes: large bodies are not copied (largebody.go)
+
+	// Owned by the writer goroutine: the emptied buffers of the last batch,
+	// for reuse, and the vector of the last vectored write.
+	spare     []byte
+	spareSegs []segment
+	iov       [][]byte
+	// trim fires once the connection has been quiet for writerQuietAfter
+	// while the writer holds more than writerIdleCap: then it lets the
+	// buffers go. Armed only then, so a busy writer pays nothing.
+	trim      *time.Timer
+	trimArmed bool
 
 	pendingLen atomic.Int64 // len(pending), for waitRoom's lock-free fast path
 
@@ -42,18 +54,22 @@ const (
 	// writerKeepCap is the largest buffer kept after a batch; a larger one
 	// (from a big message) is released so it does not pin memory.
 	writerKeepCap = 4 << 20
+	// writerIdleCap is what a quiet connection may keep of its write
+	// buffers; after writerQuietAfter without writes it lets the rest go.
+	writerIdleCap    = 4 << 10
+	writerQuietAfter = time.Second
 	// finalFlushTimeout bounds writing what is pending when the connection closes.
 	finalFlushTimeout = 2 * time.Second
 )
 
 func newWriter(conn net.Conn, onError func(error)) *writer {
 	w := &writer{
-		conn:    conn,
-		pending: make([]byte, 0, 64<<10),
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		exited:  make(chan struct{}),
-		onError: onError,
+		conn:     conn,
+		vectored: vectored(conn),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		exited:   make(chan struct{}),
+		onError:  onError,
 	}
 	w.lastWrite.Store(time.Now().UnixNano())
 	return w
@@ -128,9 +144,21 @@ func (w *writer) signal() {
 // run is the writer goroutine: it writes batches until stopped or failed.
 func (w *writer) run() {
 	defer close(w.exited)
+	defer func() {
+		if w.trim != nil {
+			w.trim.Stop()
+		}
+	}()
 	for {
+		var trimmed <-chan time.Time
+		if w.trimArmed {
+			trimmed = w.trim.C
+		}
 		select {
 		case <-w.wake:
+		case <-trimmed:
+			w.trimIfQuiet()
+			continue
 		case <-w.stop:
 			w.flushFinal()
 			return
@@ -138,7 +166,38 @@ func (w *writer) run() {
 		if !w.writeBatch() {
 			return
 		}
+		if !w.trimArmed && cap(w.spare) > writerIdleCap {
+			w.armTrim(writerQuietAfter)
+		}
 	}
+}
+
+func (w *writer) armTrim(d time.Duration) {
+	if w.trim == nil {
+		w.trim = time.NewTimer(d)
+	} else {
+		w.trim.Reset(d)
+	}
+	w.trimArmed = true
+}
+
+// trimIfQuiet lets the write buffers go once nothing was written for
+// writerQuietAfter: an idle connection should not pin the memory of its
+// busiest moment. The next burst grows them again.
+func (w *writer) trimIfQuiet() {
+	w.trimArmed = false
+	if since := time.Since(time.Unix(0, w.lastWrite.Load())); since < writerQuietAfter {
+		w.armTrim(writerQuietAfter - since)
+		return
+	}
+	w.spare = nil
+	w.spareSegs = nil
+	w.iov = nil
+	w.mu.Lock()
+	if len(w.pending) == 0 && cap(w.pending) > writerIdleCap {
+		w.pending = nil
+	}
+	w.mu.Unlock()
 }
 
 // writeBatch takes everything pending and writes it, and reports false if the
@@ -148,24 +207,31 @@ func (w *writer) run() {
 // it finds the buffer empty).
 func (w *writer) writeBatch() bool {
 	w.mu.Lock()
-	batch := w.pending
+	batch, segs := w.pending, w.segs
 	if len(batch) == 0 {
 		w.mu.Unlock()
 		return true
 	}
-	w.pending = w.spare[:0]
+	w.pending, w.segs = w.spare[:0], w.spareSegs[:0]
 	w.pendingLen.Store(0)
 	if w.drained != nil {
 		close(w.drained)
 		w.drained = nil
 	}
 	w.mu.Unlock()
-	if _, err := w.conn.Write(batch); err != nil {
+	var err error
+	if len(segs) == 0 {
+		_, err = w.conn.Write(batch)
+	} else {
+		err = w.writeSegments(batch, segs)
+		clear(segs) // do not pin the bodies
+	}
+	if err != nil {
 		w.fail(err)
 		return false
 	}
 	w.lastWrite.Store(time.Now().UnixNano())
-	w.spare = nil
+	w.spare, w.spareSegs = nil, segs[:0]
 	if cap(batch) <= writerKeepCap {
 		w.spare = batch[:0]
 	}
@@ -187,6 +253,8 @@ func (w *writer) fail(err error) {
 	if first {
 		w.err = err
 	}
+	releaseSegments(w.segs) // never written: their publishers must not wait
+	w.segs = nil
 	if w.drained != nil {
 		close(w.drained)
 		w.drained = nil

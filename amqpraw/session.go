@@ -157,19 +157,26 @@ func (s *Session) NetConn() net.Conn { return s.nc }
 // events lets every read honour its ctx without socket deadlines.
 func (s *Session) readLoop() {
 	br := bufio.NewReaderSize(s.nc, readBufferSize)
-	fr := amqp.NewFrameReader(br) // reuses br: it is big enough
+	fr := amqp.NewFrameReader(br)
 	fr.SetMaxFrameSize(s.opts.MaxFrameSize)
+	framed := false // fr has read from br, which must not be peeked at any more
 	for {
 		var ev event
 		// A broker that refuses our protocol header answers with its own
-		// ("AMQP" and a version) where a frame would start; 'A' is no frame
-		// type, so the two cannot be confused.
-		if p, err := br.Peek(4); err == nil && string(p) == "AMQP" {
+		// ("AMQP" and a version) instead of its first frame; 'A' is no
+		// frame type, so the two cannot be confused.
+		header := false
+		if !framed {
+			p, err := br.Peek(4)
+			header = err == nil && string(p) == "AMQP"
+		}
+		if header {
 			h := make([]byte, 8)
 			_, ev.err = io.ReadFull(br, h)
 			ev.header = h
 		} else {
 			f, err := fr.ReadFrame()
+			framed = true
 			ev.err = err
 			if err == nil {
 				f.Payload = bytes.Clone(f.Payload)

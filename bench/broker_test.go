@@ -163,7 +163,9 @@ const (
 
 // BenchmarkConsumeBroker: a consumer with prefetch 1000 takes b.N messages
 // of 1 KiB from a queue that was filled beforehand (outside the timer),
-// acknowledging with multiple set every 500 deliveries.
+// acknowledging with multiple set every 500 deliveries. The amqplib client
+// is the Node.js peer (amqplib_test.go), which measures itself; it is
+// skipped without node and npm.
 func BenchmarkConsumeBroker(b *testing.B) {
 	const size = 1024
 	for _, client := range []string{ours, oursRecycle} {
@@ -230,6 +232,10 @@ func BenchmarkConsumeBroker(b *testing.B) {
 	b.Run(rawWriter, func(b *testing.B) {
 		url := brokerURL(b)
 		consumeRaw(b, url, prefilledQueue(b, url, size), size)
+	})
+	b.Run(amqplibPeer, func(b *testing.B) {
+		url := brokerURL(b)
+		consumeAmqplib(b, url, prefilledQueue(b, url, size))
 	})
 }
 

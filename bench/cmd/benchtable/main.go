@@ -23,6 +23,7 @@ const (
 	oursRecycle = "amqp-recycle" // ours with ConsumerOptions.Recycle and Delivery.Release
 	incumbent   = "amqp091"
 	raw         = "raw"
+	amqplib     = "amqplib" // the Node.js amqplib peer (consume only)
 )
 
 // result holds every sample of one benchmark, by unit.
@@ -204,6 +205,56 @@ func main() {
 				fmt.Printf(" %s |", ratio(a, b, ok1 && ok2))
 			}
 			fmt.Println()
+		}
+	}
+
+	edgeUnits := []string{"MB/s", "cpu-ms/MB", "B/conn", "goroutines/conn", "B/channel", "goroutines/channel", "B/consumer", "goroutines/consumer"}
+	var edges []string
+	for _, sc := range scenarios {
+		for _, u := range edgeUnits {
+			if _, ok := get(sc, ours, u); ok {
+				edges = append(edges, sc+"\x00"+u)
+			}
+		}
+	}
+	if len(edges) > 0 {
+		fmt.Println()
+		fmt.Println("### Large bodies and idle memory (issue #16): medians, ours against amqp091-go")
+		fmt.Println()
+		fmt.Println("| scenario | unit | ours | amqp091 | ours / amqp091 |")
+		fmt.Println("|---|---|--:|--:|--:|")
+		for _, e := range edges {
+			sc, u, _ := strings.Cut(e, "\x00")
+			a, ok1 := get(sc, ours, u)
+			b, ok2 := get(sc, incumbent, u)
+			fmt.Printf("| %s | %s | %s | %s | %s |\n", sc, u, num(a, ok1), num(b, ok2), ratio(a, b, ok1 && ok2))
+		}
+	}
+
+	var peerRows []string
+	for _, sc := range scenarios {
+		if _, ok := get(sc, amqplib, "cpu-ns/msg"); ok {
+			peerRows = append(peerRows, sc)
+		}
+	}
+	if len(peerRows) > 0 {
+		fmt.Println()
+		fmt.Println("### Against amqplib (Node.js): medians, ratio client / amqplib")
+		fmt.Println()
+		fmt.Println("| scenario | client | cpu-ns/msg | amqplib cpu-ns/msg | CPU ratio | msgs/s | amqplib msgs/s | rate ratio |")
+		fmt.Println("|---|---|--:|--:|--:|--:|--:|--:|")
+		for _, sc := range peerRows {
+			pc, _ := get(sc, amqplib, "cpu-ns/msg")
+			pr, okr := get(sc, amqplib, "msgs/s")
+			for _, client := range []string{ours, oursRecycle, incumbent, raw} {
+				c, ok := get(sc, client, "cpu-ns/msg")
+				if !ok {
+					continue
+				}
+				r, ok2 := get(sc, client, "msgs/s")
+				fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", sc, client, num(c, true), num(pc, true), ratio(c, pc, true),
+					num(r, ok2), num(pr, okr), ratio(r, pr, ok2 && okr))
+			}
 		}
 	}
 
