@@ -40,7 +40,7 @@ echo "== go test -race"
 go test -race -count=1 -timeout 15m ./...
 
 echo "== brokertest: go test -race (throwaway RabbitMQ nodes, toxiproxy)"
-(cd brokertest && go test -race -count=1 -timeout 20m ./...)
+(cd brokertest && go test -race -count=1 -timeout 40m ./...)
 
 echo "== layer: go test -race (the channel layer: AMQP_URL, a two-node cluster of its own, and"
 echo "   cross-talk with the real Python layers through ../shared/interop/django-channels)"
