@@ -227,17 +227,17 @@ func (c *Consumer) Next(ctx context.Context) (*Delivery, error) {
 		if d == nil || d.err == nil {
 			return d, err
 		}
+		err = d.err
 		if c.rejectBad && !d.noAck {
 			rerr := d.Reject(RejectOptions{})
 			if rerr == nil || errors.Is(rerr, ErrStaleDelivery) { // stale: the server requeued it already
 				c.ch.logMalformed(d, "rejected")
 				continue
 			}
-			c.ch.logMalformed(d, "handed out")
-			return d, errors.Join(d.err, rerr) // the application settles it
+			err = errors.Join(d.err, rerr) // the application settles it
 		}
 		c.ch.logMalformed(d, "handed out")
-		return d, d.err
+		return d, err
 	}
 }
 
