@@ -11,11 +11,6 @@ import (
 	"strings"
 )
 
-// ErrAuthMechanism reports that the server offers none of the SASL
-// mechanisms the client is configured for ([Config.SASL]). The error that
-// wraps it lists both sides.
-var ErrAuthMechanism = errors.New("amqp: no SASL mechanism in common with the server")
-
 // redactedSecret replaces a non-empty password wherever a configuration or a
 // mechanism is printed or logged.
 const redactedSecret = "xxxxx"
@@ -248,4 +243,54 @@ func formatRedacted(f fmt.State, verb rune, str, gostr string) {
 	default:
 		fmt.Fprintf(f, "%%!%c(%s)", verb, str)
 	}
+}
+
+// UpdateSecret replaces the secret (such as an OAuth 2 token) the connection
+// authenticated with, using connection.update-secret, and waits for the
+// server's update-secret-ok, bounded by ctx.
+//
+// The connection remembers the secret: a recovery then logs in with it in
+// place of the password of Config's PLAIN or AMQPLAIN mechanism, so an
+// expired token is not sent again. (A custom [Mechanism] should fetch the
+// current token itself.)
+func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) error {
+	if err := c.waitUp(ctx); err != nil {
+		return err
+	}
+	_, err := c.cur.Load().ch0.call(ctx, &ConnectionUpdateSecret{NewSecret: secret, Reason: reason})
+	if err == nil {
+		c.secret.Store(&secret)
+	}
+	return err
+}
+
+// mechanisms returns the SASL mechanisms to log in with: Config's, with the
+// password replaced by the secret of the last successful UpdateSecret.
+func (c *Connection) mechanisms() []Mechanism {
+	secret := c.secret.Load()
+	if secret == nil {
+		return c.cfg.SASL
+	}
+	out := make([]Mechanism, len(c.cfg.SASL))
+	for i, m := range c.cfg.SASL {
+		switch m := m.(type) {
+		case PlainAuth:
+			m.Password = *secret
+			out[i] = m
+		case *PlainAuth:
+			cp := *m
+			cp.Password = *secret
+			out[i] = cp
+		case AMQPlainAuth:
+			m.Password = *secret
+			out[i] = m
+		case *AMQPlainAuth:
+			cp := *m
+			cp.Password = *secret
+			out[i] = cp
+		default:
+			out[i] = m
+		}
+	}
+	return out
 }

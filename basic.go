@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"errors"
 )
 
 // Qos sets the prefetch limits (basic.qos): how many unacknowledged
@@ -16,9 +15,6 @@ func (ch *Channel) Qos(ctx context.Context, args BasicQos) error {
 	_, err := ch.call(ctx, &args)
 	return err
 }
-
-// ErrEmpty is returned by [Channel.Get] when the queue has no message (basic.get-empty).
-var ErrEmpty = errors.New("amqp: queue is empty")
 
 // Get fetches one message from a queue (basic.get). It returns ErrEmpty when
 // the queue has none. With NoAck the server considers the message

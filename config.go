@@ -278,57 +278,6 @@ func (c Config) tlsConfigFor(addr string) *tls.Config {
 	return t
 }
 
-// tuneParams are the values a client sends in connection.tune-ok.
-type tuneParams struct {
-	channelMax uint16
-	frameMax   uint32
-	heartbeat  uint16 // seconds; 0 disables heartbeats
-}
-
-// negotiate applies the Heartbeat, FrameMax and ChannelMax rules documented
-// on Config to the server's connection.tune proposal and returns what to
-// send in connection.tune-ok. The result never has frameMax 0 (no limit). A
-// server frame_max below the protocol minimum is an error.
-func (c Config) negotiate(serverChannelMax uint16, serverFrameMax uint32, serverHeartbeat uint16) (tuneParams, error) {
-	if serverFrameMax != 0 && serverFrameMax < MinFrameSize {
-		return tuneParams{}, fmt.Errorf("amqp: the server proposed frame_max %d, below the protocol minimum %d",
-			serverFrameMax, MinFrameSize)
-	}
-	var t tuneParams
-
-	t.channelMax = negotiateMax(c.ChannelMax, serverChannelMax)
-	if t.channelMax == 0 {
-		t.channelMax = 65535
-	}
-
-	t.frameMax = negotiateMax(c.FrameMax, serverFrameMax)
-	if t.frameMax == 0 {
-		t.frameMax = defaultFrameMax
-	}
-
-	switch {
-	case c.Heartbeat < 0:
-		t.heartbeat = 0
-	case c.Heartbeat == 0:
-		t.heartbeat = serverHeartbeat
-	default:
-		secs := (c.Heartbeat + time.Second - 1) / time.Second
-		t.heartbeat = negotiateMax(uint16(min(secs, 65535)), serverHeartbeat)
-	}
-	return t, nil
-}
-
-// negotiateMax returns the smaller of two limits, where 0 means "none".
-func negotiateMax[T uint16 | uint32](ours, theirs T) T {
-	if ours == 0 {
-		return theirs
-	}
-	if theirs == 0 {
-		return ours
-	}
-	return min(ours, theirs)
-}
-
 // clientProperties returns the client properties to send in
 // connection.start-ok: the defaults with ClientProperties and
 // ConnectionName applied as the Config documents.

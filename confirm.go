@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 )
@@ -28,35 +27,6 @@ type Confirmation struct {
 	fin  bool          // resolved
 	err  error         // nil for ack; ErrNacked, a *ReturnedError or the channel's error otherwise
 	ret  *Return       // set when the message was returned (mandatory and unroutable)
-}
-
-var (
-	// ErrNacked: the server refused responsibility for a message (basic.nack),
-	// for example because a queue with x-overflow reject-publish was full.
-	ErrNacked = errors.New("amqp: message nacked by the server")
-	// ErrReturned matches a [*ReturnedError]: a mandatory message that the
-	// server could not route and returned (basic.return).
-	ErrReturned = errors.New("amqp: message returned by the server")
-)
-
-// ReturnedError reports a message the server returned instead of routing it.
-// It matches ErrReturned and the return's reply code (such as ErrNoRoute).
-type ReturnedError struct {
-	Return Return
-}
-
-func (e *ReturnedError) Error() string {
-	return fmt.Sprintf("amqp: message returned by the server: %d %s (exchange %q, routing key %q)",
-		e.Return.ReplyCode, e.Return.ReplyText, e.Return.Exchange, e.Return.RoutingKey)
-}
-
-// Is matches ErrReturned and the reply-code sentinel of the return.
-func (e *ReturnedError) Is(target error) bool {
-	if target == ErrReturned {
-		return true
-	}
-	t, ok := target.(*Error)
-	return ok && t.Code == e.Return.ReplyCode
 }
 
 // settled is a resolved Confirmation for publishes outside confirm mode: it

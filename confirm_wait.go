@@ -2,51 +2,8 @@ package amqp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 )
-
-// ErrNoConfirmMode reports a [Channel.WaitConfirms] on a channel that is
-// not in confirm mode: its publishes have no outcome to wait for.
-var ErrNoConfirmMode = errors.New("amqp: channel is not in confirm mode (call ConfirmSelect first)")
-
-// ConfirmsError is what [Channel.WaitConfirms] returns when publishes
-// failed: every failed publish it reports, in the order their outcomes
-// became known. errors.Is matches the error of any of them, so
-// errors.Is(err, ErrNacked) tells whether one was nacked, and
-// errors.Is(err, ErrPublishLost) whether one was lost in a reconnect.
-type ConfirmsError struct {
-	// Failed holds the failed publishes' Confirmations, the same values
-	// Publish returned: Wait gives each one's error (ErrNacked, a
-	// *ReturnedError, the channel's error, ErrPublishLost) and Returned the
-	// returned message.
-	Failed []*Confirmation
-	// Omitted counts failures that were not kept: a channel keeps at most
-	// 1024 failures between two WaitConfirms calls.
-	Omitted int
-}
-
-// Error names how many publishes failed and the first failure.
-func (e *ConfirmsError) Error() string {
-	n := len(e.Failed) + e.Omitted
-	if len(e.Failed) == 0 {
-		return fmt.Sprintf("amqp: %d publishes failed", n)
-	}
-	first := e.Failed[0]
-	if n == 1 {
-		return fmt.Sprintf("amqp: publish %d failed: %v", first.DeliveryTag(), first.outcome())
-	}
-	return fmt.Sprintf("amqp: %d publishes failed; the first, %d: %v", n, first.DeliveryTag(), first.outcome())
-}
-
-// Unwrap returns the error of each failed publish in Failed.
-func (e *ConfirmsError) Unwrap() []error {
-	errs := make([]error, len(e.Failed))
-	for i, c := range e.Failed {
-		errs[i] = c.outcome()
-	}
-	return errs
-}
 
 // outcome returns the error the Confirmation resolved with.
 func (c *Confirmation) outcome() error {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,14 +43,6 @@ type Connection struct {
 	done        chan struct{}
 	err         error          // why the connection ended; written once before done is closed
 	wg          sync.WaitGroup // every link's goroutines, the closers and the reconnecting goroutine
-}
-
-// Blocking tells whether the server blocked publishing on the connection
-// (connection.blocked, Active true) or lifted the block (Active false), with
-// the server's reason such as "low on memory".
-type Blocking struct {
-	Active bool
-	Reason string
 }
 
 // Dial connects to the broker the URL names (see [ParseURL]) and completes
@@ -128,24 +119,6 @@ func (c *Connection) dialAny(ctx context.Context, first int, timeout time.Durati
 	}
 	return nil, 0, &DialError{Failures: failures}
 }
-
-// DialError reports that no address of a cluster completed the handshake.
-type DialError struct {
-	Failures []error // one per address tried, in order, each naming its address
-}
-
-func (e *DialError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "amqp: dial: all %d addresses failed", len(e.Failures))
-	for _, f := range e.Failures {
-		b.WriteString("; ")
-		b.WriteString(f.Error())
-	}
-	return b.String()
-}
-
-// Unwrap returns every address's failure, so errors.Is and errors.As look at all of them.
-func (e *DialError) Unwrap() []error { return e.Failures }
 
 func (c *Connection) channel(id uint16) *Channel {
 	return c.channels.get(id)
@@ -340,116 +313,3 @@ func (c *Connection) ChannelMax() uint16 { return c.cur.Load().channelMax }
 
 // Heartbeat returns the negotiated heartbeat interval; 0 means heartbeats are off.
 func (c *Connection) Heartbeat() time.Duration { return c.cur.Load().heartbeat }
-
-// UpdateSecret replaces the secret (such as an OAuth 2 token) the connection
-// authenticated with, using connection.update-secret, and waits for the
-// server's update-secret-ok, bounded by ctx.
-//
-// The connection remembers the secret: a recovery then logs in with it in
-// place of the password of Config's PLAIN or AMQPLAIN mechanism, so an
-// expired token is not sent again. (A custom [Mechanism] should fetch the
-// current token itself.)
-func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) error {
-	if err := c.waitUp(ctx); err != nil {
-		return err
-	}
-	_, err := c.cur.Load().ch0.call(ctx, &ConnectionUpdateSecret{NewSecret: secret, Reason: reason})
-	if err == nil {
-		c.secret.Store(&secret)
-	}
-	return err
-}
-
-// mechanisms returns the SASL mechanisms to log in with: Config's, with the
-// password replaced by the secret of the last successful UpdateSecret.
-func (c *Connection) mechanisms() []Mechanism {
-	secret := c.secret.Load()
-	if secret == nil {
-		return c.cfg.SASL
-	}
-	out := make([]Mechanism, len(c.cfg.SASL))
-	for i, m := range c.cfg.SASL {
-		switch m := m.(type) {
-		case PlainAuth:
-			m.Password = *secret
-			out[i] = m
-		case *PlainAuth:
-			cp := *m
-			cp.Password = *secret
-			out[i] = cp
-		case AMQPlainAuth:
-			m.Password = *secret
-			out[i] = m
-		case *AMQPlainAuth:
-			cp := *m
-			cp.Password = *secret
-			out[i] = cp
-		default:
-			out[i] = m
-		}
-	}
-	return out
-}
-
-// OnBlocked registers fn to be told when the server blocks publishing on this
-// connection (connection.blocked, for example on a memory alarm) and when it
-// lifts the block. Calls run in order on the connection's callback goroutine,
-// never on the reader; a slow fn delays later callbacks but loses none.
-func (c *Connection) OnBlocked(fn func(Blocking)) {
-	c.blockMu.Lock()
-	c.onBlocked = append(c.onBlocked, fn)
-	c.blockMu.Unlock()
-}
-
-// Blocked reports whether the server currently blocks publishing, and why.
-func (c *Connection) Blocked() (bool, string) { return c.blocked.state() }
-
-func (c *Connection) setBlocked(active bool, reason string) {
-	var changed bool
-	if active {
-		changed = c.blocked.close(reason)
-	} else {
-		changed = c.blocked.open()
-	}
-	if !changed {
-		return // a repeat of the current state
-	}
-	c.blockMu.Lock()
-	listeners := c.onBlocked
-	c.blockMu.Unlock()
-	ev := Blocking{Active: active, Reason: reason}
-	c.observeBlocked(ev)
-	for _, fn := range listeners {
-		c.events.push(func() { fn(ev) })
-	}
-}
-
-// waitUnblocked waits while the server blocks publishing, bounded by ctx.
-func (c *Connection) waitUnblocked(ctx context.Context) error {
-	reason, err := c.blocked.wait(ctx, c.done)
-	switch {
-	case err == nil:
-		return nil
-	case err == errGateDone:
-		return c.closedErr()
-	}
-	return &BlockedError{Reason: reason, Err: err}
-}
-
-// ErrBlocked matches a [BlockedError]: a publish that gave up waiting because
-// the server had blocked the connection.
-var ErrBlocked = errors.New("amqp: connection blocked by the server")
-
-// BlockedError reports that ctx ended while a publish waited for the server
-// to unblock the connection. It matches ErrBlocked and ctx's error.
-type BlockedError struct {
-	Reason string // the server's reason, such as "low on memory"
-	Err    error  // ctx's error
-}
-
-func (e *BlockedError) Error() string {
-	return fmt.Sprintf("amqp: connection blocked by the server (%s): %v", e.Reason, e.Err)
-}
-
-// Unwrap lets errors.Is match both ErrBlocked and the context's error.
-func (e *BlockedError) Unwrap() []error { return []error{ErrBlocked, e.Err} }

@@ -93,26 +93,12 @@ type ConsumerOptions struct {
 
 var consumerSeq atomic.Uint64
 
-var (
-	// ErrConsumerCancelled ends a consumer that was cancelled by
-	// [Consumer.Cancel], or by the server when ConsumerOptions.OnCancel
-	// handled it. Deliveries range loops end without reporting it.
-	ErrConsumerCancelled = errors.New("amqp: consumer cancelled")
-	// ErrCancelledByServer ends a consumer that the server cancelled (its
-	// queue was deleted, or the queue's node went down) when no OnCancel
-	// callback was given.
-	ErrCancelledByServer = errors.New("amqp: consumer cancelled by the server (queue deleted or unavailable)")
-)
-
 // Consume starts a consumer (basic.consume) and waits for consume-ok. An
 // empty ConsumerTag asks the server to choose one; [Consumer.Tag] returns it.
 // NoWait is not allowed here: the consumer needs the server's consume-ok.
 func (ch *Channel) Consume(ctx context.Context, args BasicConsume) (*Consumer, error) {
 	return ch.ConsumeWith(ctx, args, ConsumerOptions{})
 }
-
-// ErrNoWaitConsume reports a Consume call with NoWait set.
-var ErrNoWaitConsume = errors.New("amqp: basic.consume with no-wait is not supported by Consume; the consumer needs consume-ok")
 
 // ConsumeWith is Consume with options: an OnCancel callback and the buffer limit.
 func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt ConsumerOptions) (*Consumer, error) {
@@ -317,17 +303,6 @@ func (c *Consumer) Deliveries(ctx context.Context) iter.Seq2[*Delivery, error] {
 			}
 		}
 	}
-}
-
-// EndedByApplication reports whether err, returned by [Consumer.Next] or
-// found in an Err method, means that the application ended the consumer,
-// channel or connection itself: [ErrConsumerCancelled] (Consumer.Cancel, or a
-// server cancel that ConsumerOptions.OnCancel was told of), or ErrClosed
-// itself, which Channel.Close and Connection.Close leave. An end that came
-// from elsewhere wraps ErrClosed together with its cause, or is another
-// error, and is not matched.
-func EndedByApplication(err error) bool {
-	return err == ErrClosed || errors.Is(err, ErrConsumerCancelled)
 }
 
 // Cancel cancels the consumer (basic.cancel) and waits for cancel-ok,

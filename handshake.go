@@ -9,27 +9,6 @@ import (
 	"time"
 )
 
-// ErrProtocolVersion reports that the server does not speak AMQP 0-9-1: it
-// answered the protocol header with its own (see [ProtocolVersionError]).
-var ErrProtocolVersion = errors.New("amqp: server does not support AMQP 0-9-1")
-
-// ProtocolVersionError reports the protocol header a server sent back
-// instead of connection.start. It matches ErrProtocolVersion.
-type ProtocolVersionError struct {
-	Header [8]byte // what the server sent, e.g. "AMQP\x00\x00\x09\x01" or "AMQP\x01\x01\x00\x0a"
-}
-
-func (e *ProtocolVersionError) Error() string {
-	return fmt.Sprintf("amqp: server does not support AMQP 0-9-1; it offered protocol header %q", e.Header[:])
-}
-
-func (e *ProtocolVersionError) Is(target error) bool { return target == ErrProtocolVersion }
-
-// ErrAuthentication reports that the server closed the connection during
-// the handshake without saying why, which is how brokers that do not offer
-// authentication_failure_close refuse credentials.
-var ErrAuthentication = errors.New("amqp: server closed the connection during authentication (bad credentials?)")
-
 // maxSecureRounds bounds connection.secure challenges, so a server cannot
 // hold a dial in the handshake forever.
 const maxSecureRounds = 16
@@ -208,4 +187,55 @@ func handshakeReadError(err error, want string) error {
 		return fmt.Errorf("amqp: server closed the connection while the client waited for %s: %w", want, err)
 	}
 	return fmt.Errorf("amqp: reading %s: %w", want, err)
+}
+
+// tuneParams are the values a client sends in connection.tune-ok.
+type tuneParams struct {
+	channelMax uint16
+	frameMax   uint32
+	heartbeat  uint16 // seconds; 0 disables heartbeats
+}
+
+// negotiate applies the Heartbeat, FrameMax and ChannelMax rules documented
+// on Config to the server's connection.tune proposal and returns what to
+// send in connection.tune-ok. The result never has frameMax 0 (no limit). A
+// server frame_max below the protocol minimum is an error.
+func (c Config) negotiate(serverChannelMax uint16, serverFrameMax uint32, serverHeartbeat uint16) (tuneParams, error) {
+	if serverFrameMax != 0 && serverFrameMax < MinFrameSize {
+		return tuneParams{}, fmt.Errorf("amqp: the server proposed frame_max %d, below the protocol minimum %d",
+			serverFrameMax, MinFrameSize)
+	}
+	var t tuneParams
+
+	t.channelMax = negotiateMax(c.ChannelMax, serverChannelMax)
+	if t.channelMax == 0 {
+		t.channelMax = 65535
+	}
+
+	t.frameMax = negotiateMax(c.FrameMax, serverFrameMax)
+	if t.frameMax == 0 {
+		t.frameMax = defaultFrameMax
+	}
+
+	switch {
+	case c.Heartbeat < 0:
+		t.heartbeat = 0
+	case c.Heartbeat == 0:
+		t.heartbeat = serverHeartbeat
+	default:
+		secs := (c.Heartbeat + time.Second - 1) / time.Second
+		t.heartbeat = negotiateMax(uint16(min(secs, 65535)), serverHeartbeat)
+	}
+	return t, nil
+}
+
+// negotiateMax returns the smaller of two limits, where 0 means "none".
+func negotiateMax[T uint16 | uint32](ours, theirs T) T {
+	if ours == 0 {
+		return theirs
+	}
+	if theirs == 0 {
+		return ours
+	}
+	return min(ours, theirs)
 }

@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 )
@@ -40,9 +39,6 @@ const (
 	// a broker restart; they cost more to publish.
 	Persistent uint8 = 2
 )
-
-// ErrImmediateUnsupported reports a publish with Immediate set; see [Publishing].
-var ErrImmediateUnsupported = errors.New("amqp: basic.publish immediate is not supported by RabbitMQ (it would close the connection with 540)")
 
 // Publish sends a message (basic.publish with its content header and body
 // frames, split by the negotiated frame_max and written contiguously). It
@@ -167,48 +163,6 @@ func appendPublishHead(b []byte, channel uint16, m *BasicPublish, p *Properties,
 			ErrFrameTooLarge, max(headerStart-orig, len(b)-headerStart))
 	}
 	return b, nil
-}
-
-// waitPublishable waits while the connection is blocked or the channel's
-// flow is paused, bounded by ctx. (Room in the write queue and a recovery in
-// progress are waited for by lockForSend.)
-func (ch *Channel) waitPublishable(ctx context.Context) error {
-	if err := ch.conn.waitUnblocked(ctx); err != nil {
-		return err
-	}
-	if _, err := ch.flow.wait(ctx, ch.done); err != nil {
-		if err == errGateDone {
-			return ch.Err()
-		}
-		return fmt.Errorf("amqp: publish: channel %d paused by the server (channel.flow): %w", ch.id, err)
-	}
-	return nil
-}
-
-// serverFlow handles the server's channel.flow: pause or resume publishing
-// on this channel, and answer flow-ok.
-func (ch *Channel) serverFlow(active bool) {
-	if active {
-		ch.flow.open()
-	} else {
-		ch.flow.close("channel.flow")
-	}
-	ch.mu.Lock()
-	ch.sendLocked(&ChannelFlowOk{Active: active}, nil)
-	listeners := ch.listeners.onFlow
-	ch.mu.Unlock()
-	for _, fn := range listeners {
-		ch.conn.events.push(func() { fn(active) })
-	}
-}
-
-// OnFlow registers fn to be told when the server pauses (false) or resumes
-// (true) publishing on this channel with channel.flow. Publish waits while
-// paused. Calls run in order on the connection's callback goroutine.
-func (ch *Channel) OnFlow(fn func(active bool)) {
-	ch.mu.Lock()
-	ch.listeners.onFlow = append(ch.listeners.onFlow, fn)
-	ch.mu.Unlock()
 }
 
 // AllowImmediate lets Publish send the immediate flag, for brokers that

@@ -132,19 +132,6 @@ func (r RecoveryConfig) String() string {
 		r.MinBackoff, r.MaxBackoff, r.MaxAttempts, r.FailFast, r.Republish, r.SkipTopology, r.AttemptTimeout, r.ProtocolErrorRepeats)
 }
 
-var (
-	// ErrRecovering reports a call made while the connection was being
-	// recovered, with RecoveryConfig.FailFast set. It is recoverable: the
-	// same call may succeed once the recovery is done.
-	ErrRecovering = errors.New("amqp: connection is recovering")
-
-	// ErrPublishLost resolves the Confirmation of a publish that was
-	// awaiting its confirmation when the connection was lost (without
-	// RecoveryConfig.Republish). The message may or may not have reached
-	// its queues.
-	ErrPublishLost = errors.New("amqp: publish lost in reconnect: the connection dropped before the server confirmed it")
-)
-
 // RecoveryEventKind tells what a [RecoveryEvent] reports.
 type RecoveryEventKind uint8
 
@@ -338,31 +325,6 @@ func (c *Connection) waitUp(ctx context.Context) error {
 
 func (c *Connection) republishing() bool {
 	return c.cfg.Recovery != nil && c.cfg.Recovery.Republish
-}
-
-// peerProtocolError marks the error with which this client closed a link
-// because the server sent something it could not parse or accept (see
-// link.protocolFailure): a new connection may well not meet it again.
-type peerProtocolError struct{ err error }
-
-func (e *peerProtocolError) Error() string     { return e.err.Error() }
-func (e *peerProtocolError) Unwrap() error     { return e.err }
-func (e *peerProtocolError) Recoverable() bool { return true }
-
-// kind names the error for telling repeats apart: the reply code sent, or
-// the decoding error's sentinel, so that details such as an offset in the
-// message do not make the same fault look new.
-func (e *peerProtocolError) kind() string {
-	var ae *Error
-	if errors.As(e.err, &ae) {
-		return ae.Code.String()
-	}
-	for _, s := range []error{ErrMalformedFrame, ErrUnknownMethod, ErrFrameTooLarge, ErrBodyTooLarge} {
-		if errors.Is(e.err, s) {
-			return s.Error()
-		}
-	}
-	return e.err.Error()
 }
 
 // shouldRecover decides, once for each link as it ends, whether recovery

@@ -27,33 +27,6 @@ import (
 // OnError is not told).
 type Handler func(ctx context.Context, d *Delivery) error
 
-// ErrReject, wrapped in a handler's error (fmt.Errorf("bad input: %w",
-// amqp.ErrReject)), rejects the delivery without requeueing it, under the
-// default [ServeOptions].Requeue: the broker dead-letters it if the queue
-// has a dead-letter exchange, and drops it otherwise. Use it for messages
-// that no retry can fix, so that they do not come back for ever.
-var ErrReject = errors.New("amqp: handler rejected the delivery")
-
-// ErrServeNoAck reports a [Channel.Serve] with BasicConsume.NoAck set: the
-// handler's outcome decides each delivery's acknowledgement.
-var ErrServeNoAck = errors.New("amqp: Serve needs acknowledgements: BasicConsume.NoAck must be false")
-
-// PanicError is the error of a handler that panicked: Serve recovers the
-// panic, reports it to OnError and settles the delivery as for any error.
-type PanicError struct {
-	Value any    // what the handler panicked with
-	Stack []byte // the handler goroutine's stack at the panic
-}
-
-func (e *PanicError) Error() string { return fmt.Sprintf("amqp: handler panicked: %v", e.Value) }
-
-// Unwrap returns the panic value if it is an error, so that errors.Is and
-// errors.As see through a panic(err).
-func (e *PanicError) Unwrap() error {
-	err, _ := e.Value.(error)
-	return err
-}
-
 // ServeOptions configure [Channel.Serve].
 type ServeOptions struct {
 	// Workers is how many handlers may run at once, each on a goroutine of

@@ -200,9 +200,6 @@ type ReturnTracer interface {
 	TraceReturn(ch *Channel, r Return)
 }
 
-// errNoTracerInterface reports a Config.Tracer that implements none of the hooks.
-var errNoTracerInterface = errors.New("amqp: Config.Tracer implements none of the tracer interfaces (ConnectTracer, PublishTracer, DeliveryTracer, CallTracer, ChannelErrorTracer, RecoveryTracer, BlockedTracer, ReturnTracer)")
-
 // tracers holds the hooks Config.Tracer implements, found once.
 type tracers struct {
 	connect  ConnectTracer

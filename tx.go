@@ -5,14 +5,6 @@ import (
 	"errors"
 )
 
-// ErrTransactionLost reports a TxCommit after a connection
-// recovery on a channel whose transaction had uncommitted publishes or
-// acknowledgements when the connection was lost: the server discarded
-// them. Nothing was committed: TxCommit rolls back what was done since the
-// recovery too, so the channel is in transaction mode with an empty
-// transaction, ready for the application to redo its work.
-var ErrTransactionLost = errors.New("amqp: transaction lost in a reconnect: its uncommitted publishes and acknowledgements were discarded")
-
 // TxSelect puts the channel in transaction mode (tx.select): publishes and
 // acknowledgements take effect only on TxCommit. A channel error ends the
 // transaction: the reopened channel is not in transaction mode, and the

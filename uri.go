@@ -16,26 +16,6 @@ import (
 	"time"
 )
 
-// URLError reports an AMQP URL that [ParseURL] cannot use. It names the part
-// at fault and never contains the password; it does not repeat the URL.
-type URLError struct {
-	// Part is the part of the URL at fault: "URL", "scheme", "username",
-	// "password", "userinfo", "host", "port", "vhost", "fragment", "query",
-	// or "parameter " followed by a parameter's name, such as
-	// "parameter heartbeat".
-	Part string
-
-	// Err says what is wrong with it.
-	Err error
-}
-
-// Error returns "amqp: invalid URL: " followed by the part and the problem.
-func (e *URLError) Error() string { return "amqp: invalid URL: " + e.Part + ": " + e.Err.Error() }
-
-// Unwrap returns Err, so errors.Is(err, fs.ErrNotExist) finds a missing
-// certificate file.
-func (e *URLError) Unwrap() error { return e.Err }
-
 // The query parameters ParseURL knows, in the order its errors list them.
 var urlParams = []string{
 	"heartbeat", "frame_max", "channel_max", "connection_timeout", "auth_mechanism", "connection_name", "recovery",

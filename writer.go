@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -104,10 +103,6 @@ func (w *writer) waitRoom(ctx context.Context) error {
 		}
 	}
 }
-
-// errWriterDown marks errors from appendFrames that come from the writer
-// (failed or closed) rather than from encode.
-var errWriterDown = errors.New("amqp: connection writer stopped")
 
 // appendFrames runs encode to append frames to the pending buffer and wakes
 // the writer goroutine. encode must not block. If encode fails, nothing it

@@ -313,14 +313,6 @@ func (ch *Channel) sendError(ctx context.Context, l *link, m Method, err error) 
 	return errRetry
 }
 
-// errRetry tells a sender that its request was not sent and the channel is
-// recovering: it should wait and send it again.
-var errRetry = errors.New("amqp: retry after recovery")
-
-// errRecovering is usableLocked's report that the channel waits for a
-// connection recovery.
-var errRecovering = errors.New("amqp: channel is recovering")
-
 // callTyped is call for callers that want the reply as its concrete type.
 func callTyped[R any](ctx context.Context, ch *Channel, req Method) (*R, error) {
 	r, err := ch.call(ctx, req)
@@ -363,3 +355,26 @@ var replyKeys = func() map[methodKey]bool {
 // isReplyKey reports whether k is a reply method (such as queue.declare-ok),
 // as opposed to a request or an asynchronous method.
 func isReplyKey(k methodKey) bool { return replyKeys[k] }
+
+// usableLocked reports why a new call cannot be made on the channel now.
+func (ch *Channel) usableLocked(m Method) error {
+	switch ch.state {
+	case chClosing:
+		return fmt.Errorf("%w: channel %d is closing", ErrClosed, ch.id)
+	case chClosed:
+		return ch.err
+	case chRecovering:
+		switch m.(type) {
+		case *BasicAck, *BasicNack, *BasicReject:
+			if ch.opened {
+				// Deliveries already flow to consumers the recovery has
+				// subscribed again; acking them must not wait for the rest
+				// of the recovery, which may itself wait for the reader
+				// that those unacknowledged deliveries hold up.
+				return nil
+			}
+		}
+		return errRecovering
+	}
+	return nil
+}

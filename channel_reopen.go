@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -270,10 +269,6 @@ func (ch *Channel) republishKept(ctx context.Context, l *link) error {
 	}
 }
 
-// errChannelReset reports that the channel was closed while the recovery
-// republished on it.
-var errChannelReset = errors.New("amqp: channel closed during its recovery")
-
 // recoveryCall sends m on a recovering channel (where application calls
 // wait) and waits for its reply, bounded by ctx.
 func (ch *Channel) recoveryCall(ctx context.Context, m Method) (callResult, error) {
@@ -379,4 +374,90 @@ func (ch *Channel) subscribeAgain(ctx context.Context, c *Consumer, args *BasicC
 		}
 	})
 	return err
+}
+
+// serverClosed handles the server's channel.close: answer close-ok, fail what
+// was pending, and reopen the channel with its state re-applied — unless the
+// application was closing it, or it failed while being reopened.
+func (ch *Channel) serverClosed(m *ChannelClose) {
+	cause := &Error{Code: m.ReplyCode, Reason: m.ReplyText, ClassID: m.FailingClassID, MethodID: m.FailingMethodID, Server: true}
+	ch.mu.Lock()
+	if ch.state == chClosed {
+		// Ended meanwhile (the connection is going, or Close gave up on
+		// it); the reader still held it from the table.
+		ch.mu.Unlock()
+		return
+	}
+	ch.sendLocked(&ChannelCloseOk{}, nil)
+	ch.observeChannelError(cause) // queued for the callback goroutine: takes no lock of ch's
+	if ch.state == chRecovering {
+		// A step of the connection recovery failed: the recovery sees the
+		// error in its call and opens the channel again, from scratch.
+		ch.opened = false
+		// Publishes resent before the close fail with it, as on any channel
+		// error (one of them may be its cause: resending them again could
+		// fail the same way forever); those not yet resent stay kept.
+		ch.forgetAndUnlock(cause, cause, false)
+		return
+	}
+	// A close during Close, in answer to a reopen step, or before the channel
+	// ever opened is final: reopening again could fail the same way forever.
+	if ch.state == chClosing || ch.reopenSteps > 0 || !ch.opened {
+		// If our close crossed the server's, the server may still answer it
+		// with a close-ok: retire the number so that cannot hit a new channel.
+		crossed := ch.state == chClosing
+		ch.mu.Unlock()
+		ch.end(fmt.Errorf("%w: %w", ErrClosed, cause), crossed)
+		return
+	}
+	// Everything sent before the server's close was discarded by it.
+	calls := ch.calls.drain()
+	consumers := ch.takeConsumersLocked()
+	ch.resetForReopenLocked(cause, false)
+	ch.state = chReopening // (reopenSteps is 0: a close during a reopen ended the channel above)
+	// Pipelined: the server handles these in order, and any call made from
+	// now on is queued behind them, so it runs on the reopened channel.
+	ch.sendReopenStepLocked(&ChannelOpen{})
+	if ch.globalPrefetch != nil {
+		ch.sendReopenStepLocked(ch.globalPrefetch)
+	}
+	if ch.prefetch != nil {
+		ch.sendReopenStepLocked(ch.prefetch)
+	}
+	if ch.confirmMode {
+		ch.sendReopenStepLocked(&ConfirmSelect{})
+		ch.enterConfirmModeLocked() // sequence numbers start again at 1
+	}
+	ch.txMode, ch.txWork, ch.txLost = false, false, false // a channel error ends the transaction
+	listeners := ch.listeners.onError
+	ch.mu.Unlock()
+
+	for _, p := range calls {
+		p.resolve(callResult{err: cause})
+	}
+	for _, c := range consumers {
+		c.end(cause, true)
+	}
+	for _, fn := range listeners {
+		ch.conn.events.push(func() { fn(cause) })
+	}
+}
+
+func (ch *Channel) sendReopenStepLocked(m Method) {
+	ch.reopenSteps++
+	ch.sendLocked(m, ch.reopenStep)
+}
+
+// reopenStep runs as each reply of the reopen sequence arrives; the channel
+// is usable again once the last one is in.
+func (ch *Channel) reopenStep(r callResult) {
+	if r.err != nil {
+		return // the channel or connection ended; finish already ran
+	}
+	ch.mu.Lock()
+	ch.reopenSteps--
+	if ch.state == chReopening && ch.reopenSteps == 0 {
+		ch.state = chOpen
+	}
+	ch.mu.Unlock()
 }

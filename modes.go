@@ -1,0 +1,65 @@
+package amqp
+
+// noteReplyLocked records state that the successful reply to p
+// establishes, for re-application after a reopen. ch.mu must be held.
+func (ch *Channel) noteReplyLocked(p *pendingCall) {
+	if p.reply == nil {
+		return // the library's own calls (a reopen's steps) record nothing
+	}
+	switch req := p.req.(type) {
+	case *BasicQos:
+		// Recorded on success only: re-applying a qos the server refused
+		// would fail the reopen the same way.
+		q := *req
+		if q.Global {
+			ch.globalPrefetch = &q
+		} else {
+			ch.prefetch = &q
+		}
+	case *BasicRecover:
+		// The server requeued every unacknowledged delivery: their tags are
+		// void, and the redeliveries that follow get new ones.
+		ch.newEpochLocked()
+		ch.settle.reset()
+		ch.txSettled = nil
+	case *TxRollback:
+		// The acknowledgements of the transaction were discarded: those
+		// deliveries are unacknowledged again and may be settled anew.
+		if len(ch.rollbacks) > 0 {
+			for _, tag := range ch.rollbacks[0] {
+				ch.settle.unsettle(tag)
+			}
+			ch.rollbacks = ch.rollbacks[1:]
+		}
+	}
+}
+
+// noteSentLocked records mode changes as their request is queued: the server
+// applies confirm mode to every publish sent after confirm.select, before its
+// select-ok arrives (and with no-wait none arrives).
+func (ch *Channel) noteSentLocked(m Method) {
+	switch m := m.(type) {
+	case *ConfirmSelect:
+		ch.enterConfirmModeLocked()
+	case *TxSelect:
+		ch.txMode = true
+	case *TxCommit:
+		ch.txSettled = nil // acks after this belong to the next transaction
+		ch.txWork = false
+	case *TxRollback:
+		// Snapshot now: acks sent after the rollback are not rolled back.
+		ch.rollbacks = append(ch.rollbacks, ch.txSettled)
+		ch.txSettled = nil
+		ch.txWork = false
+	case *BasicRecoverAsync:
+		// No reply marks the point, so the tags handed out so far are void
+		// from the moment it is sent. (A delivery the server sent before it
+		// saw the request but that is read afterwards is misfiled as current;
+		// its ack then still gets the server's 406.)
+		if m.Requeue {
+			ch.newEpochLocked()
+			ch.settle.reset()
+			ch.txSettled = nil
+		}
+	}
+}
