@@ -54,7 +54,7 @@ func returnsWithin(d time.Duration, f func()) bool {
 // restore waits on p.reply or on a ctx that only Close cancels, so the
 // recovery is stuck for good: no further attempt, Recovering() stays true,
 // and every call waiting for the recovery waits forever.
-func TestReviewLinkDiesDuringRestoreStallsRecovery(t *testing.T) {
+func TestRecoveryGoesOnWhenTheNewLinkDiesDuringRestore(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if _, ok := cmd.Method.(*amqp.ChannelOpen); ok && idx == 1 {
 			c.Drop() // the node dies again while the channel is being reopened
@@ -81,7 +81,7 @@ func TestReviewLinkDiesDuringRestoreStallsRecovery(t *testing.T) {
 // died; appendFrames fails, sendError waits on the dead link's detached
 // channel without any bound by ctx, and since the stuck recovery never
 // retires the link, Publish never returns, whatever its ctx says.
-func TestReviewPublishIgnoresCtxWhenRestoreStalls(t *testing.T) {
+func TestPublishHonoursCtxWhenTheNewLinkDiesDuringRestore(t *testing.T) {
 	dropped := make(chan struct{})
 	var once sync.Once
 	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
@@ -122,7 +122,7 @@ func TestReviewPublishIgnoresCtxWhenRestoreStalls(t *testing.T) {
 // finalize because a recovery was running) and returns without
 // c.finalize. c.done is never closed: Close waits until its ctx ends,
 // Done() never closes, Err() stays nil and every waiting call waits on.
-func TestReviewCloseAfterLinkDiedDuringRestore(t *testing.T) {
+func TestCloseEndsTheConnectionAfterTheNewLinkDiedDuringRestore(t *testing.T) {
 	dropped := make(chan struct{})
 	var once sync.Once
 	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
@@ -161,7 +161,7 @@ func TestReviewCloseAfterLinkDiedDuringRestore(t *testing.T) {
 // be reopened — end() only fails ch.confirms (now empty); nothing resolves
 // ch.republish. Those Confirmations never resolve: Wait blocks until its
 // ctx ends, Done() never closes.
-func TestReviewRepublishKeptNeverResolvedWhenConnectionEnds(t *testing.T) {
+func TestRepublishKeptConfirmationsResolveWhenTheConnectionEnds(t *testing.T) {
 	for _, how := range []string{"connection Close", "channel Close", "max attempts"} {
 		t.Run(how, func(t *testing.T) {
 			b := newRecordingBroker(t, amqptest.Options{}, nil)
@@ -229,7 +229,7 @@ func TestReviewRepublishKeptNeverResolvedWhenConnectionEnds(t *testing.T) {
 // Channel sends channel.open on a channel the server has open, which
 // RabbitMQ answers by closing the whole connection (504 CHANNEL_ERROR
 // "second 'channel.open' seen").
-func TestReviewChannelCloseDuringReattachLeavesServerChannelOpen(t *testing.T) {
+func TestChannelCloseDuringReattachClosesTheServersChannel(t *testing.T) {
 	release := make(chan struct{})
 	openSeen := make(chan struct{})
 	var once sync.Once
@@ -303,7 +303,7 @@ func TestReviewChannelCloseDuringReattachLeavesServerChannelOpen(t *testing.T) {
 // documentation promises "the next transaction starts empty"; in fact the
 // next successful TxCommit commits that work too, so an application that
 // redoes its transaction after ErrTransactionLost publishes its message twice.
-func TestReviewTransactionLostKeepsWorkDoneAfterRecovery(t *testing.T) {
+func TestTransactionLostDiscardsWorkDoneAfterRecovery(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, nil)
 	ctx := t.Context()
 	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
@@ -353,7 +353,7 @@ func TestReviewTransactionLostKeepsWorkDoneAfterRecovery(t *testing.T) {
 // detach then appends the tracker's (earlier) ones AFTER the unsent
 // (later) ones, so the next recovery republishes them out of order,
 // against the documented "in their original order".
-func TestReviewRepublishOrderAfterLinkDiesMidRepublish(t *testing.T) {
+func TestRepublishKeepsOrderWhenTheLinkDiesMidRepublish(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, nil)
 	ctx := t.Context()
 	var dials atomic.Int32
@@ -364,7 +364,7 @@ func TestReviewRepublishOrderAfterLinkDiesMidRepublish(t *testing.T) {
 			return c, err
 		}
 		// The first reconnection's socket breaks after 4 MiB have been written.
-		return &rvBreakingConn{Conn: c, budget: 4 << 20}, nil
+		return &breakingConn{Conn: c, budget: 4 << 20}, nil
 	}
 	conn, err := amqp.DialConfig(ctx, cfg)
 	require.NoError(t, err)
@@ -403,15 +403,15 @@ func TestReviewRepublishOrderAfterLinkDiesMidRepublish(t *testing.T) {
 		"republished out of order after the first reconnection broke mid-republish: %v (that connection got %v)", sent, b.methodsOf(1))
 }
 
-// rvBreakingConn fails every write once budget bytes have been written, as
+// breakingConn fails every write once budget bytes have been written, as
 // a socket whose peer vanished does.
-type rvBreakingConn struct {
+type breakingConn struct {
 	net.Conn
 	mu     sync.Mutex
 	budget int
 }
 
-func (c *rvBreakingConn) Write(p []byte) (int, error) {
+func (c *breakingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	if len(p) > c.budget {
 		c.budget = 0
@@ -433,7 +433,7 @@ func (c *rvBreakingConn) Write(p []byte) (int, error) {
 // removes it from ch.consumers, and resubscribeAll sends basic.consume for
 // it. The server then delivers to a consumer nobody can read: with manual
 // acks those messages stay unacknowledged for the life of the connection.
-func TestReviewEndedConsumerResubscribedAfterRecovery(t *testing.T) {
+func TestEndedConsumerIsNotResubscribedAfterRecovery(t *testing.T) {
 	giveUp := make(chan struct{})
 	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		switch m := cmd.Method.(type) {
@@ -480,7 +480,7 @@ func TestReviewEndedConsumerResubscribedAfterRecovery(t *testing.T) {
 // never reads. Without a bound on the Ack's ctx this never ends; the
 // heartbeat monitor is suspended while the reader is paused, so nothing
 // breaks the cycle. (Without recovery Ack never waits for the reader.)
-func TestReviewAckDeadlocksWithBackpressureDuringReattach(t *testing.T) {
+func TestAckDuringReattachDoesNotDeadlockWithConsumerBackpressure(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if m, ok := cmd.Method.(*amqp.BasicConsume); ok && idx == 1 && m.ConsumerTag == "a" {
 			// The queue's backlog follows the consume-ok at once.
@@ -537,7 +537,7 @@ func TestReviewAckDeadlocksWithBackpressureDuringReattach(t *testing.T) {
 // and the recovery is the goroutine stuck in the deferred Close. The
 // recovery never goes on (and Close of the connection cannot end it: the
 // stuck Close ignores the recovery's ctx).
-func TestReviewLinkDiesDuringTopologyChannelClose(t *testing.T) {
+func TestRecoveryGoesOnWhenTheLinkDiesDuringTopologyChannelClose(t *testing.T) {
 	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
 		if _, ok := cmd.Method.(*amqp.ChannelClose); ok && idx == 1 {
 			c.Drop() // the node dies as the topology's channel is closed

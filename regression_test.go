@@ -86,7 +86,7 @@ func stallDial(t *testing.T, opts amqptest.Options) (*amqp.Connection, *amqptest
 
 // Bug: a writer goroutine stuck in Write is never given a deadline, so the
 // closer goroutine waits on w.shutdown forever and never closes the socket.
-func TestRegressionStuckWriterNeverClosesSocket(t *testing.T) {
+func TestCloseClosesTheSocketWhileTheWriterIsStuck(t *testing.T) {
 	conn, sc, sconn := stallDial(t, amqptest.Options{})
 	ch := openFakeChannel(t, conn, sc)
 	sconn.mu.Lock()
@@ -108,7 +108,7 @@ func TestRegressionStuckWriterNeverClosesSocket(t *testing.T) {
 
 // Bug: a synchronous call writes its own request in flushDirect; on a stalled
 // socket it blocks in Write and its ctx is not honoured. Connection.Close too.
-func TestRegressionFlushDirectIgnoresCtx(t *testing.T) {
+func TestCallAndCloseHonourCtxOnAStalledSocket(t *testing.T) {
 	conn, sc, sconn := stallDial(t, amqptest.Options{})
 	ch := openFakeChannel(t, conn, sc)
 	sconn.mu.Lock()
@@ -157,7 +157,7 @@ func consumeFake(t *testing.T, ch *amqp.Channel, sc *amqptest.Conn, tag string, 
 
 // Bug: Connection.Close cannot complete while the reader waits for room in a
 // consumer's buffer: connection.close-ok is never read.
-func TestRegressionCloseWhileReaderPaused(t *testing.T) {
+func TestCloseCompletesWhileTheReaderIsPaused(t *testing.T) {
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
 	ch := openFakeChannel(t, conn, sc)
 	consumeFake(t, ch, sc, "c", true, 2)
@@ -174,7 +174,7 @@ func TestRegressionCloseWhileReaderPaused(t *testing.T) {
 	require.NoError(t, err, "Close of a healthy connection with an unread consumer")
 }
 
-func TestRegressionChannelCloseWhileReaderPaused(t *testing.T) {
+func TestChannelCloseCompletesWhileTheReaderIsPaused(t *testing.T) {
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
 	ch := openFakeChannel(t, conn, sc)
 	consumeFake(t, ch, sc, "c", true, 2)
@@ -190,7 +190,7 @@ func TestRegressionChannelCloseWhileReaderPaused(t *testing.T) {
 }
 
 // Bug: two concurrent Next calls, two deliveries: one Next is never woken.
-func TestRegressionConcurrentNextLostWakeup(t *testing.T) {
+func TestConcurrentNextEachGetADelivery(t *testing.T) {
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
 	ch := openFakeChannel(t, conn, sc)
 	cons := consumeFake(t, ch, sc, "c", true, 100)
@@ -209,7 +209,7 @@ func TestRegressionConcurrentNextLostWakeup(t *testing.T) {
 	require.NoError(t, <-res, "second Next missed its delivery")
 }
 
-func TestRegressionConcurrentNextEndWakesOne(t *testing.T) {
+func TestConcurrentNextAllWokenByTheConsumersEnd(t *testing.T) {
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
 	ch := openFakeChannel(t, conn, sc)
 	cons := consumeFake(t, ch, sc, "c", true, 100)
@@ -231,7 +231,7 @@ func TestRegressionConcurrentNextEndWakesOne(t *testing.T) {
 // Bug: an abandoned consumer (Consume's ctx ended before consume-ok) is not
 // marked cancelling, so deliveries before cancel-ok fill its buffer and the
 // reader waits forever: the whole connection stalls.
-func TestRegressionAbandonedConsumerStallsReader(t *testing.T) {
+func TestAbandonedConsumerDoesNotStallTheReader(t *testing.T) {
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
 	ch := openFakeChannel(t, conn, sc)
 	other := openFakeChannel(t, conn, sc)
@@ -276,7 +276,7 @@ func TestRegressionAbandonedConsumerStallsReader(t *testing.T) {
 
 // Bug: two returns before one multiple ack: the first returned publish is
 // reported as acked, the return is lost.
-func TestRegressionReturnsBeforeMultipleAck(t *testing.T) {
+func TestReturnsBeforeAMultipleAckStayReturned(t *testing.T) {
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
 	ch := openFakeChannel(t, conn, sc)
 	confirmSelectFake(t, ch, sc)
@@ -293,7 +293,7 @@ func TestRegressionReturnsBeforeMultipleAck(t *testing.T) {
 	require.ErrorIs(t, c1.Wait(t.Context()), amqp.ErrReturned, "publish 1 was returned but reported acked")
 }
 
-func TestRegressionConcurrentNextManyWaiters(t *testing.T) {
+func TestConcurrentNextManyWaitersEachGetADelivery(t *testing.T) {
 	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
 	ch := openFakeChannel(t, conn, sc)
 	cons := consumeFake(t, ch, sc, "c", true, 1000)
@@ -318,7 +318,7 @@ func TestRegressionConcurrentNextManyWaiters(t *testing.T) {
 	}
 }
 
-func TestRegressionBrokerReturnsMultipleAck(t *testing.T) {
+func TestUnroutableMandatoryPublishesAllReportReturned(t *testing.T) {
 	conn, err := amqp.Dial(t.Context(), "amqp://guest:guest@127.0.0.1:5672/")
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
@@ -341,7 +341,7 @@ func TestRegressionBrokerReturnsMultipleAck(t *testing.T) {
 	require.Equal(t, 200, returned)
 }
 
-func TestRegressionBrokerReturnsMixed(t *testing.T) {
+func TestMixedRoutedAndReturnedPublishesReportTheirOutcome(t *testing.T) {
 	conn, err := amqp.Dial(t.Context(), "amqp://guest:guest@127.0.0.1:5672/")
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
@@ -376,7 +376,7 @@ func TestRegressionBrokerReturnsMixed(t *testing.T) {
 	require.Zero(t, wrong)
 }
 
-func TestRegressionCloseStalledSocket(t *testing.T) {
+func TestCloseHonoursCtxOnAStalledSocket(t *testing.T) {
 	conn, sc, sconn := stallDial(t, amqptest.Options{})
 	_ = openFakeChannel(t, conn, sc)
 	sconn.mu.Lock()
@@ -398,7 +398,7 @@ func TestRegressionCloseStalledSocket(t *testing.T) {
 	sconn.Close()
 }
 
-func TestRegressionCloseFromCallback(t *testing.T) {
+func TestCloseFromAListenerDoesNotDeadlock(t *testing.T) {
 	srv := amqptest.NewServer(t, amqptest.Options{})
 	conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
 	require.NoError(t, err)

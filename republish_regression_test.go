@@ -28,7 +28,7 @@ import (
 // those messages are gone: the application was told the broker confirmed
 // messages that the broker discarded. (Against RabbitMQ, the publishes after
 // close-ok on a closed channel would also close the connection with 504.)
-func TestReviewRepublishAfterServerCloseAcksUnconfirmed(t *testing.T) {
+func TestRepublishInterruptedByServerCloseAcksOnlyWhatTheServerConfirmed(t *testing.T) {
 	confs, serverAcked, _ := republishThroughServerClose(t, false)
 	var falseAcks []string
 	for i, conf := range confs {
@@ -49,7 +49,7 @@ func TestReviewRepublishAfterServerCloseAcksUnconfirmed(t *testing.T) {
 // in that branch are resolved without signalConfirmProgressLocked, so a
 // Confirmation.Wait that was already waiting is never woken: it blocks until
 // its ctx ends although Done() is closed and Acked() reports true.
-func TestReviewRepublishResolveDoesNotWakeWait(t *testing.T) {
+func TestRepublishInterruptedByServerCloseWakesWaitingWaits(t *testing.T) {
 	confs, _, waited := republishThroughServerClose(t, true)
 	for i, conf := range confs {
 		select {
