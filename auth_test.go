@@ -103,12 +103,6 @@ func TestMechanismPrintingRedacts(t *testing.T) {
 		fmt.Sprintf("%#v", AMQPlainAuth{Username: "bob", Password: "pw"}))
 }
 
-// named is a mechanism with only a name, for pickMechanism.
-type named string
-
-func (n named) Name() string                                         { return string(n) }
-func (n named) Start(context.Context) ([]byte, ChallengeFunc, error) { return []byte(n), nil, nil }
-
 func TestPickMechanism(t *testing.T) {
 	tests := []struct {
 		name    string

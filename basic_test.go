@@ -2,51 +2,12 @@ package amqp_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/amqp-go/amqp"
 	"github.com/stretchr/testify/require"
 )
-
-// publishN publishes n messages with bodies "0".."n-1" and waits for their
-// confirmations, so they are in the queue when it returns.
-func publishN(t *testing.T, ch *amqp.Channel, q string, n int) {
-	t.Helper()
-	require.NoError(t, ch.ConfirmSelect(testCtx(t), amqp.ConfirmSelect{}))
-	for i := range n {
-		conf, err := ch.Publish(testCtx(t), amqp.Publishing{RoutingKey: q, Body: []byte(fmt.Sprint(i))})
-		require.NoError(t, err)
-		require.NoError(t, conf.Wait(testCtx(t)))
-	}
-}
-
-// readyEventually waits until queue q has want ready messages.
-func readyEventually(t *testing.T, ch *amqp.Channel, q string, want uint32) {
-	t.Helper()
-	var got uint32
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if got = readyCount(t, ch, q); got == want {
-			return
-		}
-	}
-	t.Fatalf("ready messages in %s: want %d, still %d after 5 s", q, want, got)
-}
-
-// countWithin counts the deliveries c yields within d (a bounded wait for
-// deliveries that must not come).
-func countWithin(c *amqp.Consumer, d time.Duration) int {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	n := 0
-	for {
-		if _, err := c.Next(ctx); err != nil {
-			return n
-		}
-		n++
-	}
-}
 
 func TestConsumerTagChosenByClient(t *testing.T) {
 	conn := dialBroker(t)
@@ -217,18 +178,6 @@ func TestRejectRequeueOrDeadLetter(t *testing.T) {
 	require.Equal(t, "0", string(dead.Body), "dead-lettered")
 	_, err = ch.Get(testCtx(t), amqp.BasicGet{Queue: q})
 	require.ErrorIs(t, err, amqp.ErrEmpty)
-}
-
-// getN fetches n messages with manual acknowledgement.
-func getN(t *testing.T, ch *amqp.Channel, q string, n int) []*amqp.Delivery {
-	t.Helper()
-	var ds []*amqp.Delivery
-	for range n {
-		d, err := ch.Get(testCtx(t), amqp.BasicGet{Queue: q})
-		require.NoError(t, err)
-		ds = append(ds, d)
-	}
-	return ds
 }
 
 func TestNackMultiple(t *testing.T) {

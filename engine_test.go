@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -17,77 +16,6 @@ import (
 )
 
 // Frame-level tests of the engine against the scripted fake server.
-
-// fakeConn dials a fake server and returns the client and the server's end.
-func fakeConn(t *testing.T, opts amqptest.Options, cfg amqp.Config) (*amqp.Connection, *amqptest.Conn) {
-	t.Helper()
-	return fakeConnVia(t, opts, cfg, nil)
-}
-
-// fakeConnVia is fakeConn with the client's socket wrapped by wrap, if set.
-func fakeConnVia(t *testing.T, opts amqptest.Options, cfg amqp.Config, wrap func(net.Conn) net.Conn) (*amqp.Connection, *amqptest.Conn) {
-	t.Helper()
-	srv := amqptest.NewServer(t, opts)
-	cfg.Dial = srv.Dial
-	if wrap != nil {
-		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := srv.Dial(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return wrap(c), nil
-		}
-	}
-	return dialFake(t, srv, cfg)
-}
-
-// dialFake dials srv with cfg and accepts the connection on its side; the
-// connection is dropped and closed when the test ends.
-func dialFake(t *testing.T, srv *amqptest.Server, cfg amqp.Config) (*amqp.Connection, *amqptest.Conn) {
-	t.Helper()
-	conn, err := amqp.DialConfig(t.Context(), cfg)
-	require.NoError(t, err)
-	sc, err := srv.Accept(t.Context())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		// No one plays the server any more: drop it so Close ends at once.
-		sc.Drop()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		conn.Close(ctx)
-	})
-	return conn, sc
-}
-
-// openFakeChannel opens a channel, playing the server's part.
-func openFakeChannel(t *testing.T, conn *amqp.Connection, sc *amqptest.Conn) *amqp.Channel {
-	t.Helper()
-	type result struct {
-		ch  *amqp.Channel
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		ch, err := conn.Channel(t.Context())
-		res <- result{ch, err}
-	}()
-	id, _ := amqptest.Expect[*amqp.ChannelOpen](t, sc)
-	require.NoError(t, sc.Send(t.Context(), id, &amqp.ChannelOpenOk{}))
-	r := <-res
-	require.NoError(t, r.err)
-	require.Equal(t, id, r.ch.ID())
-	return r.ch
-}
-
-// confirmSelectFake puts ch in confirm mode, playing the server's part.
-func confirmSelectFake(t *testing.T, ch *amqp.Channel, sc *amqptest.Conn) {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() { errc <- ch.ConfirmSelect(t.Context(), amqp.ConfirmSelect{}) }()
-	id, _ := amqptest.Expect[*amqp.ConfirmSelect](t, sc)
-	require.NoError(t, sc.Send(t.Context(), id, &amqp.ConfirmSelectOk{}))
-	require.NoError(t, <-errc)
-}
 
 func TestHandshakeClientProperties(t *testing.T) {
 	_, sc := fakeConn(t, amqptest.Options{}, amqp.Config{ConnectionName: "orders-service"})
@@ -594,22 +522,6 @@ func TestChannelMaxExhausted(t *testing.T) {
 	ch, err := conn.Channel(t.Context())
 	require.NoError(t, err, "a closed channel's number is free again")
 	require.Equal(t, chans[1].ID(), ch.ID())
-}
-
-// allocTries is how many times leastAllocsPerRun may measure.
-const allocTries = 3
-
-// leastAllocsPerRun is testing.AllocsPerRun taken up to allocTries times,
-// stopping at the first zero: AllocsPerRun counts every allocation in the
-// process, and a goroutine an earlier test left winding down can allocate
-// during one measurement, while an allocation of f's own shows in all of
-// them. f must be callable allocTries*(runs+1) times.
-func leastAllocsPerRun(runs int, f func()) float64 {
-	least := testing.AllocsPerRun(runs, f)
-	for i := 1; i < allocTries && least > 0; i++ {
-		least = min(least, testing.AllocsPerRun(runs, f))
-	}
-	return least
 }
 
 // TestPublishAllocatesNothing guards the publish path's cost: a publish

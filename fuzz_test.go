@@ -36,16 +36,6 @@ func FuzzDecodeMethod(f *testing.F) {
 	})
 }
 
-// encodeHeader returns h's content header payload.
-func encodeHeader(t testing.TB, h ContentHeader) []byte {
-	t.Helper()
-	frame, err := AppendHeaderFrame(nil, 1, h.ClassID, h.BodySize, &h.Properties)
-	if err != nil {
-		t.Fatalf("encoding %+v: %v", h, err)
-	}
-	return frame[frameHeaderSize : len(frame)-1]
-}
-
 // FuzzAssembleContentHeader feeds hostile content headers to the reader's
 // assembly: only a header too short to hold its body size (or one over the
 // size limit) may fail the frame, and so the connection; anything after that

@@ -15,47 +15,6 @@ import (
 // although their framing is intact: each costs that message, never the
 // connection.
 
-// poisonedHeaders are content-header property lists (flag word onwards)
-// that other clients can put on the wire.
-var poisonedHeaders = map[string]struct {
-	props   []byte
-	decodes bool // since timestamps are signed, this one is not poison any more
-}{
-	"timestamp 2^63 in a header table": {
-		props: append([]byte{0x20, 0x00, 0, 0, 0, 11, 1, 't', 'T'}, 0x80, 0, 0, 0, 0, 0, 0, 0), decodes: true,
-	},
-	"timestamp property 2^63": {
-		props: append([]byte{0x00, 0x40}, 0x80, 0, 0, 0, 0, 0, 0, 0), decodes: true,
-	},
-	"unknown type tag in a header table": {
-		props: []byte{0x20, 0x00, 0, 0, 0, 3, 1, 'k', '?'},
-	},
-	"flag word announcing more than the header holds": {
-		props: []byte{0x98, 0x00, 4, 'j', 's', 'o', 'n'}, // content-type, then headers and delivery-mode that are not there
-	},
-	"table length past the header's end": {
-		props: []byte{0x20, 0x00, 0, 0, 1, 0, 1, 'k', 'V'},
-	},
-}
-
-// rawContent encodes a method frame, a content header frame with the given
-// raw property list, and one body frame, as another client's message would
-// arrive.
-func rawContent(t *testing.T, ch uint16, m amqp.Method, props, body []byte) []byte {
-	t.Helper()
-	b, err := amqp.AppendMethodFrame(nil, ch, m)
-	require.NoError(t, err)
-	payload := binary.BigEndian.AppendUint16(nil, 60) // class basic
-	payload = binary.BigEndian.AppendUint16(payload, 0)
-	payload = binary.BigEndian.AppendUint64(payload, uint64(len(body)))
-	payload = append(payload, props...)
-	b = append(b, byte(amqp.FrameHeader))
-	b = binary.BigEndian.AppendUint16(b, ch)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
-	b = append(append(b, payload...), 0xCE)
-	return amqp.AppendBodyFrames(b, ch, body, 4096)
-}
-
 func TestMalformedContentHeaderCostsTheMessageNotTheConnection(t *testing.T) {
 	for name, tc := range poisonedHeaders {
 		t.Run(name, func(t *testing.T) {

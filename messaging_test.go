@@ -3,7 +3,6 @@ package amqp_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -283,21 +282,6 @@ func TestExchangeToExchangeBinding(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	_, err = ch.Get(testCtx(t), amqp.BasicGet{Queue: q, NoAck: true})
 	require.ErrorIs(t, err, amqp.ErrEmpty)
-}
-
-// getEventually polls basic.get until a message arrives (publishes are asynchronous).
-func getEventually(t *testing.T, ch *amqp.Channel, q string) *amqp.Delivery {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		d, err := ch.Get(testCtx(t), amqp.BasicGet{Queue: q, NoAck: true})
-		if errors.Is(err, amqp.ErrEmpty) {
-			continue
-		}
-		require.NoError(t, err)
-		return d
-	}
-	t.Fatalf("no message in %s", q)
-	return nil
 }
 
 func TestLargeBodySplitIntoFrames(t *testing.T) {

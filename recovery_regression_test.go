@@ -20,30 +20,6 @@ import (
 // Regression tests from a review of connection recovery. Each failed because
 // of a bug the comment above it describes; all are fixed.
 
-// eventually polls cond until it holds or d has passed.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return cond()
-}
-
-// returnsWithin runs f and reports whether it returned within d.
-func returnsWithin(d time.Duration, f func()) bool {
-	done := make(chan struct{})
-	go func() { defer close(done); f() }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
 // BUG 1 (recovery.go recoverLoop/restore, channel_recovery.go recoveryCall,
 // connection.go linkEnded): when the NEW link dies while the recovery is
 // restoring onto it, a recovery call waiting for its reply (channel.open,

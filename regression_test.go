@@ -2,10 +2,6 @@ package amqp_test
 
 import (
 	"context"
-	"net"
-	"os"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,76 +9,6 @@ import (
 	"github.com/amqp-go/amqp/amqptest"
 	"github.com/stretchr/testify/require"
 )
-
-// stallConn simulates a socket whose peer stopped reading (full kernel
-// buffer): while stalled, Write blocks until the write deadline passes or
-// the conn is closed.
-type stallConn struct {
-	net.Conn
-	mu       sync.Mutex
-	stalled  bool
-	deadline time.Time
-	closed   chan struct{}
-	once     sync.Once
-	inWrite  atomic.Int32
-}
-
-func (s *stallConn) SetWriteDeadline(t time.Time) error {
-	s.mu.Lock()
-	s.deadline = t
-	s.mu.Unlock()
-	return s.Conn.SetWriteDeadline(t)
-}
-func (s *stallConn) SetDeadline(t time.Time) error {
-	s.mu.Lock()
-	s.deadline = t
-	s.mu.Unlock()
-	return s.Conn.SetDeadline(t)
-}
-func (s *stallConn) Close() error {
-	s.once.Do(func() { close(s.closed) })
-	return s.Conn.Close()
-}
-func (s *stallConn) Write(b []byte) (int, error) {
-	for {
-		s.mu.Lock()
-		st, dl := s.stalled, s.deadline
-		s.mu.Unlock()
-		if !st {
-			return s.Conn.Write(b)
-		}
-		s.inWrite.Store(1)
-		if !dl.IsZero() && time.Now().After(dl) {
-			s.inWrite.Store(0)
-			return 0, os.ErrDeadlineExceeded
-		}
-		select {
-		case <-s.closed:
-			s.inWrite.Store(0)
-			return 0, net.ErrClosed
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
-func stallDial(t *testing.T, opts amqptest.Options) (*amqp.Connection, *amqptest.Conn, *stallConn) {
-	srv := amqptest.NewServer(t, opts)
-	var sconn *stallConn
-	cfg := amqp.Config{Dial: func(ctx context.Context, n, a string) (net.Conn, error) {
-		c, err := srv.Dial(ctx, n, a)
-		if err != nil {
-			return nil, err
-		}
-		sconn = &stallConn{Conn: c, closed: make(chan struct{})}
-		return sconn, nil
-	}}
-	conn, err := amqp.DialConfig(t.Context(), cfg)
-	require.NoError(t, err)
-	sc, err := srv.Accept(t.Context())
-	require.NoError(t, err)
-	t.Cleanup(func() { sc.Drop(); sconn.Close() })
-	return conn, sc, sconn
-}
 
 // Bug: a writer goroutine stuck in Write is never given a deadline, so the
 // closer goroutine waits on w.shutdown forever and never closes the socket.
@@ -140,19 +66,6 @@ func TestCallAndCloseHonourCtxOnAStalledSocket(t *testing.T) {
 		t.Error("Close with a 200ms ctx still blocked after 2s")
 	}
 	sconn.Close()
-}
-
-func consumeFake(t *testing.T, ch *amqp.Channel, sc *amqptest.Conn, tag string, noAck bool, limit int) *amqp.Consumer {
-	consumed := make(chan *amqp.Consumer, 1)
-	go func() {
-		c, err := ch.ConsumeWith(t.Context(), amqp.BasicConsume{Queue: "q", ConsumerTag: tag, NoAck: noAck},
-			amqp.ConsumerOptions{BufferLimit: limit})
-		require.NoError(t, err)
-		consumed <- c
-	}()
-	amqptest.Expect[*amqp.BasicConsume](t, sc)
-	require.NoError(t, sc.Send(t.Context(), ch.ID(), &amqp.BasicConsumeOk{ConsumerTag: tag}))
-	return <-consumed
 }
 
 // Bug: Connection.Close cannot complete while the reader waits for room in a

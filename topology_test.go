@@ -10,41 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// confirmRouted publishes msg as mandatory on a channel in confirm mode and
-// reports whether the server routed it (acked) rather than returning it.
-// Once it returns, a routed message is in its queues.
-func confirmRouted(t *testing.T, ch *amqp.Channel, msg amqp.Publishing) bool {
-	t.Helper()
-	msg.Mandatory = true
-	conf, err := ch.Publish(testCtx(t), msg)
-	require.NoError(t, err)
-	require.True(t, conf.Requested(), "the channel must be in confirm mode")
-	err = conf.Wait(testCtx(t))
-	if errors.Is(err, amqp.ErrReturned) {
-		return false
-	}
-	require.NoError(t, err)
-	return true
-}
-
-// readyCount returns how many messages of queue q are ready (passive declare).
-func readyCount(t *testing.T, ch *amqp.Channel, q string) uint32 {
-	t.Helper()
-	ok, err := ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Queue: q, Passive: true})
-	require.NoError(t, err)
-	return ok.MessageCount
-}
-
-// tempExchange declares an auto-delete exchange with a unique name and
-// deletes it when the test ends.
-func tempExchange(t *testing.T, ch *amqp.Channel, kind string) string {
-	t.Helper()
-	name := uniqueName("x-" + kind)
-	require.NoError(t, ch.ExchangeDeclare(testCtx(t), amqp.ExchangeDeclare{Exchange: name, Type: kind, AutoDelete: true}))
-	t.Cleanup(func() { _ = ch.ExchangeDelete(context.Background(), amqp.ExchangeDelete{Exchange: name}) })
-	return name
-}
-
 // noPanic runs f and turns a panic into a test failure, so that one broken
 // call does not abort the whole test binary.
 func noPanic(t *testing.T, what string, f func()) {
