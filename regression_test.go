@@ -231,64 +231,6 @@ func TestConcurrentNextManyWaitersEachGetADelivery(t *testing.T) {
 	}
 }
 
-func TestUnroutableMandatoryPublishesAllReportReturned(t *testing.T) {
-	conn, err := amqp.Dial(t.Context(), "amqp://guest:guest@127.0.0.1:5672/")
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	ch, err := conn.Channel(t.Context())
-	require.NoError(t, err)
-	require.NoError(t, ch.ConfirmSelect(t.Context(), amqp.ConfirmSelect{}))
-	var confs []*amqp.Confirmation
-	for range 200 {
-		c, err := ch.Publish(t.Context(), amqp.Publishing{RoutingKey: "no-such-queue-review", Mandatory: true})
-		require.NoError(t, err)
-		confs = append(confs, c)
-	}
-	returned := 0
-	for _, c := range confs {
-		if err := c.Wait(t.Context()); err != nil {
-			returned++
-		}
-	}
-	t.Logf("%d of 200 unroutable mandatory publishes reported returned", returned)
-	require.Equal(t, 200, returned)
-}
-
-func TestMixedRoutedAndReturnedPublishesReportTheirOutcome(t *testing.T) {
-	conn, err := amqp.Dial(t.Context(), "amqp://guest:guest@127.0.0.1:5672/")
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	ch, err := conn.Channel(t.Context())
-	require.NoError(t, err)
-	q, err := ch.QueueDeclare(t.Context(), amqp.QueueDeclare{Queue: "", Exclusive: true, AutoDelete: true})
-	require.NoError(t, err)
-	require.NoError(t, ch.ConfirmSelect(t.Context(), amqp.ConfirmSelect{}))
-	type pub struct {
-		c      *amqp.Confirmation
-		routed bool
-	}
-	var pubs []pub
-	for i := range 2000 {
-		routed := i%3 == 0
-		key := "no-such-queue-review"
-		if routed {
-			key = q.Queue
-		}
-		c, err := ch.Publish(t.Context(), amqp.Publishing{RoutingKey: key, Mandatory: true, Body: make([]byte, 100)})
-		require.NoError(t, err)
-		pubs = append(pubs, pub{c, routed})
-	}
-	wrong := 0
-	for _, p := range pubs {
-		err := p.c.Wait(t.Context())
-		if (err == nil) != p.routed {
-			wrong++
-		}
-	}
-	t.Logf("%d of %d confirmations report the wrong outcome", wrong, len(pubs))
-	require.Zero(t, wrong)
-}
-
 func TestCloseHonoursCtxOnAStalledSocket(t *testing.T) {
 	conn, sc, sconn := stallDial(t, amqptest.Options{})
 	_ = openFakeChannel(t, conn, sc)
