@@ -9,7 +9,7 @@ import (
 
 // Against the broker: a barrier after a batch in which a full queue nacks
 // some publishes and one is returned unroutable lists exactly those.
-func TestWaitConfirmsAgainstTheBroker(t *testing.T) {
+func TestWaitConfirmsListsExactlyTheNackedAndReturnedPublishes(t *testing.T) {
 	ctx := testCtx(t)
 	ch := openChannel(t, dialBroker(t))
 	require.NoError(t, ch.ConfirmSelect(ctx, amqp.ConfirmSelect{}))

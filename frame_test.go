@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 
@@ -196,4 +197,102 @@ func TestDecodeMethodIntoAllocatesOnlyTheMethod(t *testing.T) {
 	if allocs != 1 {
 		t.Errorf("%v allocations per decode, want 1", allocs)
 	}
+}
+
+// The fuzz targets feed hostile payloads to the decoders. Decoding must never
+// panic; whatever decodes must encode again, and that encoding must be stable
+// (decode and encode once more: same bytes). Bytes rather than values are
+// compared because a table may hold a NaN, which is never equal to itself.
+
+func FuzzDecodeMethod(f *testing.F) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, k := range allMethodKeys {
+		m := newMethod(k)
+		f.Add(encodeMethod(f, m))
+		randomize(r, m)
+		f.Add(encodeMethod(f, m))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		m, err := DecodeMethod(payload)
+		if err != nil {
+			return
+		}
+		once := encodeMethod(t, m)
+		m2, err := DecodeMethod(once)
+		if err != nil {
+			t.Fatalf("decoding the re-encoding of %s: %v\npayload % x\nre-encoded % x", m.MethodName(), err, payload, once)
+		}
+		if twice := encodeMethod(t, m2); !bytes.Equal(once, twice) {
+			t.Fatalf("%s: unstable encoding\nonce  % x\ntwice % x", m.MethodName(), once, twice)
+		}
+	})
+}
+
+func FuzzDecodeContentHeader(f *testing.F) {
+	_, props, _ := testPublishFixture()
+	f.Add(encodeHeader(f, ContentHeader{ClassID: classBasic, BodySize: 10, Properties: *props}))
+	f.Add(encodeHeader(f, ContentHeader{ClassID: classBasic}))
+	r := rand.New(rand.NewPCG(9, 10))
+	for range 8 {
+		h := ContentHeader{ClassID: classBasic, BodySize: r.Uint64()}
+		randomize(r, &h.Properties)
+		f.Add(encodeHeader(f, h))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		h, err := DecodeContentHeader(payload)
+		if err != nil {
+			return
+		}
+		once := encodeHeader(t, h)
+		h2, err := DecodeContentHeader(once)
+		if err != nil {
+			t.Fatalf("decoding the re-encoding: %v\npayload % x\nre-encoded % x", err, payload, once)
+		}
+		if twice := encodeHeader(t, h2); !bytes.Equal(once, twice) {
+			t.Fatalf("unstable encoding\nonce  % x\ntwice % x", once, twice)
+		}
+	})
+}
+
+// chunkedReader returns its chunks one per Read, like a socket that
+// receives them one at a time.
+type chunkedReader struct{ chunks [][]byte }
+
+func (r *chunkedReader) Read(p []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.chunks[0])
+	if r.chunks[0] = r.chunks[0][n:]; len(r.chunks[0]) == 0 {
+		r.chunks = r.chunks[1:]
+	}
+	return n, nil
+}
+
+// The read buffer grows when reads fill it and goes back to the small one
+// when the traffic is light, and frames of every size come out whole.
+func TestFrameReaderSizesItsBufferByUse(t *testing.T) {
+	frame := func(size int, fill byte) []byte {
+		return AppendBodyFrames(nil, 1, bytes.Repeat([]byte{fill}, size), 0)
+	}
+	var burst []byte
+	sizes := []int{10, 5000, 100, 200 << 10, 1, 120 << 10, 3000}
+	for i, size := range sizes {
+		burst = append(burst, frame(size, byte(i))...)
+	}
+	quiet := frame(8, 9)
+	fr := NewFrameReader(&chunkedReader{chunks: [][]byte{burst, quiet}})
+	fr.SetMaxFrameSize(0)
+	for i, size := range sizes {
+		f, err := fr.ReadFrame()
+		require.NoError(t, err)
+		require.Equal(t, bytes.Repeat([]byte{byte(i)}, size), f.Payload, "frame %d", i)
+	}
+	require.Len(t, fr.buf, readBufferSize, "reads that filled the buffer made it grow")
+	f, err := fr.ReadFrame()
+	require.NoError(t, err)
+	require.Equal(t, bytes.Repeat([]byte{9}, 8), f.Payload)
+	_, err = fr.peek(1) // the next read finds the socket quiet
+	require.ErrorIs(t, err, io.EOF)
+	require.Len(t, fr.buf, readBufferSmall, "a quiet connection keeps only the small buffer")
 }

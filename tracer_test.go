@@ -1,10 +1,7 @@
 package amqp_test
 
 import (
-	"context"
 	"fmt"
-	"maps"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,122 +12,6 @@ import (
 
 // Fake-server tests of the tracer hooks: which hook runs, with what, in
 // which order.
-
-type traceKey struct{}
-
-// recordingTracer implements every tracer interface and records each call
-// as a line; the contexts its start hooks return carry the line's number,
-// so end hooks can show which start they belong to.
-type recordingTracer struct {
-	mu     sync.Mutex
-	events []string
-	seen   chan struct{} // gets a token per event
-	header bool          // TracePublishStart adds a header
-}
-
-func newRecordingTracer() *recordingTracer {
-	return &recordingTracer{seen: make(chan struct{}, 1000)}
-}
-
-func (r *recordingTracer) record(format string, args ...any) int {
-	r.mu.Lock()
-	r.events = append(r.events, fmt.Sprintf(format, args...))
-	n := len(r.events)
-	r.mu.Unlock()
-	r.seen <- struct{}{}
-	return n
-}
-
-func (r *recordingTracer) start(ctx context.Context, format string, args ...any) context.Context {
-	return context.WithValue(ctx, traceKey{}, r.record(format, args...))
-}
-
-func startOf(ctx context.Context) any { return ctx.Value(traceKey{}) }
-
-// waitFor waits until the tracer has recorded n events in all and returns them.
-func (r *recordingTracer) waitFor(t *testing.T, n int) []string {
-	t.Helper()
-	for {
-		r.mu.Lock()
-		got := len(r.events)
-		events := append([]string(nil), r.events...)
-		r.mu.Unlock()
-		if got >= n {
-			return events
-		}
-		select {
-		case <-r.seen:
-		case <-t.Context().Done():
-			t.Fatalf("waited for %d trace events, got %d: %q", n, got, events)
-		}
-	}
-}
-
-func (r *recordingTracer) reset() {
-	r.mu.Lock()
-	r.events = nil
-	r.mu.Unlock()
-}
-
-func (r *recordingTracer) TraceConnectStart(ctx context.Context, d amqp.TraceConnectStartData) context.Context {
-	return r.start(ctx, "connect start %v %s", d.Addrs, d.Vhost)
-}
-
-func (r *recordingTracer) TraceConnectEnd(ctx context.Context, d amqp.TraceConnectEndData) {
-	r.record("connect end of %v: conn %t err %t addr %q", startOf(ctx), d.Conn != nil, d.Err != nil, d.Addr)
-}
-
-func (r *recordingTracer) TracePublishStart(ctx context.Context, ch *amqp.Channel, d amqp.TracePublishStartData) context.Context {
-	if r.header {
-		h := maps.Clone(d.Msg.Headers)
-		if h == nil {
-			h = amqp.Table{}
-		}
-		h["x-trace"] = "t1"
-		d.Msg.Headers = h
-	}
-	return r.start(ctx, "publish start ch%d %q %q", ch.ID(), d.Msg.Exchange, d.Msg.RoutingKey)
-}
-
-func (r *recordingTracer) TracePublishEnd(ctx context.Context, ch *amqp.Channel, d amqp.TracePublishEndData) {
-	r.record("publish end of %v: %s %q tag %d err %v", startOf(ctx), d.Outcome, d.RoutingKey, d.DeliveryTag, d.Err != nil)
-}
-
-func (r *recordingTracer) TraceDeliveryStart(ctx context.Context, ch *amqp.Channel, d amqp.TraceDeliveryStartData) context.Context {
-	return r.start(ctx, "delivery start ch%d tag %d", ch.ID(), d.Delivery.DeliveryTag)
-}
-
-func (r *recordingTracer) TraceDeliveryEnd(ctx context.Context, ch *amqp.Channel, d amqp.TraceDeliveryEndData) {
-	r.record("delivery end of %v: tag %d %s multiple %t requeue %t", startOf(ctx), d.DeliveryTag, d.Outcome, d.Multiple, d.Requeue)
-}
-
-func (r *recordingTracer) TraceCallStart(ctx context.Context, ch *amqp.Channel, d amqp.TraceCallStartData) context.Context {
-	return r.start(ctx, "call start %s", d.Method.MethodName())
-}
-
-func (r *recordingTracer) TraceCallEnd(ctx context.Context, ch *amqp.Channel, d amqp.TraceCallEndData) {
-	reply := "<nil>"
-	if d.Reply != nil {
-		reply = d.Reply.MethodName()
-	}
-	r.record("call end of %v: %s reply %s err %v", startOf(ctx), d.Method.MethodName(), reply, d.Err != nil)
-}
-
-func (r *recordingTracer) TraceChannelError(ch *amqp.Channel, err *amqp.Error) {
-	r.record("channel error ch%d %d", ch.ID(), err.Code)
-}
-
-func (r *recordingTracer) TraceRecovery(c *amqp.Connection, ev amqp.RecoveryEvent) {
-	r.record("recovery %s", ev.Kind)
-}
-
-func (r *recordingTracer) TraceBlocked(c *amqp.Connection, b amqp.Blocking) {
-	r.record("blocked %t %q", b.Active, b.Reason)
-}
-
-func (r *recordingTracer) TraceReturn(ch *amqp.Channel, ret amqp.Return) {
-	r.record("return %d %q", ret.ReplyCode, ret.RoutingKey)
-}
 
 func TestConfigTracerMustImplementAHook(t *testing.T) {
 	_, err := amqp.DialConfig(t.Context(), amqp.Config{Tracer: struct{}{}, Addrs: []string{reservedClosedPort(t)}})

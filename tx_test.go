@@ -1,152 +1,118 @@
 package amqp_test
 
 import (
+	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/amqp-go/amqp"
+	"github.com/amqp-go/amqp/amqptest"
 	"github.com/stretchr/testify/require"
 )
 
-// txQueue declares a queue that outlives the channels of one connection
-// (exclusive to it), with one confirmed message in it when withMessage.
-func txQueue(t *testing.T, conn *amqp.Connection, withMessage bool) (admin *amqp.Channel, q string) {
-	t.Helper()
-	admin = openChannel(t, conn)
-	q = tempQueue(t, admin, nil)
-	if withMessage {
-		publishN(t, admin, q, 1)
-	}
-	return admin, q
-}
+// Regression test from a review of connection recovery: it failed because of
+// the bug its comment describes, which is fixed.
 
-func TestTxCommitPublishes(t *testing.T) {
-	conn := dialBroker(t)
-	admin, q := txQueue(t, conn, false)
-	ch := openChannel(t, conn)
-	require.NoError(t, ch.TxSelect(testCtx(t)))
-
-	for _, body := range []string{"a", "b"} {
-		_, err := ch.Publish(testCtx(t), amqp.Publishing{RoutingKey: q, Body: []byte(body)})
-		require.NoError(t, err)
-	}
-	// Checked on the publishing channel, so the check comes after the publishes.
-	require.Zero(t, readyCount(t, ch, q), "held until commit")
-	require.NoError(t, ch.TxCommit(testCtx(t)))
-	require.Equal(t, uint32(2), readyCount(t, admin, q), "commit-ok means they are enqueued")
-}
-
-func TestTxRollbackDiscardsPublishes(t *testing.T) {
-	conn := dialBroker(t)
-	admin, q := txQueue(t, conn, false)
-	ch := openChannel(t, conn)
-	require.NoError(t, ch.TxSelect(testCtx(t)))
-
-	_, err := ch.Publish(testCtx(t), amqp.Publishing{RoutingKey: q, Body: []byte("discarded")})
+// BUG 5 (tx.go checkTxLostLocked, doc of ErrTransactionLost): after a
+// recovery lost a transaction's work, work done on the new link before the
+// next TxCommit stays in the server's open transaction when that commit
+// fails with ErrTransactionLost (nothing is sent, no tx.rollback). The
+// documentation promises "the next transaction starts empty"; in fact the
+// next successful TxCommit commits that work too, so an application that
+// redoes its transaction after ErrTransactionLost publishes its message twice.
+func TestTransactionLostDiscardsWorkDoneAfterRecovery(t *testing.T) {
+	b := newRecordingBroker(t, amqptest.Options{}, nil)
+	ctx := t.Context()
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
+	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
-	require.NoError(t, ch.TxRollback(testCtx(t)))
-	require.Zero(t, readyCount(t, admin, q))
+	require.NoError(t, ch.TxSelect(ctx))
 
-	// Still in transaction mode: the next transaction commits normally.
-	_, err = ch.Publish(testCtx(t), amqp.Publishing{RoutingKey: q, Body: []byte("kept")})
+	// The application's transaction: publish, then commit.
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("A")})
 	require.NoError(t, err)
-	require.NoError(t, ch.TxCommit(testCtx(t)))
-	d, err := admin.Get(testCtx(t), amqp.BasicGet{Queue: q, NoAck: true})
+	require.True(t, eventually(5*time.Second, func() bool { return len(b.methodsOf(0)) >= 3 }))
+	b.conn(t, 0).Drop()
+	require.True(t, eventually(5*time.Second, func() bool { return events.count(amqp.RecoverySucceeded) == 1 }))
+
+	// The same transaction goes on after the recovery: another publish, then the commit.
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("B")})
 	require.NoError(t, err)
-	require.Equal(t, "kept", string(d.Body))
-	_, err = admin.Get(testCtx(t), amqp.BasicGet{Queue: q, NoAck: true})
-	require.ErrorIs(t, err, amqp.ErrEmpty)
-}
+	require.ErrorIs(t, ch.TxCommit(ctx), amqp.ErrTransactionLost)
 
-// An acknowledgement in a transaction takes effect on commit: until then
-// the message is still unacknowledged, so closing the channel requeues it.
-func TestTxAcksTakeEffectOnCommit(t *testing.T) {
-	conn := dialBroker(t)
-	admin, q := txQueue(t, conn, true)
+	// "The next transaction starts empty": the application redoes its transaction.
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("A")})
+	require.NoError(t, err)
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("B")})
+	require.NoError(t, err)
+	require.NoError(t, ch.TxCommit(ctx))
 
-	ackAndClose := func(commit bool) {
-		ch := openChannel(t, conn)
-		require.NoError(t, ch.TxSelect(testCtx(t)))
-		d, err := ch.Get(testCtx(t), amqp.BasicGet{Queue: q})
-		require.NoError(t, err)
-		require.NoError(t, d.Ack(amqp.AckOptions{}))
-		if commit {
-			require.NoError(t, ch.TxCommit(testCtx(t)))
+	// What the server committed: the publishes since the last commit or rollback.
+	var open, committed []string
+	for _, m := range b.methodsOf(1) {
+		switch {
+		case strings.Contains(m, "basic.publish"):
+			open = append(open, m)
+		case strings.HasSuffix(m, "tx.rollback"):
+			open = nil
+		case strings.HasSuffix(m, "tx.commit"):
+			committed = append(committed, open...)
+			open = nil
 		}
-		require.NoError(t, ch.Close(testCtx(t)))
 	}
-
-	ackAndClose(false)
-	readyEventually(t, admin, q, 1) // the uncommitted ack was discarded with the channel
-	ackAndClose(true)
-	require.Zero(t, readyCount(t, admin, q), "the committed ack stuck")
-	_, err := admin.Get(testCtx(t), amqp.BasicGet{Queue: q})
-	require.ErrorIs(t, err, amqp.ErrEmpty)
+	require.Equal(t, []string{"1 basic.publish q A", "1 basic.publish q B"}, committed,
+		"the commit after ErrTransactionLost also committed the lost transaction's post-recovery work; server saw %v", b.methodsOf(1))
 }
 
-// tx.rollback discards the transaction's acknowledgements: the server
-// considers the messages unacknowledged again, so the application may
-// acknowledge them again (RabbitMQ puts their tags back in the unacked set).
-func TestTxRollbackRestoresAcks(t *testing.T) {
-	conn := dialBroker(t)
-	admin, q := txQueue(t, conn, false)
-	publishN(t, admin, q, 2)
-	ch := openChannel(t, conn)
-	require.NoError(t, ch.TxSelect(testCtx(t)))
-	ds := getN(t, ch, q, 2)
-	for _, d := range ds {
-		require.NoError(t, d.Ack(amqp.AckOptions{}))
-	}
-	require.NoError(t, ch.TxRollback(testCtx(t)))
-
-	for _, d := range ds {
-		require.NoError(t, d.Ack(amqp.AckOptions{}), "the rolled-back ack of tag %d can be made again", d.DeliveryTag)
-	}
-	require.NoError(t, ch.TxCommit(testCtx(t)))
-	require.NoError(t, ch.Close(testCtx(t)))
-	require.Zero(t, readyCount(t, admin, q), "acked for good: not requeued on close")
-}
-
-// A rollback restores only the acknowledgements of its own transaction: a
-// delivery acknowledged in an earlier, committed transaction stays settled
-// even when a later multiple ack spanned its tag.
-func TestTxRollbackKeepsCommittedAcks(t *testing.T) {
-	conn := dialBroker(t)
-	admin, q := txQueue(t, conn, false)
-	publishN(t, admin, q, 3)
-	ch := openChannel(t, conn)
-	require.NoError(t, ch.TxSelect(testCtx(t)))
-	ds := getN(t, ch, q, 3) // tags 1, 2, 3
-
-	require.NoError(t, ds[1].Ack(amqp.AckOptions{}))
-	require.NoError(t, ch.TxCommit(testCtx(t))) // 2 is acked for good
-	require.NoError(t, ds[2].Ack(amqp.AckOptions{Multiple: true}))
-	require.NoError(t, ch.TxRollback(testCtx(t))) // 1 and 3 are unacked again; 2 is not
-
-	require.NoError(t, ds[0].Ack(amqp.AckOptions{}), "1 was unacked again by the rollback")
-	require.NoError(t, ds[2].Ack(amqp.AckOptions{}), "3 was unacked again by the rollback")
-	err := ds[1].Ack(amqp.AckOptions{})
-	// Sent right behind the ack: a 406 caused by the ack fails it.
-	_, perr := ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Queue: q, Passive: true})
-	require.NoError(t, perr, "the channel stays open")
-	require.ErrorIs(t, err, amqp.ErrAlreadySettled, "2 was committed before the rolled-back transaction")
-	require.NoError(t, ch.TxCommit(testCtx(t)))
-	require.NoError(t, ch.Close(testCtx(t)))
-	require.Zero(t, readyCount(t, admin, q), "all three acked for good")
-}
-
-// A channel error ends the transaction: the reopened channel is not
-// transactional, so a commit is refused.
-func TestTxEndsWithChannelError(t *testing.T) {
-	conn := dialBroker(t)
-	admin, q := txQueue(t, conn, false)
-	ch := openChannel(t, conn)
-	require.NoError(t, ch.TxSelect(testCtx(t)))
-	_, err := ch.Publish(testCtx(t), amqp.Publishing{RoutingKey: q, Body: []byte("lost")})
+// TestRecoveryLosesTransaction checks that tx mode is re-applied and that a
+// transaction with uncommitted work at the drop cannot be committed as if
+// nothing had happened.
+func TestRecoveryLosesTransaction(t *testing.T) {
+	b := newRecordingBroker(t, amqptest.Options{}, nil)
+	ctx := t.Context()
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
+	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
-	_, err = ch.QueueDeclare(testCtx(t), amqp.QueueDeclare{Queue: uniqueName("missing"), Passive: true})
-	require.ErrorIs(t, err, amqp.ErrNotFound)
+	require.NoError(t, ch.TxSelect(ctx))
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("uncommitted")})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(b.methods(b.conn(t, 0))) >= 3 }, 5*time.Second, time.Millisecond)
+	b.conn(t, 0).Drop()
+	events.wait(t, amqp.RecoverySucceeded)
+	require.Equal(t, []string{"1 channel.open", "1 tx.select"}, b.methods(b.conn(t, 1)))
+	require.ErrorIs(t, ch.TxCommit(ctx), amqp.ErrTransactionLost)
+	require.Eventually(t, func() bool { return len(b.methods(b.conn(t, 1))) == 3 }, 5*time.Second, time.Millisecond)
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("again")})
+	require.NoError(t, err)
+	require.NoError(t, ch.TxCommit(ctx))
+	// The commit that reported the loss rolled back, so "again" is the
+	// whole of the transaction that commits.
+	require.Equal(t, []string{"1 channel.open", "1 tx.select", "1 tx.rollback", "1 basic.publish q again", "1 tx.commit"}, b.methods(b.conn(t, 1)))
+}
 
-	err = ch.TxCommit(testCtx(t))
-	require.ErrorIs(t, err, amqp.ErrPreconditionFailed, "406: channel is not transactional")
-	require.Zero(t, readyCount(t, admin, q), "the uncommitted publish was lost with the channel")
+// TestChannelErrorEndsTransactionBookkeeping checks that a transaction
+// ended by a channel error leaves nothing behind that a later recovery
+// would report as a lost transaction.
+func TestChannelErrorEndsTransactionBookkeeping(t *testing.T) {
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, _ int, c *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+		if m, ok := cmd.Method.(*amqp.QueueDeclare); ok && m.Passive {
+			return true, c.CloseChannel(ctx, cmd.Channel, amqp.CodeNotFound, "NOT_FOUND - no queue", m)
+		}
+		return false, nil
+	})
+	ctx := t.Context()
+	conn, events := dialRecovering(t, b, amqp.RecoveryConfig{})
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.TxSelect(ctx))
+	_, err = ch.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("in tx")})
+	require.NoError(t, err)
+	_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: "missing", Passive: true})
+	require.ErrorIs(t, err, amqp.ErrNotFound) // the channel error that ends the transaction
+	require.NoError(t, ch.TxSelect(ctx))      // a new, empty transaction on the reopened channel
+
+	b.conn(t, 0).Drop()
+	events.wait(t, amqp.RecoverySucceeded)
+	require.NoError(t, ch.TxCommit(ctx), "the empty transaction commits")
 }

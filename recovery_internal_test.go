@@ -59,3 +59,24 @@ func TestProtocolErrorRepeatsCountOnlyTheSameKindAtOnce(t *testing.T) {
 		}
 	})
 }
+
+func TestRecoveryAttemptTimeoutDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		attempt, connection time.Duration
+		n                   int // the reconnection attempt
+		want                time.Duration
+	}{
+		{0, defaultConnectionTimeout, 1, DefaultAttemptTimeout},
+		{0, defaultConnectionTimeout, 2, 2 * DefaultAttemptTimeout}, // doubles
+		{0, defaultConnectionTimeout, 3, 4 * DefaultAttemptTimeout},
+		{0, defaultConnectionTimeout, 4, defaultConnectionTimeout}, // up to ConnectionTimeout
+		{0, defaultConnectionTimeout, 40, defaultConnectionTimeout},
+		{0, time.Second, 1, time.Second}, // a shorter ConnectionTimeout wins
+		{0, -1, 3, 4 * DefaultAttemptTimeout},
+		{2 * time.Second, time.Hour, 1, 2 * time.Second},
+		{-1, time.Hour, 1, time.Hour},
+	} {
+		got := RecoveryConfig{AttemptTimeout: tc.attempt}.attemptTimeout(tc.connection, tc.n)
+		require.Equal(t, tc.want, got, "AttemptTimeout %v, ConnectionTimeout %v, attempt %d", tc.attempt, tc.connection, tc.n)
+	}
+}

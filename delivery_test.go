@@ -8,29 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// fakeConsumer starts a consumer with tag "c" on a fresh channel of a fake
-// server, playing the server's part.
-func fakeConsumer(t *testing.T, opt amqp.ConsumerOptions) (*amqp.Consumer, *amqptest.Conn, uint16) {
-	t.Helper()
-	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
-	ch := openFakeChannel(t, conn, sc)
-	return consumeOnFake(t, ch, sc, opt), sc, ch.ID()
-}
-
-// consumeOnFake starts consumer "c" on queue "q", playing the server's part.
-func consumeOnFake(t *testing.T, ch *amqp.Channel, sc *amqptest.Conn, opt amqp.ConsumerOptions) *amqp.Consumer {
-	t.Helper()
-	consumed := make(chan *amqp.Consumer, 1)
-	go func() {
-		c, err := ch.ConsumeWith(t.Context(), amqp.BasicConsume{Queue: "q", ConsumerTag: "c"}, opt)
-		require.NoError(t, err)
-		consumed <- c
-	}()
-	amqptest.Expect[*amqp.BasicConsume](t, sc)
-	require.NoError(t, sc.Send(t.Context(), ch.ID(), &amqp.BasicConsumeOk{ConsumerTag: "c"}))
-	return <-consumed
-}
-
 func TestReleaseRecyclesDelivery(t *testing.T) {
 	ctx := t.Context()
 	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{Recycle: true})

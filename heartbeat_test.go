@@ -1,0 +1,90 @@
+package amqp_test
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/amqp-go/amqp"
+	"github.com/amqp-go/amqp/amqptest"
+	"github.com/stretchr/testify/require"
+)
+
+func TestHeartbeatsSentWhenIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := amqptest.NewServer(t, amqptest.Options{Heartbeat: 10})
+		conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
+		require.NoError(t, err)
+		sc, err := srv.Accept(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, 10*time.Second, conn.Heartbeat())
+
+		// The server keeps talking; the client, idle, must send a
+		// heartbeat every 5 s (half the interval).
+		start := time.Now()
+		var arrivals []time.Duration
+		for len(arrivals) < 3 {
+			ctx, cancel := context.WithTimeout(t.Context(), 6*time.Second)
+			f, err := sc.ReadFrame(ctx)
+			cancel()
+			require.NoError(t, err, "no heartbeat within 6 s")
+			require.Equal(t, amqp.FrameHeartbeat, f.Type)
+			arrivals = append(arrivals, time.Since(start))
+			require.NoError(t, sc.SendHeartbeat(t.Context()))
+		}
+		require.Equal(t, []time.Duration{5 * time.Second, 10 * time.Second, 15 * time.Second}, arrivals)
+		require.True(t, conn.IsAlive())
+		require.NoError(t, conn.Close(t.Context()))
+	})
+}
+
+func TestHeartbeatTimeoutClosesConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := amqptest.NewServer(t, amqptest.Options{Heartbeat: 10})
+		conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
+		require.NoError(t, err)
+		_, err = srv.Accept(t.Context())
+		require.NoError(t, err)
+		ch := make(chan error, 1)
+		go func() {
+			// A call pending when the peer dies gets the timeout too.
+			_, err := conn.Channel(t.Context())
+			ch <- err
+		}()
+		start := time.Now()
+		<-conn.Done() // the server never sends anything
+		require.Equal(t, 20*time.Second, time.Since(start), "two heartbeat intervals of silence")
+		require.ErrorIs(t, conn.Err(), amqp.ErrHeartbeatTimeout)
+		require.False(t, conn.IsAlive())
+		require.True(t, amqp.Recoverable(conn.Err()))
+		require.ErrorIs(t, <-ch, amqp.ErrHeartbeatTimeout)
+		require.NoError(t, conn.Close(t.Context()))
+	})
+}
+
+func TestNoHeartbeatWhileWriting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := amqptest.NewServer(t, amqptest.Options{Heartbeat: 10})
+		conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
+		require.NoError(t, err)
+		sc, err := srv.Accept(t.Context())
+		require.NoError(t, err)
+		ch := openFakeChannel(t, conn, sc)
+		// Publish every second for 12 s: the writes are liveness enough, so
+		// no heartbeat frame is needed.
+		for i := range 12 {
+			_, err := ch.Publish(t.Context(), amqp.Publishing{RoutingKey: "q", Body: []byte{byte(i)}})
+			require.NoError(t, err)
+			p := amqptest.ExpectPublish(t, sc)
+			require.Equal(t, []byte{byte(i)}, p.Body)
+			require.NoError(t, sc.SendHeartbeat(t.Context()))
+			time.Sleep(time.Second)
+		}
+		require.NoError(t, conn.SendHeartbeat(t.Context()), "an explicit heartbeat is sent on request")
+		f, err := sc.ReadFrame(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, amqp.FrameHeartbeat, f.Type)
+		require.NoError(t, conn.Close(t.Context()))
+	})
+}
