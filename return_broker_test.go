@@ -1,7 +1,6 @@
 package amqp_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -56,9 +55,7 @@ func TestReturnWithoutConfirms(t *testing.T) {
 }
 
 func TestUnroutableMandatoryPublishesAllReportReturned(t *testing.T) {
-	conn, err := amqp.Dial(t.Context(), "amqp://guest:guest@127.0.0.1:5672/")
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
+	conn := dialBroker(t)
 	ch, err := conn.Channel(t.Context())
 	require.NoError(t, err)
 	require.NoError(t, ch.ConfirmSelect(t.Context(), amqp.ConfirmSelect{}))
@@ -79,9 +76,7 @@ func TestUnroutableMandatoryPublishesAllReportReturned(t *testing.T) {
 }
 
 func TestMixedRoutedAndReturnedPublishesReportTheirOutcome(t *testing.T) {
-	conn, err := amqp.Dial(t.Context(), "amqp://guest:guest@127.0.0.1:5672/")
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
+	conn := dialBroker(t)
 	ch, err := conn.Channel(t.Context())
 	require.NoError(t, err)
 	q, err := ch.QueueDeclare(t.Context(), amqp.QueueDeclare{Queue: "", Exclusive: true, AutoDelete: true})
