@@ -53,10 +53,10 @@ type Channel struct {
 	confirmFailures confirmFailures // failed publishes no WaitConfirms has reported yet
 	flow            gate            // shut while the server paused publishing (channel.flow active=false)
 
-	opened      bool // open-ok arrived (on the current link)
-	reopenSteps int  // replies of the reopen sequence still to come
-	abandoned   bool // the Channel call that opened it gave up
-	internal    bool // the library's own (recovery): not recovered, its declarations not recorded
+	opened        bool         // open-ok arrived (on the current link)
+	reopenPending int          // replies of the reopen after a channel error still to come
+	abandoned     bool         // the Channel call that opened it gave up
+	owner         channelOwner // the application's or the library's own (see channelOwner)
 
 	republish []*Confirmation // unconfirmed publishes kept across a connection loss (RecoveryConfig.Republish)
 

@@ -32,16 +32,18 @@ func (ch *Channel) Close(ctx context.Context) error {
 	for _, c := range ch.consumers {
 		c.stopBackpressure()
 	}
-	req := &ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"}
-	p := &pendingCall{req: req, reply: make(chan callResult, 1)}
-	err := ch.appendLocked(ch.link.Load(), req, p)
+	// Not call: Close goes out at once, also while a recovery reopens
+	// the channel, and state and frame change under one lock.
+	reply := make(chan callResult, 1)
+	err := ch.sendNowLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"},
+		func(r callResult) { reply <- r })
 	ch.mu.Unlock()
 	if err != nil {
 		ch.finish(ErrClosed)
 		return nil
 	}
 	select {
-	case r := <-p.reply:
+	case r := <-reply:
 		ch.finish(ErrClosed)
 		if r.err != nil && !errors.Is(r.err, ErrClosed) {
 			return r.err
@@ -56,11 +58,14 @@ func (ch *Channel) Close(ctx context.Context) error {
 
 // finish ends the channel for good with err: pending calls, consumers and
 // confirmations get it, and the channel number is freed.
-func (ch *Channel) finish(err error) { ch.end(err, false) }
+func (ch *Channel) finish(err error) { ch.end(err, freeNumber) }
 
-func (ch *Channel) finishAndReserve(err error) { ch.end(err, true) }
+// finishAndReserve is finish for a channel a frame may still arrive for:
+// its number is retired rather than freed.
+func (ch *Channel) finishAndReserve(err error) { ch.end(err, retireNumber) }
 
-func (ch *Channel) end(err error, reserve bool) {
+// end is finish and finishAndReserve, with what becomes of the number.
+func (ch *Channel) end(err error, number channelNumber) {
 	ch.mu.Lock()
 	if ch.state == chClosed {
 		ch.mu.Unlock()
@@ -88,12 +93,12 @@ func (ch *Channel) end(err error, reserve bool) {
 		p.resolve(callResult{err: err})
 	}
 	for _, c := range consumers {
-		c.end(err, true)
+		c.end(err, dropAckableBuffered)
 	}
 	if ch.traces != nil {
 		ch.traceEpochEnded(nil)
 	}
 	if ch.id != 0 {
-		ch.conn.releaseChannel(ch, reserve)
+		ch.conn.releaseChannel(ch, number)
 	}
 }

@@ -11,16 +11,30 @@ import (
 // channel closes. If ctx ends before open-ok arrives, the channel the server
 // opens anyway is closed again when it does.
 func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
-	return c.channelWhenUp(ctx, false)
+	return c.channelWhenUp(ctx, appChannel)
 }
 
-// channelWhenUp is Channel, also for the library's own (internal) channels.
-func (c *Connection) channelWhenUp(ctx context.Context, internal bool) (*Channel, error) {
+// channelOwner says whose a channel is.
+type channelOwner uint8
+
+const (
+	// appChannel is the application's: a connection recovery reopens it,
+	// and the topology declared on it is recorded.
+	appChannel channelOwner = iota
+	// libraryChannel is the library's own (a recovery's topology replay, a
+	// resubscription's passive declare): a connection recovery ends it
+	// rather than reopening it, and declarations on it are not recorded.
+	libraryChannel
+)
+
+// channelWhenUp is Channel for either owner: it waits while the connection
+// recovers.
+func (c *Connection) channelWhenUp(ctx context.Context, owner channelOwner) (*Channel, error) {
 	for {
 		if err := c.waitUp(ctx); err != nil {
 			return nil, err
 		}
-		ch, err := c.openChannel(ctx, internal)
+		ch, err := c.openChannel(ctx, owner)
 		var down errLinkDown
 		if !errors.As(err, &down) {
 			return ch, err
@@ -33,14 +47,12 @@ func (c *Connection) channelWhenUp(ctx context.Context, internal bool) (*Channel
 
 // openChannel opens a channel on the current link without waiting for a
 // recovery: recovery itself uses it.
-// An internal channel is the library's own: recovery ends it rather than
-// reopening it, and declarations on it are not recorded.
-func (c *Connection) openChannel(ctx context.Context, internal bool) (*Channel, error) {
-	ch, err := c.allocChannel(internal)
+func (c *Connection) openChannel(ctx context.Context, owner channelOwner) (*Channel, error) {
+	ch, err := c.allocChannel(owner)
 	if err != nil {
 		return nil, err
 	}
-	_, err = ch.callWithHook(ctx, &ChannelOpen{}, func(r callResult) {
+	_, err = ch.call(ctx, &ChannelOpen{}, callOpts{hook: func(r callResult) {
 		if r.err != nil {
 			return
 		}
@@ -50,7 +62,7 @@ func (c *Connection) openChannel(ctx context.Context, internal bool) (*Channel, 
 		if ch.abandoned {
 			ch.closeAbandonedLocked()
 		}
-	})
+	}})
 	if err != nil {
 		ch.abandonOpen(err)
 		return nil, err
@@ -67,7 +79,7 @@ func newChannel(c *Connection, id uint16) *Channel {
 	return ch
 }
 
-func (c *Connection) allocChannel(internal bool) (*Channel, error) {
+func (c *Connection) allocChannel(owner channelOwner) (*Channel, error) {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
 	if c.ending {
@@ -84,7 +96,7 @@ func (c *Connection) allocChannel(internal bool) (*Channel, error) {
 		id := uint16((int(c.nextID)+i)%n + 1)
 		if c.channels.get(id) == nil && !l.reserved[id] {
 			ch := newChannel(c, id)
-			ch.internal = internal // before anyone (retire) can see it
+			ch.owner = owner // before anyone (retire) can see it
 			ch.link.Store(l)
 			c.channels.set(id, ch)
 			c.nextID = id % uint16(n)
@@ -94,15 +106,26 @@ func (c *Connection) allocChannel(internal bool) (*Channel, error) {
 	return nil, ErrNoFreeChannel
 }
 
-// releaseChannel frees ch's number for reuse, unless a frame for it may still
-// arrive (reserve), in which case the number is retired.
-func (c *Connection) releaseChannel(ch *Channel, reserve bool) {
+// channelNumber says what becomes of an ended channel's number.
+type channelNumber uint8
+
+const (
+	// freeNumber lets the next Channel call reuse the number.
+	freeNumber channelNumber = iota
+	// retireNumber keeps it unused while the link lasts, because a frame
+	// for the ended channel (a close-ok that crossed) may still arrive.
+	retireNumber
+)
+
+// releaseChannel takes ch out of the channel table and frees or retires its
+// number.
+func (c *Connection) releaseChannel(ch *Channel, number channelNumber) {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
 	if c.channels.get(ch.id) == ch {
 		c.channels.set(ch.id, nil)
 	}
-	if l := ch.link.Load(); reserve && l != nil && !l.ended() {
+	if l := ch.link.Load(); number == retireNumber && l != nil && !l.ended() {
 		if l.reserved == nil {
 			l.reserved = map[uint16]bool{}
 		}
@@ -131,7 +154,7 @@ func (ch *Channel) abandonOpen(cause error) {
 // gone. ch.mu must be held.
 func (ch *Channel) closeAbandonedLocked() {
 	ch.state = chClosing
-	ch.sendLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "open abandoned"}, func(callResult) {
+	_ = ch.sendNowLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "open abandoned"}, func(callResult) {
 		ch.finish(ErrClosed)
-	})
+	}) // not sent: the link is ending, and its end finishes ch
 }

@@ -122,25 +122,7 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 	if c.limit <= 0 {
 		c.limit = DefaultBufferLimit
 	}
-	_, err := ch.callWithHook(ctx, &args, func(r callResult) {
-		// On the reader, before any delivery for the new tag can be read.
-		if r.err != nil {
-			return
-		}
-		ch.mu.Lock()
-		defer ch.mu.Unlock()
-		c.mu.Lock()
-		c.tag = r.m.(*BasicConsumeOk).ConsumerTag
-		c.args.ConsumerTag = c.tag
-		abandoned := c.abandoned
-		c.registered = true
-		c.mu.Unlock()
-		ch.consumers[c.tag] = c
-		if abandoned {
-			c.stopBackpressure()
-			ch.cancelAbandonedLocked(c)
-		}
-	})
+	_, err := ch.call(ctx, &args, callOpts{hook: ch.registerOnConsumeOk(c)})
 	if err != nil {
 		// The caller is gone. If consume-ok beat us to it, cancel now;
 		// otherwise the hook will, should consume-ok still come.
@@ -159,12 +141,37 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 	return c, nil
 }
 
+// registerOnConsumeOk returns the hook of a basic.consume for c, the first
+// or a resubscription (ConsumerOptions.Resubscribe): on the reader, before
+// any delivery for the tag can be read, it routes the tag's deliveries to c,
+// or cancels c at once if its caller gave up or it ended meanwhile.
+func (ch *Channel) registerOnConsumeOk(c *Consumer) func(callResult) {
+	return func(r callResult) {
+		if r.err != nil {
+			return
+		}
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		c.mu.Lock()
+		c.tag = r.m.(*BasicConsumeOk).ConsumerTag // chosen by the server if empty
+		c.args.ConsumerTag = c.tag
+		unwanted := c.abandoned || c.err != nil
+		c.registered = true
+		c.mu.Unlock()
+		ch.consumers[c.tag] = c
+		if unwanted {
+			c.stopBackpressure()
+			ch.cancelAbandonedLocked(c)
+		}
+	}
+}
+
 // cancelAbandonedLocked cancels a consumer nobody will read and hands its
 // unread deliveries back. ch.mu must be held.
 func (ch *Channel) cancelAbandonedLocked(c *Consumer) {
-	ch.sendLocked(&BasicCancel{ConsumerTag: c.tag}, func(r callResult) {
+	_ = ch.sendNowLocked(&BasicCancel{ConsumerTag: c.tag}, func(r callResult) {
 		if r.err != nil {
-			c.end(r.err, true) // the channel ended: nothing to requeue on it
+			c.end(r.err, dropAckableBuffered) // the channel ended: nothing to requeue on it
 			return
 		}
 		ch.removeConsumer(c, ErrConsumerCancelled)
@@ -319,16 +326,19 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 	tag := c.Tag()
 	ch := c.ch
 	queued := false // guarded by ch.mu: basic.cancel may have gone out (set just before it is queued)
-	_, err := ch.callFull(ctx, &BasicCancel{ConsumerTag: tag}, func() error {
-		queued = true
-		return nil
-	}, func(r callResult) {
-		if r.err == nil {
-			ch.removeConsumer(c, ErrConsumerCancelled)
-			if ch.recording() {
-				ch.conn.consumerCancelled(c.consumeArgs().Queue)
+	_, err := ch.call(ctx, &BasicCancel{ConsumerTag: tag}, callOpts{
+		precondition: func() error {
+			queued = true
+			return nil
+		},
+		hook: func(r callResult) {
+			if r.err == nil {
+				ch.removeConsumer(c, ErrConsumerCancelled)
+				if ch.recording() {
+					ch.conn.consumerCancelled(c.consumeArgs().Queue)
+				}
 			}
-		}
+		},
 	})
 	if err != nil && c.Err() != nil {
 		return nil // it ended meanwhile, which is what the caller wanted
@@ -393,17 +403,29 @@ func (c *Consumer) push(d *Delivery) (full chan struct{}) {
 	return nil
 }
 
-// end stops the consumer with err. Buffered deliveries that need an
-// acknowledgement are dropped when the channel closed under them (the server
-// requeued them and their tags are void); the rest stay readable.
-func (c *Consumer) end(err error, dropAckable bool) {
+// bufferedOnEnd says what becomes of a consumer's buffered deliveries when
+// it ends.
+type bufferedOnEnd uint8
+
+const (
+	// keepBuffered leaves them readable with Next.
+	keepBuffered bufferedOnEnd = iota
+	// dropAckableBuffered drops those that need an acknowledgement, because
+	// the channel closed under them (the server requeued them and their
+	// tags are void); no-ack ones stay readable.
+	dropAckableBuffered
+)
+
+// end stops the consumer with err; buffered says what becomes of the
+// deliveries it buffered.
+func (c *Consumer) end(err error, buffered bufferedOnEnd) {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
 		return
 	}
 	c.err = err
-	if dropAckable && !c.noAck {
+	if buffered == dropAckableBuffered && !c.noAck {
 		c.logDropped(len(c.queue)-c.head, err)
 		clear(c.queue)
 		c.queue, c.head = nil, 0
@@ -459,7 +481,7 @@ func (ch *Channel) removeConsumer(c *Consumer, err error) {
 	ch.mu.Lock()
 	ch.unregisterLocked(c)
 	ch.mu.Unlock()
-	c.end(err, false)
+	c.end(err, keepBuffered)
 }
 
 // unregisterLocked stops routing deliveries to c, if it is registered.
@@ -526,10 +548,10 @@ func (ch *Channel) serverCancelled(tag string) {
 		return
 	}
 	if c.onCancel != nil {
-		c.end(ErrConsumerCancelled, false)
+		c.end(ErrConsumerCancelled, keepBuffered)
 		return
 	}
-	c.end(ErrCancelledByServer, false)
+	c.end(ErrCancelledByServer, keepBuffered)
 }
 
 // requeueUnread hands back to the server the unacknowledged deliveries of a
@@ -554,6 +576,6 @@ func (ch *Channel) requeueUnread(c *Consumer) {
 // ch.mu must be held.
 func (ch *Channel) requeueLocked(d *Delivery) {
 	if d.epoch == ch.epoch.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
-		ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
+		_ = ch.sendNowLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
 	}
 }

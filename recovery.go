@@ -489,7 +489,7 @@ func (c *Connection) retire(l *link, cause error) {
 	// A connection.blocked the reader handled after linkEnded reopened the
 	// gate would otherwise outlive the link: the new one starts unblocked.
 	c.setBlocked(false, "")
-	lost := c.lostErr(cause)
+	lost := closedBy(cause)
 	for _, ch := range c.channelList() {
 		if ch.link.Load() == l {
 			ch.detach(lost)
@@ -557,7 +557,7 @@ func contextUntil(parent context.Context, a, b, c <-chan struct{}) (context.Cont
 // linkErr returns the error that ended l or ctx, if either has ended.
 func linkErr(ctx context.Context, l *link) error {
 	if l.ended() {
-		return l.c.lostErr(l.err)
+		return closedBy(l.err)
 	}
 	return ctx.Err()
 }
