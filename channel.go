@@ -34,14 +34,14 @@ type Channel struct {
 	recovered chan struct{}         // while recovering: closed when the channel is usable again
 
 	// State re-applied when the channel is reopened after a channel error.
-	prefetch       *BasicQos  // last basic.qos with global=false (per consumer)
-	globalPrefetch *BasicQos  // last basic.qos with global=true (per channel)
-	confirmMode    bool       // confirm.select was sent
-	txMode         bool       // tx.select was sent (re-applied by a connection recovery, not after a channel error)
-	txWork         bool       // a publish or acknowledgement was sent in the open transaction
-	txLost         bool       // a recovery discarded the open transaction's work: the next commit fails
-	txSettled      []uint64   // tags settled in the open transaction, unsettled again by a rollback
-	rollbacks      [][]uint64 // per tx.rollback awaiting its rollback-ok: the tags it will unsettle
+	prefetch       *BasicQos      // last basic.qos with global=false (per consumer)
+	globalPrefetch *BasicQos      // last basic.qos with global=true (per channel)
+	confirmMode    bool           // confirm.select was sent
+	txMode         bool           // tx.select was sent (re-applied by a connection recovery, not after a channel error)
+	txWork         bool           // a publish or acknowledgement was sent in the open transaction
+	txLost         bool           // a recovery discarded the open transaction's work: the next commit fails
+	txSettled      []uint64       // tags settled in the open transaction, unsettled again by a rollback
+	rollbacks      fifo[[]uint64] // per tx.rollback awaiting its rollback-ok: the tags it will unsettle
 
 	consumers    map[string]*Consumer // by consumer tag
 	lastConsumer *Consumer            // the last delivery's consumer: most deliveries go to the same one

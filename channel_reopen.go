@@ -89,7 +89,7 @@ const (
 func (ch *Channel) resetForReopenLocked(lostErr error, unconfirmed unconfirmedOnReset) {
 	ch.newEpochLocked()
 	ch.settle.reset()
-	ch.txSettled, ch.rollbacks = nil, nil
+	ch.txSettled, ch.rollbacks = nil, fifo[[]uint64]{}
 	ch.asm = assembly{}
 	ch.rx = rxScratch{} // (it may still point into the old link's read buffer and string cache)
 	ch.lastConsumer = nil

@@ -25,11 +25,10 @@ func (ch *Channel) noteReplyLocked(p *pendingCall) {
 	case *TxRollback:
 		// The acknowledgements of the transaction were discarded: those
 		// deliveries are unacknowledged again and may be settled anew.
-		if len(ch.rollbacks) > 0 {
-			for _, tag := range ch.rollbacks[0] {
+		if ch.rollbacks.len() > 0 {
+			for _, tag := range ch.rollbacks.pop() {
 				ch.settle.unsettle(tag)
 			}
-			ch.rollbacks = ch.rollbacks[1:]
 		}
 	}
 }
@@ -48,7 +47,7 @@ func (ch *Channel) noteSentLocked(m Method) {
 		ch.txWork = false
 	case *TxRollback:
 		// Snapshot now: acks sent after the rollback are not rolled back.
-		ch.rollbacks = append(ch.rollbacks, ch.txSettled)
+		ch.rollbacks.push(ch.txSettled)
 		ch.txSettled = nil
 		ch.txWork = false
 	case *BasicRecoverAsync:

@@ -40,43 +40,8 @@ func (p *pendingCall) resolve(r callResult) {
 	}
 }
 
-// callQueue is a FIFO of pending calls. It is not synchronized: its owner's
-// mutex guards it.
-type callQueue struct {
-	calls []*pendingCall
-	head  int
-}
-
-func (q *callQueue) push(p *pendingCall) { q.calls = append(q.calls, p) }
-
-func (q *callQueue) len() int { return len(q.calls) - q.head }
-
-func (q *callQueue) peek() *pendingCall {
-	if q.head == len(q.calls) {
-		return nil
-	}
-	return q.calls[q.head]
-}
-
-func (q *callQueue) pop() *pendingCall {
-	p := q.peek()
-	if p == nil {
-		return nil
-	}
-	q.calls[q.head] = nil
-	q.head++
-	if q.head == len(q.calls) { // empty: reuse the backing array from the start
-		q.calls, q.head = q.calls[:0], 0
-	}
-	return p
-}
-
-// drain removes and returns every pending call.
-func (q *callQueue) drain() []*pendingCall {
-	out := q.calls[q.head:]
-	q.calls, q.head = nil, 0
-	return out
-}
+// callQueue is a channel's FIFO of pending calls, in request order.
+type callQueue = fifo[*pendingCall]
 
 // callOpts are what a call may add to sending a request and awaiting its
 // reply. The zero value is a plain call.
