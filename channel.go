@@ -17,6 +17,15 @@ import (
 // *Channel serves the next call. Consumers on it end with the error and
 // outstanding publisher confirmations resolve with it; deliveries received
 // before the reopen can no longer be acknowledged ([ErrStaleDelivery]).
+//
+// Lock order (docs/ARCHITECTURE.md, "Locks", has the whole of it): mu comes
+// first; under it a goroutine may take one of a Consumer's mu, a
+// Confirmation's mu, the deliveryTraces mu or the writer's mu (every frame is
+// appended under mu), and the events queue's mu, innermost of all; never the
+// other way round, and never two channels' mu at once. Connection.chMu, the topology's and the
+// recovery state's mutexes are never held together with mu. Nothing waits
+// (for ctx, a reply, room, a recovery) or runs user code while holding mu.
+// link and epoch are stored under mu and read without it.
 type Channel struct {
 	conn *Connection
 	id   uint16
@@ -120,4 +129,27 @@ type channelListeners struct {
 	onAck    []func(deliveryTag uint64, multiple bool)
 	onNack   []func(deliveryTag uint64, multiple bool)
 	onFlow   []func(active bool)
+}
+
+// channelOwner says whose a channel is.
+type channelOwner uint8
+
+const (
+	// appChannel is the application's: a connection recovery reopens it,
+	// and the topology declared on it is recorded.
+	appChannel channelOwner = iota
+	// libraryChannel is the library's own (a recovery's topology replay, a
+	// resubscription's passive declare): a connection recovery ends it
+	// rather than reopening it, and declarations on it are not recorded.
+	libraryChannel
+)
+
+// newChannel makes the Channel for number id, not yet in the channel table.
+func newChannel(c *Connection, id uint16) *Channel {
+	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
+	ch.newEpochLocked()
+	if c.tr.delivery != nil {
+		ch.traces = &deliveryTraces{t: c.tr.delivery}
+	}
+	return ch
 }

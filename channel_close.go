@@ -99,6 +99,34 @@ func (ch *Channel) end(err error, number channelNumber) {
 		ch.traceEpochEnded(nil)
 	}
 	if ch.id != 0 {
-		ch.conn.releaseChannel(ch, number)
+		ch.releaseNumber(number)
+	}
+}
+
+// channelNumber says what becomes of an ended channel's number.
+type channelNumber uint8
+
+const (
+	// freeNumber lets the next Channel call reuse the number.
+	freeNumber channelNumber = iota
+	// retireNumber keeps it unused while the link lasts, because a frame
+	// for the ended channel (a close-ok that crossed) may still arrive.
+	retireNumber
+)
+
+// releaseNumber takes ch out of its connection's channel table and frees or
+// retires its number.
+func (ch *Channel) releaseNumber(number channelNumber) {
+	c := ch.conn
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	if c.channels.get(ch.id) == ch {
+		c.channels.set(ch.id, nil)
+	}
+	if l := ch.link.Load(); number == retireNumber && l != nil && !l.ended() {
+		if l.reserved == nil {
+			l.reserved = map[uint16]bool{}
+		}
+		l.reserved[ch.id] = true
 	}
 }

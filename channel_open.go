@@ -14,19 +14,6 @@ func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
 	return c.channelWhenUp(ctx, appChannel)
 }
 
-// channelOwner says whose a channel is.
-type channelOwner uint8
-
-const (
-	// appChannel is the application's: a connection recovery reopens it,
-	// and the topology declared on it is recorded.
-	appChannel channelOwner = iota
-	// libraryChannel is the library's own (a recovery's topology replay, a
-	// resubscription's passive declare): a connection recovery ends it
-	// rather than reopening it, and declarations on it are not recorded.
-	libraryChannel
-)
-
 // channelWhenUp is Channel for either owner: it waits while the connection
 // recovers.
 func (c *Connection) channelWhenUp(ctx context.Context, owner channelOwner) (*Channel, error) {
@@ -70,15 +57,6 @@ func (c *Connection) openChannel(ctx context.Context, owner channelOwner) (*Chan
 	return ch, nil
 }
 
-func newChannel(c *Connection, id uint16) *Channel {
-	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
-	ch.newEpochLocked()
-	if c.tr.delivery != nil {
-		ch.traces = &deliveryTraces{t: c.tr.delivery}
-	}
-	return ch
-}
-
 func (c *Connection) allocChannel(owner channelOwner) (*Channel, error) {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
@@ -104,33 +82,6 @@ func (c *Connection) allocChannel(owner channelOwner) (*Channel, error) {
 		}
 	}
 	return nil, ErrNoFreeChannel
-}
-
-// channelNumber says what becomes of an ended channel's number.
-type channelNumber uint8
-
-const (
-	// freeNumber lets the next Channel call reuse the number.
-	freeNumber channelNumber = iota
-	// retireNumber keeps it unused while the link lasts, because a frame
-	// for the ended channel (a close-ok that crossed) may still arrive.
-	retireNumber
-)
-
-// releaseChannel takes ch out of the channel table and frees or retires its
-// number.
-func (c *Connection) releaseChannel(ch *Channel, number channelNumber) {
-	c.chMu.Lock()
-	defer c.chMu.Unlock()
-	if c.channels.get(ch.id) == ch {
-		c.channels.set(ch.id, nil)
-	}
-	if l := ch.link.Load(); number == retireNumber && l != nil && !l.ended() {
-		if l.reserved == nil {
-			l.reserved = map[uint16]bool{}
-		}
-		l.reserved[ch.id] = true
-	}
 }
 
 // abandonOpen cleans up after a channel.open whose caller gave up or failed.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 )
 
 // detach sets the channel to wait for a new link after its link was lost:
@@ -84,9 +83,9 @@ const (
 
 // resetForReopenLocked voids what the server forgot with the channel:
 // delivery tags (older deliveries become stale), a half-assembled message,
-// and confirm sequence numbers. Unconfirmed publishes fail with lostErr, or
+// and confirm sequence numbers. Unconfirmed publishes fail with confirmErr, or
 // are kept as unconfirmed says. ch.mu must be held.
-func (ch *Channel) resetForReopenLocked(lostErr error, unconfirmed unconfirmedOnReset) {
+func (ch *Channel) resetForReopenLocked(confirmErr error, unconfirmed unconfirmedOnReset) {
 	ch.newEpochLocked()
 	ch.settle.reset()
 	ch.txSettled, ch.rollbacks = nil, fifo[[]uint64]{}
@@ -98,7 +97,7 @@ func (ch *Channel) resetForReopenLocked(lostErr error, unconfirmed unconfirmedOn
 		// ch.republish (a loss in the middle of republishing): keep the order.
 		ch.republish = append(ch.confirms.takePending(), ch.republish...)
 	}
-	ch.confirms.failAll(lostErr) // and leaves confirm mode: the reopen enters it anew
+	ch.confirms.failAll(confirmErr) // and leaves confirm mode: the reopen enters it anew
 	ch.signalConfirmProgressLocked()
 }
 
@@ -318,62 +317,6 @@ func (ch *Channel) republishKept(ctx context.Context, l *link) error {
 		ch.confirms.readd(conf)
 		ch.mu.Unlock()
 	}
-}
-
-// resubscribe subscribes a consumer the server cancelled again
-// (ConsumerOptions.Resubscribe), with backoff, until it succeeds or the
-// consumer, its channel or the connection ends.
-func (ch *Channel) resubscribe(c *Consumer) {
-	rc := RecoveryConfig{}.withDefaults()
-	if ch.conn.cfg.Recovery != nil {
-		rc = *ch.conn.cfg.Recovery
-	}
-	// The loop ends when the consumer, its channel or the connection ends.
-	ctx, stop := contextUntil(context.Background(), c.done, ch.done, ch.conn.closeCalled)
-	defer stop()
-	for attempt := 1; ; attempt++ {
-		t := time.NewTimer(rc.backoff(attempt))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			// Ended by its consumer (already ended), its channel, or Close:
-			// unregistered as it is, nothing else would end it.
-			err := ch.Err()
-			if err == nil {
-				err = ErrClosed
-			}
-			c.end(err, dropAckableBuffered)
-			return
-		}
-		args := c.consumeArgs()
-		entity := fmt.Sprintf("consumer %q on queue %q", args.ConsumerTag, args.Queue)
-		err := ch.queueExists(ctx, args.Queue)
-		if err == nil {
-			_, err = ch.call(ctx, &args, callOpts{hook: ch.registerOnConsumeOk(c)})
-		}
-		if ctx.Err() != nil {
-			continue // the select above ends the loop
-		}
-		if err != nil {
-			ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: entity, Err: err, Attempt: attempt})
-			continue
-		}
-		ch.conn.emit(RecoveryEvent{Kind: RecoveryConsumerResubscribed, Entity: entity, Attempt: attempt})
-		return
-	}
-}
-
-// queueExists checks with a passive declare, on a channel of its own so
-// that a 404 closes that channel and not the consumer's.
-func (ch *Channel) queueExists(ctx context.Context, queue string) error {
-	tmp, err := ch.conn.channelWhenUp(ctx, libraryChannel)
-	if err != nil {
-		return err
-	}
-	defer tmp.Close(context.WithoutCancel(ctx))
-	_, err = tmp.call(ctx, &QueueDeclare{Queue: queue, Passive: true}, callOpts{})
-	return err
 }
 
 // serverClosed handles the server's channel.close: answer close-ok, fail what

@@ -176,18 +176,6 @@ func (c *Connection) finalize(cause error) {
 // closedBy the connection's own cause.
 func (c *Connection) closedErr() error { return closedBy(c.err) }
 
-// closedBy is the error for what a link's or the connection's end with
-// cause stopped (calls in flight on a lost link, operations once the
-// connection has ended): it matches ErrClosed and the cause (such as
-// ErrConnectionLost), and Recoverable reports true for it when the cause
-// is worth a retry.
-func closedBy(cause error) error {
-	if cause == nil || cause == ErrClosed {
-		return ErrClosed
-	}
-	return fmt.Errorf("%w: %w", ErrClosed, cause)
-}
-
 // Close closes the connection gracefully: connection.close, then the
 // server's close-ok, bounded by ctx. Channels, consumers and pending
 // confirmations end with ErrClosed. A recovery in progress stops. When Close
@@ -310,3 +298,17 @@ func (c *Connection) ChannelMax() uint16 { return c.cur.Load().channelMax }
 
 // Heartbeat returns the negotiated heartbeat interval; 0 means heartbeats are off.
 func (c *Connection) Heartbeat() time.Duration { return c.cur.Load().heartbeat }
+
+// channelList returns the connection's channels in id order.
+func (c *Connection) channelList() []*Channel {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	var out []*Channel
+	slots := c.channels.all()
+	for i := range slots {
+		if ch := slots[i].Load(); ch != nil {
+			out = append(out, ch)
+		}
+	}
+	return out
+}

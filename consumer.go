@@ -3,9 +3,11 @@ package amqp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Consumer receives the deliveries of one basic.consume subscription. Read
@@ -577,5 +579,49 @@ func (ch *Channel) requeueUnread(c *Consumer) {
 func (ch *Channel) requeueLocked(d *Delivery) {
 	if d.epoch == ch.epoch.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
 		_ = ch.sendNowLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
+	}
+}
+
+// resubscribe subscribes a consumer the server cancelled again
+// (ConsumerOptions.Resubscribe), with backoff, until it succeeds or the
+// consumer, its channel or the connection ends.
+func (ch *Channel) resubscribe(c *Consumer) {
+	rc := RecoveryConfig{}.withDefaults()
+	if ch.conn.cfg.Recovery != nil {
+		rc = *ch.conn.cfg.Recovery
+	}
+	// The loop ends when the consumer, its channel or the connection ends.
+	ctx, stop := contextUntil(context.Background(), c.done, ch.done, ch.conn.closeCalled)
+	defer stop()
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(rc.backoff(attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			// Ended by its consumer (already ended), its channel, or Close:
+			// unregistered as it is, nothing else would end it.
+			err := ch.Err()
+			if err == nil {
+				err = ErrClosed
+			}
+			c.end(err, dropAckableBuffered)
+			return
+		}
+		args := c.consumeArgs()
+		entity := fmt.Sprintf("consumer %q on queue %q", args.ConsumerTag, args.Queue)
+		err := ch.queueExists(ctx, args.Queue)
+		if err == nil {
+			_, err = ch.call(ctx, &args, callOpts{hook: ch.registerOnConsumeOk(c)})
+		}
+		if ctx.Err() != nil {
+			continue // the select above ends the loop
+		}
+		if err != nil {
+			ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: entity, Err: err, Attempt: attempt})
+			continue
+		}
+		ch.conn.emit(RecoveryEvent{Kind: RecoveryConsumerResubscribed, Entity: entity, Attempt: attempt})
+		return
 	}
 }

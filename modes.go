@@ -1,12 +1,9 @@
 package amqp
 
-// noteReplyLocked records state that the successful reply to p
+// noteReplyLocked records state that the successful reply to req
 // establishes, for re-application after a reopen. ch.mu must be held.
-func (ch *Channel) noteReplyLocked(p *pendingCall) {
-	if p.reply == nil {
-		return // the library's own calls (a reopen's steps) record nothing
-	}
-	switch req := p.req.(type) {
+func (ch *Channel) noteReplyLocked(req Method) {
+	switch req := req.(type) {
 	case *BasicQos:
 		// Recorded on success only: re-applying a qos the server refused
 		// would fail the reopen the same way.

@@ -498,20 +498,6 @@ func (c *Connection) retire(l *link, cause error) {
 	l.markDetached()
 }
 
-// channelList returns the connection's channels in id order.
-func (c *Connection) channelList() []*Channel {
-	c.chMu.Lock()
-	defer c.chMu.Unlock()
-	var out []*Channel
-	slots := c.channels.all()
-	for i := range slots {
-		if ch := slots[i].Load(); ch != nil {
-			out = append(out, ch)
-		}
-	}
-	return out
-}
-
 // restore brings everything back on the new link l: the topology, then each
 // channel with its modes, consumers and (with Republish) unconfirmed
 // publishes. An entity that fails is reported and skipped; an error is

@@ -300,7 +300,9 @@ func (ch *Channel) complete(m Method, msg *Delivery) error {
 			Reason: fmt.Sprintf("server sent %s on channel %d, expected %s", m.MethodName(), ch.id, want)}
 	}
 	ch.calls.pop()
-	ch.noteReplyLocked(p) // checked to be p's reply: record what it establishes
+	if p.reply != nil { // (the library's own calls, such as a reopen's steps, record nothing)
+		ch.noteReplyLocked(p.req) // checked to be p's reply: record what it establishes
+	}
 	ch.mu.Unlock()
 	p.resolve(callResult{m: m, msg: msg})
 	return nil

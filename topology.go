@@ -105,3 +105,15 @@ func (ch *Channel) QueueDelete(ctx context.Context, args QueueDelete) (uint32, e
 	}
 	return r.m.(*QueueDeleteOk).MessageCount, nil
 }
+
+// queueExists checks with a passive declare, on a channel of its own so
+// that a 404 closes that channel and not the consumer's.
+func (ch *Channel) queueExists(ctx context.Context, queue string) error {
+	tmp, err := ch.conn.channelWhenUp(ctx, libraryChannel)
+	if err != nil {
+		return err
+	}
+	defer tmp.Close(context.WithoutCancel(ctx))
+	_, err = tmp.call(ctx, &QueueDeclare{Queue: queue, Passive: true}, callOpts{})
+	return err
+}
