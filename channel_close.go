@@ -34,16 +34,15 @@ func (ch *Channel) Close(ctx context.Context) error {
 	}
 	// Not call: Close goes out at once, also while a recovery reopens
 	// the channel, and state and frame change under one lock.
-	reply := make(chan callResult, 1)
-	err := ch.sendNowLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"},
-		func(r callResult) { reply <- r })
+	p := &pendingCall{reply: make(chan callResult, 1)}
+	err := ch.sendNowLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"}, p)
 	ch.mu.Unlock()
 	if err != nil {
 		ch.finish(ErrClosed)
 		return nil
 	}
 	select {
-	case r := <-reply:
+	case r := <-p.reply:
 		ch.finish(ErrClosed)
 		if r.err != nil && !errors.Is(r.err, ErrClosed) {
 			return r.err

@@ -105,7 +105,7 @@ func (ch *Channel) abandonOpen(cause error) {
 // gone. ch.mu must be held.
 func (ch *Channel) closeAbandonedLocked() {
 	ch.state = chClosing
-	_ = ch.sendNowLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "open abandoned"}, func(callResult) {
+	_ = ch.sendNowLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "open abandoned"}, &pendingCall{hook: func(callResult) {
 		ch.finish(ErrClosed)
-	}) // not sent: the link is ending, and its end finishes ch
+	}}) // not sent: the link is ending, and its end finishes ch
 }

@@ -367,7 +367,7 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 	// now on is queued behind them, so it runs on the reopened channel.
 	for _, m := range ch.reopenRecipeLocked(afterChannelError) {
 		ch.reopenPending++
-		_ = ch.sendNowLocked(m, ch.reopenStep) // not sent: the link is ending, and its end fails the channel
+		_ = ch.sendNowLocked(m, &pendingCall{hook: ch.reopenStep}) // not sent: the link is ending, and its end fails the channel
 	}
 	if ch.confirmMode {
 		ch.enterConfirmModeLocked() // sequence numbers start again at 1

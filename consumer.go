@@ -171,14 +171,14 @@ func (ch *Channel) registerOnConsumeOk(c *Consumer) func(callResult) {
 // cancelAbandonedLocked cancels a consumer nobody will read and hands its
 // unread deliveries back. ch.mu must be held.
 func (ch *Channel) cancelAbandonedLocked(c *Consumer) {
-	_ = ch.sendNowLocked(&BasicCancel{ConsumerTag: c.tag}, func(r callResult) {
+	_ = ch.sendNowLocked(&BasicCancel{ConsumerTag: c.tag}, &pendingCall{hook: func(r callResult) {
 		if r.err != nil {
 			c.end(r.err, dropAckableBuffered) // the channel ended: nothing to requeue on it
 			return
 		}
 		ch.removeConsumer(c, ErrConsumerCancelled)
 		ch.requeueUnread(c)
-	})
+	}})
 }
 
 // Tag returns the consumer tag.
@@ -327,29 +327,19 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 	c.stopBackpressure()
 	tag := c.Tag()
 	ch := c.ch
-	queued := false // guarded by ch.mu: basic.cancel may have gone out (set just before it is queued)
-	_, err := ch.call(ctx, &BasicCancel{ConsumerTag: tag}, callOpts{
-		precondition: func() error {
-			queued = true
-			return nil
-		},
-		hook: func(r callResult) {
-			if r.err == nil {
-				ch.removeConsumer(c, ErrConsumerCancelled)
-				if ch.recording() {
-					ch.conn.consumerCancelled(c.consumeArgs().Queue)
-				}
+	r, err := ch.call(ctx, &BasicCancel{ConsumerTag: tag}, callOpts{hook: func(r callResult) {
+		if r.err == nil {
+			ch.removeConsumer(c, ErrConsumerCancelled)
+			if ch.recording() {
+				ch.conn.consumerCancelled(c.consumeArgs().Queue)
 			}
-		},
-	})
+		}
+	}})
 	if err != nil && c.Err() != nil {
 		return nil // it ended meanwhile, which is what the caller wanted
 	}
 	if err != nil {
-		ch.mu.Lock()
-		sent := queued
-		ch.mu.Unlock()
-		if !sent {
+		if !r.queued { // basic.cancel never went out
 			// Nothing went out: the consumer runs on as before, with its
 			// backpressure, and a recovery subscribes it again.
 			c.mu.Lock()

@@ -30,6 +30,17 @@ func (ch *Channel) noteReplyLocked(req Method) {
 	}
 }
 
+// checkSendLocked fails a request that must not be sent now, under ch.mu
+// right before call queues it (so the check and the request are atomic with
+// respect to a recovery): the first commit after a recovery discarded the
+// transaction's work fails (checkTxLostLocked) and sends nothing.
+func (ch *Channel) checkSendLocked(m Method) error {
+	if _, ok := m.(*TxCommit); ok {
+		return ch.checkTxLostLocked()
+	}
+	return nil
+}
+
 // noteSentLocked records mode changes as their request is queued: the server
 // applies confirm mode to every publish sent after confirm.select, before its
 // select-ok arrives (and with no-wait none arrives).
@@ -43,6 +54,7 @@ func (ch *Channel) noteSentLocked(m Method) {
 		ch.txSettled = nil // acks after this belong to the next transaction
 		ch.txWork = false
 	case *TxRollback:
+		ch.txLost = false // the lost work is discarded either way, as asked
 		// Snapshot now: acks sent after the rollback are not rolled back.
 		ch.rollbacks.push(ch.txSettled)
 		ch.txSettled = nil

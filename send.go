@@ -29,6 +29,10 @@ type callResult struct {
 	m   Method
 	msg *Delivery
 	err error
+	// queued is set by call once it got as far as queueing the request
+	// (under ch.mu, right before the append): the server may have it, even
+	// if the call then failed.
+	queued bool
 }
 
 func (p *pendingCall) resolve(r callResult) {
@@ -45,10 +49,12 @@ type callQueue = fifo[*pendingCall]
 
 // callOpts are what a call may add to sending a request and awaiting its
 // reply. The zero value is a plain call.
+//
+// There is no precondition option: checks that must be atomic with queueing
+// a request are per method, in checkSendLocked (modes.go). A func value in
+// callOpts would escape with hook (escape analysis does not tell a struct's
+// fields apart), and the caller's closure would cost an allocation.
 type callOpts struct {
-	// precondition is checked under ch.mu right before the request is
-	// queued; if it fails, nothing is sent and call returns its error.
-	precondition func() error
 	// hook runs on the reader when the reply (or the failure) arrives,
 	// whether or not the caller still waits; see pendingCall.hook. For a
 	// request without a reply (no-wait) it does not run.
@@ -56,7 +62,7 @@ type callOpts struct {
 	// record records the topology the request declares or deletes, for
 	// replay by a connection recovery (see recordTopology): on the reader at
 	// the reply, or, for a no-wait request, once it is queued. Only
-	// exchange, queue and binding methods set it.
+	// exchange, queue and binding methods set it; it takes hook's place.
 	record bool
 	// restoring marks the connection recovery's own requests on the channel
 	// it restores (the reopen recipe, consumers): they go out only while the
@@ -67,8 +73,8 @@ type callOpts struct {
 
 // call sends the method req on the channel and, if the server will answer
 // it (expectsReply), waits for the reply, bounded by ctx. It is the one way
-// a request is sent from a caller's goroutine; opts adds a precondition, a
-// hook on the reply, topology recording, or marks a recovery's own request.
+// a request is sent from a caller's goroutine; opts adds a hook on the
+// reply, topology recording, or marks a recovery's own request.
 // It waits for room in the write queue and while the connection recovers
 // (or fails fast, by Config.Recovery). Cancelling ctx before the request is
 // queued sends nothing; cancelling it later returns at once, and the reply,
@@ -113,15 +119,16 @@ func (ch *Channel) callUntraced(ctx context.Context, req Method, opts callOpts) 
 		p.req, p.hook = req, opts.hook
 	}
 	var err error
+	queued := false
 	if opts.restoring {
+		queued = true
 		err = ch.appendRestoring(ctx, req, p)
 	} else {
 		err = ch.withSendLock(ctx, req, nil, func(l *link) error {
-			if opts.precondition != nil {
-				if err := opts.precondition(); err != nil {
-					return err
-				}
+			if err := ch.checkSendLocked(req); err != nil {
+				return err
 			}
+			queued = true
 			return ch.appendLocked(l, req, p)
 		})
 	}
@@ -133,7 +140,7 @@ func (ch *Channel) callUntraced(ctx context.Context, req Method, opts callOpts) 
 		if err == nil && opts.record { // no-wait: assume success, as the server reports failure as a channel error
 			ch.recordTopology(req, nil)
 		}
-		return callResult{}, err
+		return callResult{queued: queued}, err
 	}
 	select {
 	case r := <-p.reply:
@@ -142,9 +149,10 @@ func (ch *Channel) callUntraced(ctx context.Context, req Method, opts callOpts) 
 		// its late reply still has to land in its channel.)
 		p.req, p.hook = nil, nil
 		ch.spareCall.Store(p)
+		r.queued = true
 		return r, r.err
 	case <-ctx.Done():
-		return callResult{}, ch.ctxError(req, ctx.Err())
+		return callResult{queued: true}, ch.ctxError(req, ctx.Err())
 	}
 }
 
@@ -264,19 +272,19 @@ func (ch *Channel) waitRecovered(ctx context.Context, m Method, recovered <-chan
 // pipelined reopen after a channel error, cancelling or closing what a
 // caller abandoned, requeueing what nobody will read) at once, with ch.mu
 // held. Unlike call it never waits, since it runs on the reader or under
-// ch.mu, and no caller awaits the reply: then, if given, runs on the reader
-// when it comes. It reports whether the frame was queued: a failed append
-// means the link is ending, and its end fails everything; without a link
-// (the channel waits for a recovery, and the server has forgotten it) there
-// is nothing to send on.
-func (ch *Channel) sendNowLocked(m Method, then func(callResult)) error {
+// ch.mu. For a request with a reply, p (its req is set here) says what
+// becomes of the reply: most often a hook the reader runs, with nobody
+// waiting; Channel.Close waits on p.reply itself. It reports whether the
+// frame was queued: a failed append means the link is ending, and its end
+// fails everything; without a link (the channel waits for a recovery, and
+// the server has forgotten it) there is nothing to send on.
+func (ch *Channel) sendNowLocked(m Method, p *pendingCall) error {
 	l := ch.link.Load()
 	if l == nil {
 		return errRecovering
 	}
-	var p *pendingCall
-	if then != nil {
-		p = &pendingCall{req: m, hook: then}
+	if p != nil {
+		p.req = m
 	}
 	return ch.appendLocked(l, m, p)
 }
