@@ -194,20 +194,22 @@ func (ch *Channel) appendLocked(l *link, m Method, p *pendingCall) error {
 
 // withSendLock runs fn with ch.mu held, and the link to write to, once the
 // channel can take a new request m (m's kind and name are all that count:
-// for the checks and error messages). Before each attempt it runs wait (if
-// given: publishes wait for blocked and flow there), then waits for room in
-// the link's write queue and for a recovery to finish, bounded by ctx. fn
+// for the checks and error messages). First it runs wait (if given:
+// publishes wait for blocked and flow there), again before each retry on a
+// new link, then waits for room in the link's write queue and for a
+// recovery to finish, bounded by ctx. fn
 // appends under the lock so that what it appends is in order with reopens
 // and confirms; if it fails because the link is ending, nothing went out,
 // and withSendLock waits for the recovery and runs it again on the new link.
 // It unlocks before it returns. It is the lock under call, and publish uses
 // it directly for content frames.
 func (ch *Channel) withSendLock(ctx context.Context, m Method, wait func(context.Context) error, fn func(l *link) error) error {
-	for {
-		if wait != nil {
+	for waitFirst := wait != nil; ; {
+		if waitFirst {
 			if err := wait(ctx); err != nil {
 				return err
 			}
+			waitFirst = false
 		}
 		if l := ch.link.Load(); l != nil {
 			if err := l.w.waitRoom(ctx); err != nil {
@@ -227,6 +229,7 @@ func (ch *Channel) withSendLock(ctx context.Context, m Method, wait func(context
 				if err = ch.sendError(ctx, l, m, err); err != errRetry {
 					return err
 				}
+				waitFirst = wait != nil
 				continue // never sent: it goes out once the connection has recovered
 			}
 			// Known dead: what it accepted now could never be written.
