@@ -257,7 +257,7 @@ func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) er
 	if err := c.waitUp(ctx); err != nil {
 		return err
 	}
-	_, err := c.cur.Load().ch0.call(ctx, &ConnectionUpdateSecret{NewSecret: secret, Reason: reason})
+	_, err := c.cur.Load().ch0.call(ctx, &ConnectionUpdateSecret{NewSecret: secret, Reason: reason}, callOpts{})
 	if err == nil {
 		c.secret.Store(&secret)
 	}

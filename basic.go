@@ -12,7 +12,7 @@ import (
 // channel; with Global true, to the channel as a whole. The setting is
 // re-applied when the channel is reopened after a channel error.
 func (ch *Channel) Qos(ctx context.Context, args BasicQos) error {
-	_, err := ch.call(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{})
 	return err
 }
 
@@ -32,14 +32,14 @@ func (ch *Channel) Get(ctx context.Context, args BasicGet) (*Delivery, error) {
 			ch.requeueLocked(d)
 		}
 	}
-	r, err := ch.callWithHook(ctx, &args, func(r callResult) {
+	r, err := ch.call(ctx, &args, callOpts{hook: func(r callResult) {
 		ch.mu.Lock()
 		defer ch.mu.Unlock()
 		got = r.msg
 		if abandoned {
 			giveBack(got)
 		}
-	})
+	}})
 	if err != nil {
 		ch.mu.Lock()
 		abandoned = true
@@ -82,14 +82,15 @@ func (ch *Channel) gotMessage(m *BasicGetOk, d *Delivery) {
 // false (redelivery to the same consumer) and closes the connection with 540
 // NOT_IMPLEMENTED.
 func (ch *Channel) Recover(ctx context.Context, args BasicRecover) error {
-	_, err := ch.call(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{})
 	return err
 }
 
 // RecoverAsync is the deprecated asynchronous form of Recover
 // (basic.recover-async): nothing answers it.
 func (ch *Channel) RecoverAsync(ctx context.Context, args BasicRecoverAsync) error {
-	return ch.send(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{})
+	return err
 }
 
 // Flow asks the server to pause (false) or resume (true) deliveries to this

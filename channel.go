@@ -17,6 +17,15 @@ import (
 // *Channel serves the next call. Consumers on it end with the error and
 // outstanding publisher confirmations resolve with it; deliveries received
 // before the reopen can no longer be acknowledged ([ErrStaleDelivery]).
+//
+// Lock order (docs/ARCHITECTURE.md, "Locks", has the whole of it): mu comes
+// first; under it a goroutine may take one of a Consumer's mu, a
+// Confirmation's mu, the deliveryTraces mu or the writer's mu (every frame is
+// appended under mu), and the events queue's mu, innermost of all; never the
+// other way round, and never two channels' mu at once. Connection.chMu, the topology's and the
+// recovery state's mutexes are never held together with mu. Nothing waits
+// (for ctx, a reply, room, a recovery) or runs user code while holding mu.
+// link and epoch are stored under mu and read without it.
 type Channel struct {
 	conn *Connection
 	id   uint16
@@ -34,14 +43,14 @@ type Channel struct {
 	recovered chan struct{}         // while recovering: closed when the channel is usable again
 
 	// State re-applied when the channel is reopened after a channel error.
-	prefetch       *BasicQos  // last basic.qos with global=false (per consumer)
-	globalPrefetch *BasicQos  // last basic.qos with global=true (per channel)
-	confirmMode    bool       // confirm.select was sent
-	txMode         bool       // tx.select was sent (re-applied by a connection recovery, not after a channel error)
-	txWork         bool       // a publish or acknowledgement was sent in the open transaction
-	txLost         bool       // a recovery discarded the open transaction's work: the next commit fails
-	txSettled      []uint64   // tags settled in the open transaction, unsettled again by a rollback
-	rollbacks      [][]uint64 // per tx.rollback awaiting its rollback-ok: the tags it will unsettle
+	prefetch       *BasicQos      // last basic.qos with global=false (per consumer)
+	globalPrefetch *BasicQos      // last basic.qos with global=true (per channel)
+	confirmMode    bool           // confirm.select was sent
+	txMode         bool           // tx.select was sent (re-applied by a connection recovery, not after a channel error)
+	txWork         bool           // a publish or acknowledgement was sent in the open transaction
+	txLost         bool           // a recovery discarded the open transaction's work: the next commit fails
+	txSettled      []uint64       // tags settled in the open transaction, unsettled again by a rollback
+	rollbacks      fifo[[]uint64] // per tx.rollback awaiting its rollback-ok: the tags it will unsettle
 
 	consumers    map[string]*Consumer // by consumer tag
 	lastConsumer *Consumer            // the last delivery's consumer: most deliveries go to the same one
@@ -53,10 +62,10 @@ type Channel struct {
 	confirmFailures confirmFailures // failed publishes no WaitConfirms has reported yet
 	flow            gate            // shut while the server paused publishing (channel.flow active=false)
 
-	opened      bool // open-ok arrived (on the current link)
-	reopenSteps int  // replies of the reopen sequence still to come
-	abandoned   bool // the Channel call that opened it gave up
-	internal    bool // the library's own (recovery): not recovered, its declarations not recorded
+	opened        bool         // open-ok arrived (on the current link)
+	reopenPending int          // replies of the reopen after a channel error still to come
+	abandoned     bool         // the Channel call that opened it gave up
+	owner         channelOwner // the application's or the library's own (see channelOwner)
 
 	republish []*Confirmation // unconfirmed publishes kept across a connection loss (RecoveryConfig.Republish)
 
@@ -120,4 +129,27 @@ type channelListeners struct {
 	onAck    []func(deliveryTag uint64, multiple bool)
 	onNack   []func(deliveryTag uint64, multiple bool)
 	onFlow   []func(active bool)
+}
+
+// channelOwner says whose a channel is.
+type channelOwner uint8
+
+const (
+	// appChannel is the application's: a connection recovery reopens it,
+	// and the topology declared on it is recorded.
+	appChannel channelOwner = iota
+	// libraryChannel is the library's own (a recovery's topology replay, a
+	// resubscription's passive declare): a connection recovery ends it
+	// rather than reopening it, and declarations on it are not recorded.
+	libraryChannel
+)
+
+// newChannel makes the Channel for number id, not yet in the channel table.
+func newChannel(c *Connection, id uint16) *Channel {
+	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
+	ch.newEpochLocked()
+	if c.tr.delivery != nil {
+		ch.traces = &deliveryTraces{t: c.tr.delivery}
+	}
+	return ch
 }

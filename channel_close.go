@@ -32,9 +32,10 @@ func (ch *Channel) Close(ctx context.Context) error {
 	for _, c := range ch.consumers {
 		c.stopBackpressure()
 	}
-	req := &ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"}
-	p := &pendingCall{req: req, reply: make(chan callResult, 1)}
-	err := ch.appendLocked(ch.link.Load(), req, p)
+	// Not call: Close goes out at once, also while a recovery reopens
+	// the channel, and state and frame change under one lock.
+	p := &pendingCall{reply: make(chan callResult, 1)}
+	err := ch.sendNowLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "client closed the channel"}, p)
 	ch.mu.Unlock()
 	if err != nil {
 		ch.finish(ErrClosed)
@@ -56,11 +57,14 @@ func (ch *Channel) Close(ctx context.Context) error {
 
 // finish ends the channel for good with err: pending calls, consumers and
 // confirmations get it, and the channel number is freed.
-func (ch *Channel) finish(err error) { ch.end(err, false) }
+func (ch *Channel) finish(err error) { ch.end(err, freeNumber) }
 
-func (ch *Channel) finishAndReserve(err error) { ch.end(err, true) }
+// finishAndReserve is finish for a channel a frame may still arrive for:
+// its number is retired rather than freed.
+func (ch *Channel) finishAndReserve(err error) { ch.end(err, retireNumber) }
 
-func (ch *Channel) end(err error, reserve bool) {
+// end is finish and finishAndReserve, with what becomes of the number.
+func (ch *Channel) end(err error, number channelNumber) {
 	ch.mu.Lock()
 	if ch.state == chClosed {
 		ch.mu.Unlock()
@@ -88,12 +92,40 @@ func (ch *Channel) end(err error, reserve bool) {
 		p.resolve(callResult{err: err})
 	}
 	for _, c := range consumers {
-		c.end(err, true)
+		c.end(err, dropAckableBuffered)
 	}
 	if ch.traces != nil {
 		ch.traceEpochEnded(nil)
 	}
 	if ch.id != 0 {
-		ch.conn.releaseChannel(ch, reserve)
+		ch.releaseNumber(number)
+	}
+}
+
+// channelNumber says what becomes of an ended channel's number.
+type channelNumber uint8
+
+const (
+	// freeNumber lets the next Channel call reuse the number.
+	freeNumber channelNumber = iota
+	// retireNumber keeps it unused while the link lasts, because a frame
+	// for the ended channel (a close-ok that crossed) may still arrive.
+	retireNumber
+)
+
+// releaseNumber takes ch out of its connection's channel table and frees or
+// retires its number.
+func (ch *Channel) releaseNumber(number channelNumber) {
+	c := ch.conn
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	if c.channels.get(ch.id) == ch {
+		c.channels.set(ch.id, nil)
+	}
+	if l := ch.link.Load(); number == retireNumber && l != nil && !l.ended() {
+		if l.reserved == nil {
+			l.reserved = map[uint16]bool{}
+		}
+		l.reserved[ch.id] = true
 	}
 }

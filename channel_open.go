@@ -11,16 +11,17 @@ import (
 // channel closes. If ctx ends before open-ok arrives, the channel the server
 // opens anyway is closed again when it does.
 func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
-	return c.channelWhenUp(ctx, false)
+	return c.channelWhenUp(ctx, appChannel)
 }
 
-// channelWhenUp is Channel, also for the library's own (internal) channels.
-func (c *Connection) channelWhenUp(ctx context.Context, internal bool) (*Channel, error) {
+// channelWhenUp is Channel for either owner: it waits while the connection
+// recovers.
+func (c *Connection) channelWhenUp(ctx context.Context, owner channelOwner) (*Channel, error) {
 	for {
 		if err := c.waitUp(ctx); err != nil {
 			return nil, err
 		}
-		ch, err := c.openChannel(ctx, internal)
+		ch, err := c.openChannel(ctx, owner)
 		var down errLinkDown
 		if !errors.As(err, &down) {
 			return ch, err
@@ -33,14 +34,12 @@ func (c *Connection) channelWhenUp(ctx context.Context, internal bool) (*Channel
 
 // openChannel opens a channel on the current link without waiting for a
 // recovery: recovery itself uses it.
-// An internal channel is the library's own: recovery ends it rather than
-// reopening it, and declarations on it are not recorded.
-func (c *Connection) openChannel(ctx context.Context, internal bool) (*Channel, error) {
-	ch, err := c.allocChannel(internal)
+func (c *Connection) openChannel(ctx context.Context, owner channelOwner) (*Channel, error) {
+	ch, err := c.allocChannel(owner)
 	if err != nil {
 		return nil, err
 	}
-	_, err = ch.callWithHook(ctx, &ChannelOpen{}, func(r callResult) {
+	_, err = ch.call(ctx, &ChannelOpen{}, callOpts{hook: func(r callResult) {
 		if r.err != nil {
 			return
 		}
@@ -50,7 +49,7 @@ func (c *Connection) openChannel(ctx context.Context, internal bool) (*Channel, 
 		if ch.abandoned {
 			ch.closeAbandonedLocked()
 		}
-	})
+	}})
 	if err != nil {
 		ch.abandonOpen(err)
 		return nil, err
@@ -58,16 +57,7 @@ func (c *Connection) openChannel(ctx context.Context, internal bool) (*Channel, 
 	return ch, nil
 }
 
-func newChannel(c *Connection, id uint16) *Channel {
-	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
-	ch.newEpochLocked()
-	if c.tr.delivery != nil {
-		ch.traces = &deliveryTraces{t: c.tr.delivery}
-	}
-	return ch
-}
-
-func (c *Connection) allocChannel(internal bool) (*Channel, error) {
+func (c *Connection) allocChannel(owner channelOwner) (*Channel, error) {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
 	if c.ending {
@@ -84,7 +74,7 @@ func (c *Connection) allocChannel(internal bool) (*Channel, error) {
 		id := uint16((int(c.nextID)+i)%n + 1)
 		if c.channels.get(id) == nil && !l.reserved[id] {
 			ch := newChannel(c, id)
-			ch.internal = internal // before anyone (retire) can see it
+			ch.owner = owner // before anyone (retire) can see it
 			ch.link.Store(l)
 			c.channels.set(id, ch)
 			c.nextID = id % uint16(n)
@@ -92,22 +82,6 @@ func (c *Connection) allocChannel(internal bool) (*Channel, error) {
 		}
 	}
 	return nil, ErrNoFreeChannel
-}
-
-// releaseChannel frees ch's number for reuse, unless a frame for it may still
-// arrive (reserve), in which case the number is retired.
-func (c *Connection) releaseChannel(ch *Channel, reserve bool) {
-	c.chMu.Lock()
-	defer c.chMu.Unlock()
-	if c.channels.get(ch.id) == ch {
-		c.channels.set(ch.id, nil)
-	}
-	if l := ch.link.Load(); reserve && l != nil && !l.ended() {
-		if l.reserved == nil {
-			l.reserved = map[uint16]bool{}
-		}
-		l.reserved[ch.id] = true
-	}
 }
 
 // abandonOpen cleans up after a channel.open whose caller gave up or failed.
@@ -131,7 +105,7 @@ func (ch *Channel) abandonOpen(cause error) {
 // gone. ch.mu must be held.
 func (ch *Channel) closeAbandonedLocked() {
 	ch.state = chClosing
-	ch.sendLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "open abandoned"}, func(callResult) {
+	_ = ch.sendNowLocked(&ChannelClose{ReplyCode: CodeSuccess, ReplyText: "open abandoned"}, &pendingCall{hook: func(callResult) {
 		ch.finish(ErrClosed)
-	})
+	}}) // not sent: the link is ending, and its end finishes ch
 }

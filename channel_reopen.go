@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 )
 
 // detach sets the channel to wait for a new link after its link was lost:
@@ -20,7 +19,7 @@ func (ch *Channel) detach(lost error) {
 		ch.mu.Unlock()
 		return
 	}
-	if ch.state == chClosing || ch.internal || (!ch.opened && ch.state != chRecovering) {
+	if ch.state == chClosing || ch.owner == libraryChannel || (!ch.opened && ch.state != chRecovering) {
 		ch.mu.Unlock()
 		ch.finish(lost)
 		return
@@ -33,48 +32,72 @@ func (ch *Channel) detach(lost error) {
 	}
 	ch.txLost = ch.txLost || ch.txWork
 	ch.txWork = false
-	ch.reopenSteps = 0
+	ch.reopenPending = 0
 	ch.flow.open()
-	ch.forgetAndUnlock(lost, fmt.Errorf("%w: %w", ErrPublishLost, lost), true)
+	f := ch.forgetLocked(fmt.Errorf("%w: %w", ErrPublishLost, lost), keepUnconfirmed)
+	ch.mu.Unlock()
+	f.tell(lost)
 }
 
-// forgetAndUnlock is what a recovering channel does when the server has
+// forgotten is what a recovering channel lost when the server forgot it:
+// the calls in flight and the consumers whose unread deliveries are void.
+type forgotten struct {
+	calls     []*pendingCall
+	consumers []*Consumer
+}
+
+// forgetLocked is what a recovering channel does when the server has
 // forgotten it (its link was lost, or the server closed it mid-recovery):
-// calls in flight fail with callErr, the channel's tags and confirm
-// sequence are reset (see resetForReopenLocked), and unread deliveries that
-// need an acknowledgement are dropped. Consumers stay registered, to be
-// subscribed again. ch.mu must be held; it is released.
-func (ch *Channel) forgetAndUnlock(callErr, confirmErr error, keep bool) {
+// the channel's tags and confirm sequence are reset (see
+// resetForReopenLocked), and the calls in flight and the consumers are
+// taken out to be told once ch.mu is released (forgotten.tell). Consumers
+// stay registered, to be subscribed again. ch.mu must be held.
+func (ch *Channel) forgetLocked(confirmErr error, unconfirmed unconfirmedOnReset) forgotten {
 	calls := ch.calls.drain()
-	ch.resetForReopenLocked(confirmErr, keep)
-	consumers := ch.consumerListLocked()
-	ch.mu.Unlock()
-	for _, p := range calls {
+	ch.resetForReopenLocked(confirmErr, unconfirmed)
+	return forgotten{calls: calls, consumers: ch.consumerListLocked()}
+}
+
+// tell fails the forgotten calls with callErr and drops the consumers'
+// unread deliveries that need an acknowledgement. No lock may be held.
+func (f forgotten) tell(callErr error) {
+	for _, p := range f.calls {
 		p.resolve(callResult{err: callErr})
 	}
-	for _, c := range consumers {
+	for _, c := range f.consumers {
 		c.dropAckable()
 	}
 }
 
+// unconfirmedOnReset says what becomes of unconfirmed publishes when a
+// channel's confirm sequence is reset.
+type unconfirmedOnReset uint8
+
+const (
+	// failUnconfirmed resolves them with the error.
+	failUnconfirmed unconfirmedOnReset = iota
+	// keepUnconfirmed keeps them in ch.republish, to be sent again in their
+	// order, when RecoveryConfig.Republish is set (else they fail).
+	keepUnconfirmed
+)
+
 // resetForReopenLocked voids what the server forgot with the channel:
 // delivery tags (older deliveries become stale), a half-assembled message,
-// and confirm sequence numbers. Unconfirmed publishes fail with lostErr, or
-// with RecoveryConfig.Republish and keep set wait in ch.republish to be sent
-// again in their order. ch.mu must be held.
-func (ch *Channel) resetForReopenLocked(lostErr error, keep bool) {
+// and confirm sequence numbers. Unconfirmed publishes fail with confirmErr, or
+// are kept as unconfirmed says. ch.mu must be held.
+func (ch *Channel) resetForReopenLocked(confirmErr error, unconfirmed unconfirmedOnReset) {
 	ch.newEpochLocked()
 	ch.settle.reset()
-	ch.txSettled, ch.rollbacks = nil, nil
+	ch.txSettled, ch.rollbacks = nil, fifo[[]uint64]{}
 	ch.asm = assembly{}
 	ch.rx = rxScratch{} // (it may still point into the old link's read buffer and string cache)
 	ch.lastConsumer = nil
-	if keep && ch.conn.republishing() && ch.confirms.active {
+	if unconfirmed == keepUnconfirmed && ch.conn.republishing() && ch.confirms.active {
 		// Those in the tracker were sent before those still waiting in
 		// ch.republish (a loss in the middle of republishing): keep the order.
 		ch.republish = append(ch.confirms.takePending(), ch.republish...)
 	}
-	ch.confirms.failAll(lostErr) // and leaves confirm mode: the reopen enters it anew
+	ch.confirms.failAll(confirmErr) // and leaves confirm mode: the reopen enters it anew
 	ch.signalConfirmProgressLocked()
 }
 
@@ -163,14 +186,28 @@ func (ch *Channel) isRecovering() bool {
 	return ch.state == chRecovering
 }
 
-// reopenOn sends channel.open and re-applies qos, confirm and tx mode.
-func (ch *Channel) reopenOn(ctx context.Context) error {
-	if _, err := ch.recoveryCall(ctx, &ChannelOpen{}); err != nil {
-		return err
-	}
-	ch.mu.Lock()
-	ch.opened = true
-	steps := make([]Method, 0, 4)
+// reopenAfter says why a channel is reopened, which decides whether its
+// transaction mode comes back (see reopenRecipeLocked).
+type reopenAfter uint8
+
+const (
+	// afterChannelError: the server closed the channel; the error ended
+	// its transaction, so tx.select is not sent again.
+	afterChannelError reopenAfter = iota
+	// afterConnectionLoss: the connection was recovered; transaction mode
+	// is re-applied (the open transaction's work is lost: see txLost).
+	afterConnectionLoss
+)
+
+// reopenRecipeLocked lists, in order, the requests that reopen the channel
+// as the application set it up: channel.open, the recorded basic.qos
+// (global, then per consumer), confirm.select, and, after a connection
+// loss, tx.select. It is the one recipe both reopens use: serverClosed
+// pipelines it from the reader, reopenOn awaits each step. ch.mu must be
+// held.
+func (ch *Channel) reopenRecipeLocked(after reopenAfter) []Method {
+	steps := make([]Method, 0, 5)
+	steps = append(steps, &ChannelOpen{})
 	if ch.globalPrefetch != nil {
 		steps = append(steps, ch.globalPrefetch)
 	}
@@ -180,13 +217,26 @@ func (ch *Channel) reopenOn(ctx context.Context) error {
 	if ch.confirmMode {
 		steps = append(steps, &ConfirmSelect{})
 	}
-	if ch.txMode {
+	if ch.txMode && after == afterConnectionLoss {
 		steps = append(steps, &TxSelect{})
 	}
+	return steps
+}
+
+// reopenOn reopens the channel on its new link after a connection loss,
+// awaiting each step of reopenRecipeLocked.
+func (ch *Channel) reopenOn(ctx context.Context) error {
+	ch.mu.Lock()
+	steps := ch.reopenRecipeLocked(afterConnectionLoss)
 	ch.mu.Unlock()
 	for _, m := range steps {
-		if _, err := ch.recoveryCall(ctx, m); err != nil {
+		if _, err := ch.call(ctx, m, callOpts{restoring: true}); err != nil {
 			return err
+		}
+		if _, ok := m.(*ChannelOpen); ok {
+			ch.mu.Lock()
+			ch.opened = true
+			ch.mu.Unlock()
 		}
 	}
 	return nil
@@ -211,7 +261,7 @@ func (ch *Channel) resubscribeAll(ctx context.Context, l *link) (closed bool, er
 			continue
 		}
 		args := c.consumeArgs()
-		if _, err := ch.recoveryCall(ctx, &args); err != nil {
+		if _, err := ch.call(ctx, &args, callOpts{restoring: true}); err != nil {
 			if lerr := linkErr(ctx, l); lerr != nil {
 				return false, lerr
 			}
@@ -269,113 +319,6 @@ func (ch *Channel) republishKept(ctx context.Context, l *link) error {
 	}
 }
 
-// recoveryCall sends m on a recovering channel (where application calls
-// wait) and waits for its reply, bounded by ctx.
-func (ch *Channel) recoveryCall(ctx context.Context, m Method) (callResult, error) {
-	ch.mu.Lock()
-	if ch.state != chRecovering {
-		ch.mu.Unlock()
-		if err := ch.Err(); err != nil {
-			return callResult{}, err
-		}
-		return callResult{}, fmt.Errorf("%w: channel %d is not recovering", ErrClosed, ch.id)
-	}
-	l := ch.link.Load()
-	var p *pendingCall
-	if expectsReply(m) {
-		p = &pendingCall{req: m, reply: make(chan callResult, 1)}
-	}
-	if err := ch.appendLocked(l, m, p); err != nil {
-		ch.mu.Unlock()
-		return callResult{}, l.deadErr(ctx)
-	}
-	ch.mu.Unlock()
-	if p == nil {
-		return callResult{}, nil
-	}
-	select {
-	case r := <-p.reply:
-		return r, r.err
-	case <-ctx.Done():
-		return callResult{}, ch.ctxError(m, ctx.Err())
-	}
-}
-
-// resubscribe subscribes a consumer the server cancelled again
-// (ConsumerOptions.Resubscribe), with backoff, until it succeeds or the
-// consumer, its channel or the connection ends.
-func (ch *Channel) resubscribe(c *Consumer) {
-	rc := RecoveryConfig{}.withDefaults()
-	if ch.conn.cfg.Recovery != nil {
-		rc = *ch.conn.cfg.Recovery
-	}
-	// The loop ends when the consumer, its channel or the connection ends.
-	ctx, stop := contextUntil(context.Background(), c.done, ch.done, ch.conn.closeCalled)
-	defer stop()
-	for attempt := 1; ; attempt++ {
-		t := time.NewTimer(rc.backoff(attempt))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			// Ended by its consumer (already ended), its channel, or Close:
-			// unregistered as it is, nothing else would end it.
-			err := ch.Err()
-			if err == nil {
-				err = ErrClosed
-			}
-			c.end(err, true)
-			return
-		}
-		args := c.consumeArgs()
-		entity := fmt.Sprintf("consumer %q on queue %q", args.ConsumerTag, args.Queue)
-		err := ch.queueExists(ctx, args.Queue)
-		if err == nil {
-			err = ch.subscribeAgain(ctx, c, &args)
-		}
-		if ctx.Err() != nil {
-			continue // the select above ends the loop
-		}
-		if err != nil {
-			ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: entity, Err: err, Attempt: attempt})
-			continue
-		}
-		ch.conn.emit(RecoveryEvent{Kind: RecoveryConsumerResubscribed, Entity: entity, Attempt: attempt})
-		return
-	}
-}
-
-// queueExists checks with a passive declare, on a channel of its own so
-// that a 404 closes that channel and not the consumer's.
-func (ch *Channel) queueExists(ctx context.Context, queue string) error {
-	tmp, err := ch.conn.channelWhenUp(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer tmp.Close(context.WithoutCancel(ctx))
-	_, err = tmp.call(ctx, &QueueDeclare{Queue: queue, Passive: true})
-	return err
-}
-
-// subscribeAgain sends basic.consume for c and registers it on consume-ok.
-func (ch *Channel) subscribeAgain(ctx context.Context, c *Consumer, args *BasicConsume) error {
-	_, err := ch.callWithHook(ctx, args, func(r callResult) {
-		if r.err != nil {
-			return
-		}
-		ch.mu.Lock()
-		defer ch.mu.Unlock()
-		c.mu.Lock()
-		ended := c.err != nil
-		c.mu.Unlock()
-		ch.consumers[c.tag] = c
-		if ended { // cancelled meanwhile: undo
-			ch.cancelAbandonedLocked(c)
-		}
-	})
-	return err
-}
-
 // serverClosed handles the server's channel.close: answer close-ok, fail what
 // was pending, and reopen the channel with its state re-applied — unless the
 // application was closing it, or it failed while being reopened.
@@ -388,8 +331,8 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 		ch.mu.Unlock()
 		return
 	}
-	ch.sendLocked(&ChannelCloseOk{}, nil)
-	ch.observeChannelError(cause) // queued for the callback goroutine: takes no lock of ch's
+	_ = ch.sendNowLocked(&ChannelCloseOk{}, nil) // not sent: the link is ending or gone, and the server with it
+	ch.observeChannelError(cause)                // queued for the callback goroutine: takes no lock of ch's
 	if ch.state == chRecovering {
 		// A step of the connection recovery failed: the recovery sees the
 		// error in its call and opens the channel again, from scratch.
@@ -397,35 +340,36 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 		// Publishes resent before the close fail with it, as on any channel
 		// error (one of them may be its cause: resending them again could
 		// fail the same way forever); those not yet resent stay kept.
-		ch.forgetAndUnlock(cause, cause, false)
+		f := ch.forgetLocked(cause, failUnconfirmed)
+		ch.mu.Unlock()
+		f.tell(cause)
 		return
 	}
 	// A close during Close, in answer to a reopen step, or before the channel
 	// ever opened is final: reopening again could fail the same way forever.
-	if ch.state == chClosing || ch.reopenSteps > 0 || !ch.opened {
+	if ch.state == chClosing || ch.reopenPending > 0 || !ch.opened {
 		// If our close crossed the server's, the server may still answer it
 		// with a close-ok: retire the number so that cannot hit a new channel.
-		crossed := ch.state == chClosing
+		number := freeNumber
+		if ch.state == chClosing {
+			number = retireNumber
+		}
 		ch.mu.Unlock()
-		ch.end(fmt.Errorf("%w: %w", ErrClosed, cause), crossed)
+		ch.end(fmt.Errorf("%w: %w", ErrClosed, cause), number)
 		return
 	}
 	// Everything sent before the server's close was discarded by it.
 	calls := ch.calls.drain()
 	consumers := ch.takeConsumersLocked()
-	ch.resetForReopenLocked(cause, false)
-	ch.state = chReopening // (reopenSteps is 0: a close during a reopen ended the channel above)
+	ch.resetForReopenLocked(cause, failUnconfirmed)
+	ch.state = chReopening // (reopenPending is 0: a close during a reopen ended the channel above)
 	// Pipelined: the server handles these in order, and any call made from
 	// now on is queued behind them, so it runs on the reopened channel.
-	ch.sendReopenStepLocked(&ChannelOpen{})
-	if ch.globalPrefetch != nil {
-		ch.sendReopenStepLocked(ch.globalPrefetch)
-	}
-	if ch.prefetch != nil {
-		ch.sendReopenStepLocked(ch.prefetch)
+	for _, m := range ch.reopenRecipeLocked(afterChannelError) {
+		ch.reopenPending++
+		_ = ch.sendNowLocked(m, &pendingCall{hook: ch.reopenStep}) // not sent: the link is ending, and its end fails the channel
 	}
 	if ch.confirmMode {
-		ch.sendReopenStepLocked(&ConfirmSelect{})
 		ch.enterConfirmModeLocked() // sequence numbers start again at 1
 	}
 	ch.txMode, ch.txWork, ch.txLost = false, false, false // a channel error ends the transaction
@@ -436,16 +380,11 @@ func (ch *Channel) serverClosed(m *ChannelClose) {
 		p.resolve(callResult{err: cause})
 	}
 	for _, c := range consumers {
-		c.end(cause, true)
+		c.end(cause, dropAckableBuffered)
 	}
 	for _, fn := range listeners {
 		ch.conn.events.push(func() { fn(cause) })
 	}
-}
-
-func (ch *Channel) sendReopenStepLocked(m Method) {
-	ch.reopenSteps++
-	ch.sendLocked(m, ch.reopenStep)
 }
 
 // reopenStep runs as each reply of the reopen sequence arrives; the channel
@@ -455,8 +394,8 @@ func (ch *Channel) reopenStep(r callResult) {
 		return // the channel or connection ended; finish already ran
 	}
 	ch.mu.Lock()
-	ch.reopenSteps--
-	if ch.state == chReopening && ch.reopenSteps == 0 {
+	ch.reopenPending--
+	if ch.state == chReopening && ch.reopenPending == 0 {
 		ch.state = chOpen
 	}
 	ch.mu.Unlock()

@@ -327,7 +327,7 @@ func (ch *Channel) confirmed(tag uint64, multiple, nack bool) {
 // its outcome. Confirm mode is re-applied when the channel is reopened after a
 // channel error. With NoWait the call returns once the request is queued.
 func (ch *Channel) ConfirmSelect(ctx context.Context, args ConfirmSelect) error {
-	_, err := ch.call(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{})
 	return err
 }
 

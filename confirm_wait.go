@@ -5,13 +5,6 @@ import (
 	"fmt"
 )
 
-// outcome returns the error the Confirmation resolved with.
-func (c *Confirmation) outcome() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
 // WaitConfirms is a publish barrier: it waits until every publish made on
 // the channel before the call has its outcome, bounded by ctx, so that
 // nothing published is left unknown at a commit point or a shutdown. The

@@ -129,7 +129,7 @@ func (c *Connection) channel(id uint16) *Channel {
 // cause. It runs once per link, from l.shutdown (every link is current by
 // the time it can end), and sees to it that l.detached is closed.
 func (c *Connection) linkEnded(l *link, cause error) {
-	l.ch0.finish(c.lostErr(cause))
+	l.ch0.finish(closedBy(cause))
 	// A new link starts unblocked: waiting publishers look again, and
 	// OnBlocked listeners hear that the block is over.
 	c.setBlocked(false, "")
@@ -172,24 +172,9 @@ func (c *Connection) finalize(cause error) {
 	})
 }
 
-// closedErr is what operations return once the connection has ended: it
-// matches ErrClosed and the cause.
-func (c *Connection) closedErr() error {
-	if c.err == nil || c.err == ErrClosed {
-		return ErrClosed
-	}
-	return fmt.Errorf("%w: %w", ErrClosed, c.err)
-}
-
-// lostErr is what calls that were in flight on a lost link return: it
-// matches ErrClosed and the cause (such as ErrConnectionLost), and
-// Recoverable reports true for it when the cause is worth a retry.
-func (c *Connection) lostErr(cause error) error {
-	if cause == ErrClosed {
-		return ErrClosed
-	}
-	return fmt.Errorf("%w: %w", ErrClosed, cause)
-}
+// closedErr is what operations return once the connection has ended:
+// closedBy the connection's own cause.
+func (c *Connection) closedErr() error { return closedBy(c.err) }
 
 // Close closes the connection gracefully: connection.close, then the
 // server's close-ok, bounded by ctx. Channels, consumers and pending
@@ -209,7 +194,7 @@ func (c *Connection) Close(ctx context.Context) error {
 		// and ends the connection.
 		return c.wait(ctx)
 	}
-	_, err := l.ch0.call(ctx, &ConnectionClose{ReplyCode: CodeSuccess, ReplyText: "client closed the connection"})
+	_, err := l.ch0.call(ctx, &ConnectionClose{ReplyCode: CodeSuccess, ReplyText: "client closed the connection"}, callOpts{})
 	l.shutdown(ErrClosed)
 	if werr := c.wait(ctx); werr != nil {
 		return werr
@@ -313,3 +298,17 @@ func (c *Connection) ChannelMax() uint16 { return c.cur.Load().channelMax }
 
 // Heartbeat returns the negotiated heartbeat interval; 0 means heartbeats are off.
 func (c *Connection) Heartbeat() time.Duration { return c.cur.Load().heartbeat }
+
+// channelList returns the connection's channels in id order.
+func (c *Connection) channelList() []*Channel {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	var out []*Channel
+	slots := c.channels.all()
+	for i := range slots {
+		if ch := slots[i].Load(); ch != nil {
+			out = append(out, ch)
+		}
+	}
+	return out
+}

@@ -3,9 +3,11 @@ package amqp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Consumer receives the deliveries of one basic.consume subscription. Read
@@ -122,25 +124,7 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 	if c.limit <= 0 {
 		c.limit = DefaultBufferLimit
 	}
-	_, err := ch.callWithHook(ctx, &args, func(r callResult) {
-		// On the reader, before any delivery for the new tag can be read.
-		if r.err != nil {
-			return
-		}
-		ch.mu.Lock()
-		defer ch.mu.Unlock()
-		c.mu.Lock()
-		c.tag = r.m.(*BasicConsumeOk).ConsumerTag
-		c.args.ConsumerTag = c.tag
-		abandoned := c.abandoned
-		c.registered = true
-		c.mu.Unlock()
-		ch.consumers[c.tag] = c
-		if abandoned {
-			c.stopBackpressure()
-			ch.cancelAbandonedLocked(c)
-		}
-	})
+	_, err := ch.call(ctx, &args, callOpts{hook: ch.registerOnConsumeOk(c)})
 	if err != nil {
 		// The caller is gone. If consume-ok beat us to it, cancel now;
 		// otherwise the hook will, should consume-ok still come.
@@ -159,17 +143,42 @@ func (ch *Channel) ConsumeWith(ctx context.Context, args BasicConsume, opt Consu
 	return c, nil
 }
 
+// registerOnConsumeOk returns the hook of a basic.consume for c, the first
+// or a resubscription (ConsumerOptions.Resubscribe): on the reader, before
+// any delivery for the tag can be read, it routes the tag's deliveries to c,
+// or cancels c at once if its caller gave up or it ended meanwhile.
+func (ch *Channel) registerOnConsumeOk(c *Consumer) func(callResult) {
+	return func(r callResult) {
+		if r.err != nil {
+			return
+		}
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		c.mu.Lock()
+		c.tag = r.m.(*BasicConsumeOk).ConsumerTag // chosen by the server if empty
+		c.args.ConsumerTag = c.tag
+		unwanted := c.abandoned || c.err != nil
+		c.registered = true
+		c.mu.Unlock()
+		ch.consumers[c.tag] = c
+		if unwanted {
+			c.stopBackpressure()
+			ch.cancelAbandonedLocked(c)
+		}
+	}
+}
+
 // cancelAbandonedLocked cancels a consumer nobody will read and hands its
 // unread deliveries back. ch.mu must be held.
 func (ch *Channel) cancelAbandonedLocked(c *Consumer) {
-	ch.sendLocked(&BasicCancel{ConsumerTag: c.tag}, func(r callResult) {
+	_ = ch.sendNowLocked(&BasicCancel{ConsumerTag: c.tag}, &pendingCall{hook: func(r callResult) {
 		if r.err != nil {
-			c.end(r.err, true) // the channel ended: nothing to requeue on it
+			c.end(r.err, dropAckableBuffered) // the channel ended: nothing to requeue on it
 			return
 		}
 		ch.removeConsumer(c, ErrConsumerCancelled)
 		ch.requeueUnread(c)
-	})
+	}})
 }
 
 // Tag returns the consumer tag.
@@ -318,26 +327,19 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 	c.stopBackpressure()
 	tag := c.Tag()
 	ch := c.ch
-	queued := false // guarded by ch.mu: basic.cancel may have gone out (set just before it is queued)
-	_, err := ch.callFull(ctx, &BasicCancel{ConsumerTag: tag}, func() error {
-		queued = true
-		return nil
-	}, func(r callResult) {
+	r, err := ch.call(ctx, &BasicCancel{ConsumerTag: tag}, callOpts{hook: func(r callResult) {
 		if r.err == nil {
 			ch.removeConsumer(c, ErrConsumerCancelled)
 			if ch.recording() {
 				ch.conn.consumerCancelled(c.consumeArgs().Queue)
 			}
 		}
-	})
+	}})
 	if err != nil && c.Err() != nil {
 		return nil // it ended meanwhile, which is what the caller wanted
 	}
 	if err != nil {
-		ch.mu.Lock()
-		sent := queued
-		ch.mu.Unlock()
-		if !sent {
+		if !r.queued { // basic.cancel never went out
 			// Nothing went out: the consumer runs on as before, with its
 			// backpressure, and a recovery subscribes it again.
 			c.mu.Lock()
@@ -393,17 +395,29 @@ func (c *Consumer) push(d *Delivery) (full chan struct{}) {
 	return nil
 }
 
-// end stops the consumer with err. Buffered deliveries that need an
-// acknowledgement are dropped when the channel closed under them (the server
-// requeued them and their tags are void); the rest stay readable.
-func (c *Consumer) end(err error, dropAckable bool) {
+// bufferedOnEnd says what becomes of a consumer's buffered deliveries when
+// it ends.
+type bufferedOnEnd uint8
+
+const (
+	// keepBuffered leaves them readable with Next.
+	keepBuffered bufferedOnEnd = iota
+	// dropAckableBuffered drops those that need an acknowledgement, because
+	// the channel closed under them (the server requeued them and their
+	// tags are void); no-ack ones stay readable.
+	dropAckableBuffered
+)
+
+// end stops the consumer with err; buffered says what becomes of the
+// deliveries it buffered.
+func (c *Consumer) end(err error, buffered bufferedOnEnd) {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
 		return
 	}
 	c.err = err
-	if dropAckable && !c.noAck {
+	if buffered == dropAckableBuffered && !c.noAck {
 		c.logDropped(len(c.queue)-c.head, err)
 		clear(c.queue)
 		c.queue, c.head = nil, 0
@@ -459,7 +473,7 @@ func (ch *Channel) removeConsumer(c *Consumer, err error) {
 	ch.mu.Lock()
 	ch.unregisterLocked(c)
 	ch.mu.Unlock()
-	c.end(err, false)
+	c.end(err, keepBuffered)
 }
 
 // unregisterLocked stops routing deliveries to c, if it is registered.
@@ -526,10 +540,10 @@ func (ch *Channel) serverCancelled(tag string) {
 		return
 	}
 	if c.onCancel != nil {
-		c.end(ErrConsumerCancelled, false)
+		c.end(ErrConsumerCancelled, keepBuffered)
 		return
 	}
-	c.end(ErrCancelledByServer, false)
+	c.end(ErrCancelledByServer, keepBuffered)
 }
 
 // requeueUnread hands back to the server the unacknowledged deliveries of a
@@ -554,6 +568,50 @@ func (ch *Channel) requeueUnread(c *Consumer) {
 // ch.mu must be held.
 func (ch *Channel) requeueLocked(d *Delivery) {
 	if d.epoch == ch.epoch.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
-		ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
+		_ = ch.sendNowLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
+	}
+}
+
+// resubscribe subscribes a consumer the server cancelled again
+// (ConsumerOptions.Resubscribe), with backoff, until it succeeds or the
+// consumer, its channel or the connection ends.
+func (ch *Channel) resubscribe(c *Consumer) {
+	rc := RecoveryConfig{}.withDefaults()
+	if ch.conn.cfg.Recovery != nil {
+		rc = *ch.conn.cfg.Recovery
+	}
+	// The loop ends when the consumer, its channel or the connection ends.
+	ctx, stop := contextUntil(context.Background(), c.done, ch.done, ch.conn.closeCalled)
+	defer stop()
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(rc.backoff(attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			// Ended by its consumer (already ended), its channel, or Close:
+			// unregistered as it is, nothing else would end it.
+			err := ch.Err()
+			if err == nil {
+				err = ErrClosed
+			}
+			c.end(err, dropAckableBuffered)
+			return
+		}
+		args := c.consumeArgs()
+		entity := fmt.Sprintf("consumer %q on queue %q", args.ConsumerTag, args.Queue)
+		err := ch.queueExists(ctx, args.Queue)
+		if err == nil {
+			_, err = ch.call(ctx, &args, callOpts{hook: ch.registerOnConsumeOk(c)})
+		}
+		if ctx.Err() != nil {
+			continue // the select above ends the loop
+		}
+		if err != nil {
+			ch.conn.emit(RecoveryEvent{Kind: RecoveryEntityFailed, Entity: entity, Err: err, Attempt: attempt})
+			continue
+		}
+		ch.conn.emit(RecoveryEvent{Kind: RecoveryConsumerResubscribed, Entity: entity, Attempt: attempt})
+		return
 	}
 }

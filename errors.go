@@ -527,3 +527,22 @@ var errWriterDown = errors.New("amqp: connection writer stopped")
 
 // errNoTracerInterface reports a Config.Tracer that implements none of the hooks.
 var errNoTracerInterface = errors.New("amqp: Config.Tracer implements none of the tracer interfaces (ConnectTracer, PublishTracer, DeliveryTracer, CallTracer, ChannelErrorTracer, RecoveryTracer, BlockedTracer, ReturnTracer)")
+
+// closedBy is the error for what a link's or the connection's end with
+// cause stopped (calls in flight on a lost link, operations once the
+// connection has ended): it matches ErrClosed and the cause (such as
+// ErrConnectionLost), and Recoverable reports true for it when the cause
+// is worth a retry.
+func closedBy(cause error) error {
+	if cause == nil || cause == ErrClosed {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: %w", ErrClosed, cause)
+}
+
+// outcome returns the error the Confirmation resolved with.
+func (c *Confirmation) outcome() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}

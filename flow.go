@@ -60,7 +60,7 @@ func (c *Connection) waitUnblocked(ctx context.Context) error {
 
 // waitPublishable waits while the connection is blocked or the channel's
 // flow is paused, bounded by ctx. (Room in the write queue and a recovery in
-// progress are waited for by lockForSend.)
+// progress are waited for by withSendLock.)
 func (ch *Channel) waitPublishable(ctx context.Context) error {
 	if err := ch.conn.waitUnblocked(ctx); err != nil {
 		return err
@@ -83,7 +83,7 @@ func (ch *Channel) serverFlow(active bool) {
 		ch.flow.close("channel.flow")
 	}
 	ch.mu.Lock()
-	ch.sendLocked(&ChannelFlowOk{Active: active}, nil)
+	_ = ch.sendNowLocked(&ChannelFlowOk{Active: active}, nil)
 	listeners := ch.listeners.onFlow
 	ch.mu.Unlock()
 	for _, fn := range listeners {

@@ -59,7 +59,7 @@ func (c *Connection) SendHeartbeat(ctx context.Context) error {
 		if c.isDone() {
 			return c.closedErr()
 		}
-		return c.lostErr(l.err)
+		return closedBy(l.err)
 	}
 	return nil
 }

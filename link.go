@@ -168,7 +168,7 @@ func (l *link) deadErr(ctx context.Context) error {
 	if err := linkErr(ctx, l); err != nil {
 		return err
 	}
-	return l.c.lostErr(ErrConnectionLost)
+	return closedBy(ErrConnectionLost)
 }
 
 // waitDetached waits, bounded by ctx, until the connection has handled the

@@ -1,12 +1,9 @@
 package amqp
 
-// noteReplyLocked records state that the successful reply to p
+// noteReplyLocked records state that the successful reply to req
 // establishes, for re-application after a reopen. ch.mu must be held.
-func (ch *Channel) noteReplyLocked(p *pendingCall) {
-	if p.reply == nil {
-		return // the library's own calls (a reopen's steps) record nothing
-	}
-	switch req := p.req.(type) {
+func (ch *Channel) noteReplyLocked(req Method) {
+	switch req := req.(type) {
 	case *BasicQos:
 		// Recorded on success only: re-applying a qos the server refused
 		// would fail the reopen the same way.
@@ -25,13 +22,23 @@ func (ch *Channel) noteReplyLocked(p *pendingCall) {
 	case *TxRollback:
 		// The acknowledgements of the transaction were discarded: those
 		// deliveries are unacknowledged again and may be settled anew.
-		if len(ch.rollbacks) > 0 {
-			for _, tag := range ch.rollbacks[0] {
+		if ch.rollbacks.len() > 0 {
+			for _, tag := range ch.rollbacks.pop() {
 				ch.settle.unsettle(tag)
 			}
-			ch.rollbacks = ch.rollbacks[1:]
 		}
 	}
+}
+
+// checkSendLocked fails a request that must not be sent now, under ch.mu
+// right before call queues it (so the check and the request are atomic with
+// respect to a recovery): the first commit after a recovery discarded the
+// transaction's work fails (checkTxLostLocked) and sends nothing.
+func (ch *Channel) checkSendLocked(m Method) error {
+	if _, ok := m.(*TxCommit); ok {
+		return ch.checkTxLostLocked()
+	}
+	return nil
 }
 
 // noteSentLocked records mode changes as their request is queued: the server
@@ -47,8 +54,9 @@ func (ch *Channel) noteSentLocked(m Method) {
 		ch.txSettled = nil // acks after this belong to the next transaction
 		ch.txWork = false
 	case *TxRollback:
+		ch.txLost = false // the lost work is discarded either way, as asked
 		// Snapshot now: acks sent after the rollback are not rolled back.
-		ch.rollbacks = append(ch.rollbacks, ch.txSettled)
+		ch.rollbacks.push(ch.txSettled)
 		ch.txSettled = nil
 		ch.txWork = false
 	case *BasicRecoverAsync:

@@ -75,16 +75,12 @@ func (ch *Channel) publish(ctx context.Context, msg *Publishing, tr *publishTrac
 		return failedConfirmation(ErrImmediateUnsupported), ErrImmediateUnsupported
 	}
 	method := BasicPublish{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
-	for {
-		if err := ch.waitPublishable(ctx); err != nil {
-			return failedConfirmation(err), err
-		}
-		l, err := ch.lockForSend(ctx, publishKind)
-		if err != nil {
-			return failedConfirmation(err), err
-		}
+	conf := settled
+	var large *outBody
+	err := ch.withSendLock(ctx, publishKind, ch.waitPublishable, func(l *link) error {
 		frameMax := l.frameMax
-		var large *outBody
+		var err error
+		large = nil
 		if len(msg.Body) >= largeBodyThreshold {
 			large, err = l.w.appendLarge(func(b []byte) ([]byte, error) {
 				return appendPublishHead(b, ch.id, &method, &msg.Properties, len(msg.Body), frameMax)
@@ -96,14 +92,9 @@ func (ch *Channel) publish(ctx context.Context, msg *Publishing, tr *publishTrac
 			})
 		}
 		if err != nil {
-			ch.mu.Unlock()
-			if err = ch.sendError(ctx, l, publishKind, err); err == errRetry {
-				continue // never sent: it goes out once the connection has recovered
-			}
-			return failedConfirmation(err), err
+			return err // never sent; withSendLock retries it after a recovery
 		}
 		ch.txWork = ch.txWork || ch.txMode
-		conf := settled
 		if ch.confirms.active {
 			conf = ch.confirms.add(ch)
 			conf.trace = tr
@@ -115,16 +106,19 @@ func (ch *Channel) publish(ctx context.Context, msg *Publishing, tr *publishTrac
 				conf.msg = &kept
 			}
 		}
-		ch.mu.Unlock()
-		if large != nil {
-			large.wait(ctx)
-		}
-		return conf, nil
+		return nil
+	})
+	if err != nil {
+		return failedConfirmation(err), err
 	}
+	if large != nil {
+		large.wait(ctx)
+	}
+	return conf, nil
 }
 
 // publishKind stands for basic.publish where only the method's kind and name
-// matter (the checks and error messages of lockForSend and sendError):
+// matter (the checks and error messages of withSendLock and sendError):
 // passing the publish's own method there would move it to the heap.
 var publishKind = &BasicPublish{}
 

@@ -489,27 +489,13 @@ func (c *Connection) retire(l *link, cause error) {
 	// A connection.blocked the reader handled after linkEnded reopened the
 	// gate would otherwise outlive the link: the new one starts unblocked.
 	c.setBlocked(false, "")
-	lost := c.lostErr(cause)
+	lost := closedBy(cause)
 	for _, ch := range c.channelList() {
 		if ch.link.Load() == l {
 			ch.detach(lost)
 		}
 	}
 	l.markDetached()
-}
-
-// channelList returns the connection's channels in id order.
-func (c *Connection) channelList() []*Channel {
-	c.chMu.Lock()
-	defer c.chMu.Unlock()
-	var out []*Channel
-	slots := c.channels.all()
-	for i := range slots {
-		if ch := slots[i].Load(); ch != nil {
-			out = append(out, ch)
-		}
-	}
-	return out
 }
 
 // restore brings everything back on the new link l: the topology, then each
@@ -557,7 +543,7 @@ func contextUntil(parent context.Context, a, b, c <-chan struct{}) (context.Cont
 // linkErr returns the error that ended l or ctx, if either has ended.
 func linkErr(ctx context.Context, l *link) error {
 	if l.ended() {
-		return l.c.lostErr(l.err)
+		return closedBy(l.err)
 	}
 	return ctx.Err()
 }

@@ -29,6 +29,10 @@ type callResult struct {
 	m   Method
 	msg *Delivery
 	err error
+	// queued is set by call once it got as far as queueing the request
+	// (under ch.mu, right before the append): the server may have it, even
+	// if the call then failed.
+	queued bool
 }
 
 func (p *pendingCall) resolve(r callResult) {
@@ -40,74 +44,68 @@ func (p *pendingCall) resolve(r callResult) {
 	}
 }
 
-// callQueue is a FIFO of pending calls. It is not synchronized: its owner's
-// mutex guards it.
-type callQueue struct {
-	calls []*pendingCall
-	head  int
+// callQueue is a channel's FIFO of pending calls, in request order.
+type callQueue = fifo[*pendingCall]
+
+// callOpts are what a call may add to sending a request and awaiting its
+// reply. The zero value is a plain call.
+//
+// There is no precondition option: checks that must be atomic with queueing
+// a request are per method, in checkSendLocked (modes.go). A func value in
+// callOpts would escape with hook (escape analysis does not tell a struct's
+// fields apart), and the caller's closure would cost an allocation.
+type callOpts struct {
+	// hook runs on the reader when the reply (or the failure) arrives,
+	// whether or not the caller still waits; see pendingCall.hook. For a
+	// request without a reply (no-wait) it does not run.
+	hook func(callResult)
+	// record records the topology the request declares or deletes, for
+	// replay by a connection recovery (see recordTopology): on the reader at
+	// the reply, or, for a no-wait request, once it is queued. Only
+	// exchange, queue and binding methods set it; it takes hook's place.
+	record bool
+	// restoring marks the connection recovery's own requests on the channel
+	// it restores (the reopen recipe, consumers): they go out only while the
+	// channel recovers, on the link it is being restored to, where an
+	// application's calls wait for the recovery to end. They are not traced.
+	restoring bool
 }
 
-func (q *callQueue) push(p *pendingCall) { q.calls = append(q.calls, p) }
-
-func (q *callQueue) len() int { return len(q.calls) - q.head }
-
-func (q *callQueue) peek() *pendingCall {
-	if q.head == len(q.calls) {
-		return nil
+// call sends the method req on the channel and, if the server will answer
+// it (expectsReply), waits for the reply, bounded by ctx. It is the one way
+// a request is sent from a caller's goroutine; opts adds a hook on the
+// reply, topology recording, or marks a recovery's own request.
+// It waits for room in the write queue and while the connection recovers
+// (or fails fast, by Config.Recovery). Cancelling ctx before the request is
+// queued sends nothing; cancelling it later returns at once, and the reply,
+// when it comes, is discarded. A request the dying link refused was never
+// sent, so it waits for the recovery and goes out on the new link.
+func (ch *Channel) call(ctx context.Context, req Method, opts callOpts) (callResult, error) {
+	if opts.record {
+		if !ch.recording() {
+			opts.record = false
+		} else if expectsReply(req) {
+			// The hook records at the reply, so a call whose ctx ended
+			// after the request went out is still recorded if the server
+			// carried it out.
+			opts.hook = func(r callResult) {
+				if r.err == nil {
+					ch.recordTopology(req, r.m)
+				}
+			}
+		}
 	}
-	return q.calls[q.head]
-}
-
-func (q *callQueue) pop() *pendingCall {
-	p := q.peek()
-	if p == nil {
-		return nil
-	}
-	q.calls[q.head] = nil
-	q.head++
-	if q.head == len(q.calls) { // empty: reuse the backing array from the start
-		q.calls, q.head = q.calls[:0], 0
-	}
-	return p
-}
-
-// drain removes and returns every pending call.
-func (q *callQueue) drain() []*pendingCall {
-	out := q.calls[q.head:]
-	q.calls, q.head = nil, 0
-	return out
-}
-
-// call sends the synchronous method req on the channel and waits for its
-// reply, bounded by ctx. Cancelling ctx before the request is queued for the
-// socket sends nothing; cancelling it later returns at once, and the reply,
-// when it comes, is discarded.
-func (ch *Channel) call(ctx context.Context, req Method) (callResult, error) {
-	return ch.callWithHook(ctx, req, nil)
-}
-
-// callWithHook is call with a hook that runs on the reader when the reply
-// (or the failure) arrives, whether or not the caller still waits.
-func (ch *Channel) callWithHook(ctx context.Context, req Method, hook func(callResult)) (callResult, error) {
-	return ch.callFull(ctx, req, nil, hook)
-}
-
-// callIf is call with a precondition checked under the channel lock right
-// before the request is queued; if it fails, nothing is sent.
-func (ch *Channel) callIf(ctx context.Context, req Method, precondition func() error) (callResult, error) {
-	return ch.callFull(ctx, req, precondition, nil)
-}
-
-func (ch *Channel) callFull(ctx context.Context, req Method, precondition func() error, hook func(callResult)) (callResult, error) {
-	if t := ch.conn.tr.call; t != nil && expectsReply(req) {
+	if t := ch.conn.tr.call; t != nil && expectsReply(req) && !opts.restoring {
 		return ch.callTraced(ctx, t, req, func(ctx context.Context) (callResult, error) {
-			return ch.callUntraced(ctx, req, precondition, hook)
+			return ch.callUntraced(ctx, req, opts)
 		})
 	}
-	return ch.callUntraced(ctx, req, precondition, hook)
+	return ch.callUntraced(ctx, req, opts)
 }
 
-func (ch *Channel) callUntraced(ctx context.Context, req Method, precondition func() error, hook func(callResult)) (callResult, error) {
+// callUntraced is call's body, inside the CallTracer's brackets; only call
+// calls it.
+func (ch *Channel) callUntraced(ctx context.Context, req Method, opts callOpts) (callResult, error) {
 	if err := ctx.Err(); err != nil {
 		return callResult{}, ch.ctxError(req, err)
 	}
@@ -118,15 +116,31 @@ func (ch *Channel) callUntraced(ctx context.Context, req Method, precondition fu
 		if p == nil {
 			p = &pendingCall{reply: make(chan callResult, 1)}
 		}
-		p.req, p.hook = req, hook
+		p.req, p.hook = req, opts.hook
 	}
-	err := ch.queue(ctx, req, precondition, p)
+	var err error
+	queued := false
+	if opts.restoring {
+		queued = true
+		err = ch.appendRestoring(ctx, req, p)
+	} else {
+		err = ch.withSendLock(ctx, req, nil, func(l *link) error {
+			if err := ch.checkSendLocked(req); err != nil {
+				return err
+			}
+			queued = true
+			return ch.appendLocked(l, req, p)
+		})
+	}
 	if err != nil || !wait {
 		if p != nil { // never queued: nobody else has it
 			p.req, p.hook = nil, nil
 			ch.spareCall.Store(p)
 		}
-		return callResult{}, err
+		if err == nil && opts.record { // no-wait: assume success, as the server reports failure as a channel error
+			ch.recordTopology(req, nil)
+		}
+		return callResult{queued: queued}, err
 	}
 	select {
 	case r := <-p.reply:
@@ -135,48 +149,35 @@ func (ch *Channel) callUntraced(ctx context.Context, req Method, precondition fu
 		// its late reply still has to land in its channel.)
 		p.req, p.hook = nil, nil
 		ch.spareCall.Store(p)
+		r.queued = true
 		return r, r.err
 	case <-ctx.Done():
-		return callResult{}, ch.ctxError(req, ctx.Err())
+		return callResult{queued: true}, ch.ctxError(req, ctx.Err())
 	}
 }
 
-// send sends a method that has no reply (or whose reply the caller does not
-// want: no-wait). It waits for room in the write queue, bounded by ctx.
-func (ch *Channel) send(ctx context.Context, m Method) error { return ch.queue(ctx, m, nil, nil) }
-
-// queue queues m for the socket once the channel takes requests: it waits
-// for room in the write queue and while the connection recovers (or fails
-// fast, by Config.Recovery), bounded by ctx. With p, the request's reply is
-// awaited as p. A request the dying link refused was never sent, so it waits
-// for the recovery and goes out on the new link.
-func (ch *Channel) queue(ctx context.Context, m Method, precondition func() error, p *pendingCall) error {
-	for {
-		l, err := ch.lockForSend(ctx, m)
-		if err != nil {
+// appendRestoring queues a connection recovery's own request (see
+// callOpts.restoring) on a channel that recovers, without waiting for room:
+// the recovery is the only sender meanwhile.
+func (ch *Channel) appendRestoring(ctx context.Context, m Method, p *pendingCall) error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.state != chRecovering {
+		if err := ch.Err(); err != nil {
 			return err
 		}
-		if precondition != nil {
-			if err := precondition(); err != nil {
-				ch.mu.Unlock()
-				return err
-			}
-		}
-		if err := ch.appendLocked(l, m, p); err != nil {
-			ch.mu.Unlock()
-			if err = ch.sendError(ctx, l, m, err); err != errRetry {
-				return err
-			}
-			continue
-		}
-		ch.mu.Unlock()
-		return nil
+		return fmt.Errorf("%w: channel %d is not recovering", ErrClosed, ch.id)
 	}
+	l := ch.link.Load()
+	if err := ch.appendLocked(l, m, p); err != nil {
+		return l.deadErr(ctx)
+	}
+	return nil
 }
 
 // appendLocked queues m's frame on link l's writer and, once it is queued,
 // records what m changes (noteSentLocked) and awaits p, if given, as its
-// reply. ch.mu must be held.
+// reply. ch.mu must be held. call and sendNowLocked are built on it.
 func (ch *Channel) appendLocked(l *link, m Method, p *pendingCall) error {
 	err := l.w.appendFrames(func(b []byte) ([]byte, error) {
 		return appendMethodFrame(b, ch.id, m)
@@ -191,14 +192,28 @@ func (ch *Channel) appendLocked(l *link, m Method, p *pendingCall) error {
 	return nil
 }
 
-// lockForSend returns with ch.mu held and the link to write to once the
-// channel can take a new request m. Meanwhile it waits for room in the
-// link's write queue and for a recovery to finish, bounded by ctx.
-func (ch *Channel) lockForSend(ctx context.Context, m Method) (*link, error) {
-	for {
+// withSendLock runs fn with ch.mu held, and the link to write to, once the
+// channel can take a new request m (m's kind and name are all that count:
+// for the checks and error messages). First it runs wait (if given:
+// publishes wait for blocked and flow there), again before each retry on a
+// new link, then waits for room in the link's write queue and for a
+// recovery to finish, bounded by ctx. fn
+// appends under the lock so that what it appends is in order with reopens
+// and confirms; if it fails because the link is ending, nothing went out,
+// and withSendLock waits for the recovery and runs it again on the new link.
+// It unlocks before it returns. It is the lock under call, and publish uses
+// it directly for content frames.
+func (ch *Channel) withSendLock(ctx context.Context, m Method, wait func(context.Context) error, fn func(l *link) error) error {
+	for waitFirst := wait != nil; ; {
+		if waitFirst {
+			if err := wait(ctx); err != nil {
+				return err
+			}
+			waitFirst = false
+		}
 		if l := ch.link.Load(); l != nil {
 			if err := l.w.waitRoom(ctx); err != nil {
-				return nil, ch.ctxError(m, err)
+				return ch.ctxError(m, err)
 			}
 		}
 		ch.mu.Lock()
@@ -206,27 +221,36 @@ func (ch *Channel) lockForSend(ctx context.Context, m Method) (*link, error) {
 		if err == nil {
 			l := ch.link.Load()
 			if !l.ended() {
-				return l, nil
+				err = fn(l)
+				ch.mu.Unlock()
+				if err == nil {
+					return nil
+				}
+				if err = ch.sendError(ctx, l, m, err); err != errRetry {
+					return err
+				}
+				waitFirst = wait != nil
+				continue // never sent: it goes out once the connection has recovered
 			}
 			// Known dead: what it accepted now could never be written.
 			// Wait until the channel is set to recover (or has ended).
 			ch.mu.Unlock()
 			if err := l.waitDetached(ctx); err != nil {
-				return nil, ch.ctxError(m, ctx.Err())
+				return ch.ctxError(m, ctx.Err())
 			}
 			if ch.link.Load() == l && ch.Err() == nil && !ch.conn.isDone() && ch.conn.cfg.Recovery != nil {
-				return nil, ch.conn.lostErr(l.err) // never detached (cannot happen): do not spin
+				return closedBy(l.err) // never detached (cannot happen): do not spin
 			}
 			continue
 		}
 		if err != errRecovering {
 			ch.mu.Unlock()
-			return nil, err
+			return err
 		}
 		recovered := ch.recovered
 		ch.mu.Unlock()
 		if err := ch.waitRecovered(ctx, m, recovered); err != nil {
-			return nil, err
+			return err
 		}
 	}
 }
@@ -247,19 +271,25 @@ func (ch *Channel) waitRecovered(ctx context.Context, m Method, recovered <-chan
 	}
 }
 
-// sendLocked queues frames for internal protocol traffic (close-ok, reopen)
-// from the reader, never waiting. ch.mu must be held.
-func (ch *Channel) sendLocked(m Method, then func(callResult)) {
+// sendNowLocked queues the library's own frames (close-ok, flow-ok, the
+// pipelined reopen after a channel error, cancelling or closing what a
+// caller abandoned, requeueing what nobody will read) at once, with ch.mu
+// held. Unlike call it never waits, since it runs on the reader or under
+// ch.mu. For a request with a reply, p (its req is set here) says what
+// becomes of the reply: most often a hook the reader runs, with nobody
+// waiting; Channel.Close waits on p.reply itself. It reports whether the
+// frame was queued: a failed append means the link is ending, and its end
+// fails everything; without a link (the channel waits for a recovery, and
+// the server has forgotten it) there is nothing to send on.
+func (ch *Channel) sendNowLocked(m Method, p *pendingCall) error {
 	l := ch.link.Load()
 	if l == nil {
-		return // recovering: nothing to answer on, and the server forgot the channel
+		return errRecovering
 	}
-	var p *pendingCall
-	if then != nil {
-		p = &pendingCall{req: m, hook: then}
+	if p != nil {
+		p.req = m
 	}
-	_ = ch.appendLocked(l, m, p)
-	// A failed append means the link is ending; its end fails everything.
+	return ch.appendLocked(l, m, p)
 }
 
 // complete hands a reply to the oldest pending call, checking that it is a
@@ -281,7 +311,9 @@ func (ch *Channel) complete(m Method, msg *Delivery) error {
 			Reason: fmt.Sprintf("server sent %s on channel %d, expected %s", m.MethodName(), ch.id, want)}
 	}
 	ch.calls.pop()
-	ch.noteReplyLocked(p) // checked to be p's reply: record what it establishes
+	if p.reply != nil { // (the library's own calls, such as a reopen's steps, record nothing)
+		ch.noteReplyLocked(p.req) // checked to be p's reply: record what it establishes
+	}
 	ch.mu.Unlock()
 	p.resolve(callResult{m: m, msg: msg})
 	return nil
@@ -315,7 +347,7 @@ func (ch *Channel) sendError(ctx context.Context, l *link, m Method, err error) 
 
 // callTyped is call for callers that want the reply as its concrete type.
 func callTyped[R any](ctx context.Context, ch *Channel, req Method) (*R, error) {
-	r, err := ch.call(ctx, req)
+	r, err := ch.call(ctx, req, callOpts{})
 	if err != nil {
 		return nil, err
 	}

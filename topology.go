@@ -31,14 +31,14 @@ const (
 // [ExchangeDirect], [ExchangeFanout], [ExchangeTopic], [ExchangeHeaders] or a
 // plugin's type; Passive only checks that it exists (404 NOT_FOUND if not).
 func (ch *Channel) ExchangeDeclare(ctx context.Context, args ExchangeDeclare) error {
-	_, err := ch.callTopology(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{record: true})
 	return err
 }
 
 // ExchangeDelete deletes an exchange (exchange.delete); with IfUnused, only
 // if it has no bindings (406 PRECONDITION_FAILED otherwise).
 func (ch *Channel) ExchangeDelete(ctx context.Context, args ExchangeDelete) error {
-	_, err := ch.callTopology(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{record: true})
 	return err
 }
 
@@ -46,13 +46,13 @@ func (ch *Channel) ExchangeDelete(ctx context.Context, args ExchangeDelete) erro
 // a RabbitMQ extension): messages routed by Source with a matching routing key
 // go on to Destination.
 func (ch *Channel) ExchangeBind(ctx context.Context, args ExchangeBind) error {
-	_, err := ch.callTopology(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{record: true})
 	return err
 }
 
 // ExchangeUnbind removes an exchange-to-exchange binding (exchange.unbind).
 func (ch *Channel) ExchangeUnbind(ctx context.Context, args ExchangeUnbind) error {
-	_, err := ch.callTopology(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{record: true})
 	return err
 }
 
@@ -65,7 +65,7 @@ func (ch *Channel) ExchangeUnbind(ctx context.Context, args ExchangeUnbind) erro
 // Names starting with "amq." are reserved: declaring one that does not exist
 // (other than passively) fails with 403 ACCESS_REFUSED.
 func (ch *Channel) QueueDeclare(ctx context.Context, args QueueDeclare) (QueueDeclareOk, error) {
-	r, err := ch.callTopology(ctx, &args)
+	r, err := ch.call(ctx, &args, callOpts{record: true})
 	if err != nil || r.m == nil {
 		return QueueDeclareOk{}, err
 	}
@@ -74,13 +74,13 @@ func (ch *Channel) QueueDeclare(ctx context.Context, args QueueDeclare) (QueueDe
 
 // QueueBind binds a queue to an exchange (queue.bind).
 func (ch *Channel) QueueBind(ctx context.Context, args QueueBind) error {
-	_, err := ch.callTopology(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{record: true})
 	return err
 }
 
 // QueueUnbind removes a queue binding (queue.unbind; it has no no-wait form).
 func (ch *Channel) QueueUnbind(ctx context.Context, args QueueUnbind) error {
-	_, err := ch.callTopology(ctx, &args)
+	_, err := ch.call(ctx, &args, callOpts{record: true})
 	return err
 }
 
@@ -99,9 +99,21 @@ func (ch *Channel) QueuePurge(ctx context.Context, args QueuePurge) (uint32, err
 // when the queue has consumers or messages. Consumers of a deleted queue are
 // cancelled by the server (see [ConsumerOptions.OnCancel]).
 func (ch *Channel) QueueDelete(ctx context.Context, args QueueDelete) (uint32, error) {
-	r, err := ch.callTopology(ctx, &args)
+	r, err := ch.call(ctx, &args, callOpts{record: true})
 	if err != nil || r.m == nil {
 		return 0, err
 	}
 	return r.m.(*QueueDeleteOk).MessageCount, nil
+}
+
+// queueExists checks with a passive declare, on a channel of its own so
+// that a 404 closes that channel and not the consumer's.
+func (ch *Channel) queueExists(ctx context.Context, queue string) error {
+	tmp, err := ch.conn.channelWhenUp(ctx, libraryChannel)
+	if err != nil {
+		return err
+	}
+	defer tmp.Close(context.WithoutCancel(ctx))
+	_, err = tmp.call(ctx, &QueueDeclare{Queue: queue, Passive: true}, callOpts{})
+	return err
 }

@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"cmp"
-	"context"
 	"maps"
 	"slices"
 	"strings"
@@ -55,7 +54,7 @@ func bindingKey(kind, source, destination, key string, args Table) string {
 // recording reports whether declarations on ch are to be recorded.
 func (ch *Channel) recording() bool {
 	rc := ch.conn.cfg.Recovery
-	return rc != nil && !rc.SkipTopology && !ch.internal
+	return rc != nil && !rc.SkipTopology && ch.owner == appChannel
 }
 
 // recordTopology runs, on the reader as the reply arrives (or as a no-wait
@@ -153,27 +152,6 @@ func (c *Connection) consumerCancelled(queue string) {
 	t.mu.Lock()
 	t.forgetQueueLocked(queue)
 	t.mu.Unlock()
-}
-
-// callTopology runs a topology method and records its effect for recovery.
-// The record is made by a hook on the reader, so a call whose ctx ended
-// after the request went out is still recorded if the server carried it out.
-func (ch *Channel) callTopology(ctx context.Context, req Method) (callResult, error) {
-	if !ch.recording() {
-		return ch.call(ctx, req)
-	}
-	if !expectsReply(req) { // no-wait: assume success, as the server reports failure as a channel error
-		r, err := ch.call(ctx, req)
-		if err == nil {
-			ch.recordTopology(req, nil)
-		}
-		return r, err
-	}
-	return ch.callWithHook(ctx, req, func(r callResult) {
-		if r.err == nil {
-			ch.recordTopology(req, r.m)
-		}
-	})
 }
 
 // snapshot returns the recorded topology in declaration order.

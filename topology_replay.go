@@ -22,7 +22,7 @@ func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
 	if len(exchanges)+len(queues)+len(bindings) == 0 {
 		return nil
 	}
-	tmp, err := c.openChannel(ctx, true)
+	tmp, err := c.openChannel(ctx, libraryChannel)
 	if errors.Is(err, ErrNoFreeChannel) {
 		var giveBack func()
 		tmp, giveBack, err = c.openBorrowedChannel(ctx, l)
@@ -49,7 +49,7 @@ func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
 	}
 	for _, e := range exchanges {
 		args := e.args
-		if _, err := tmp.call(ctx, &args); err != nil {
+		if _, err := tmp.call(ctx, &args, callOpts{}); err != nil {
 			if err := failed(fmt.Sprintf("exchange %q", args.Exchange), err); err != nil {
 				return err
 			}
@@ -83,7 +83,7 @@ func (c *Connection) restoreTopology(ctx context.Context, l *link) error {
 		} else {
 			req, entity = b.exchange, fmt.Sprintf("binding of exchange %q to exchange %q (key %q)", b.exchange.Destination, b.exchange.Source, b.exchange.RoutingKey)
 		}
-		if _, err := tmp.call(ctx, req); err != nil {
+		if _, err := tmp.call(ctx, req, callOpts{}); err != nil {
 			if err := failed(entity, err); err != nil {
 				return err
 			}
@@ -112,7 +112,7 @@ func (c *Connection) openBorrowedChannel(ctx context.Context, l *link) (tmp *Cha
 	}
 	tmp = newChannel(c, owner.id)
 	tmp.link.Store(l)
-	tmp.internal = true
+	tmp.owner = libraryChannel
 	c.channels.set(owner.id, tmp)
 	c.chMu.Unlock()
 	giveBack = func() {
@@ -126,7 +126,7 @@ func (c *Connection) openBorrowedChannel(ctx context.Context, l *link) (tmp *Cha
 			owner.finish(c.closedErr())
 		}
 	}
-	_, err = tmp.call(ctx, &ChannelOpen{})
+	_, err = tmp.call(ctx, &ChannelOpen{}, callOpts{})
 	if err != nil {
 		tmp.finish(fmt.Errorf("%w: %w", ErrClosed, err))
 		return nil, giveBack, err
@@ -142,7 +142,7 @@ func (c *Connection) openBorrowedChannel(ctx context.Context, l *link) (tmp *Cha
 func (c *Connection) declareForRecovery(ctx context.Context, tmp *Channel, args *QueueDeclare) (callResult, error) {
 	deadline := time.Now().Add(exclusiveRetryFor)
 	for {
-		r, err := tmp.call(ctx, args)
+		r, err := tmp.call(ctx, args, callOpts{})
 		if err == nil || !args.Exclusive || !errors.Is(err, ErrResourceLocked) || time.Now().After(deadline) {
 			return r, err
 		}

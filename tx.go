@@ -10,13 +10,13 @@ import (
 // transaction: the reopened channel is not in transaction mode, and the
 // failing call's error tells the application so.
 func (ch *Channel) TxSelect(ctx context.Context) error {
-	_, err := ch.call(ctx, &TxSelect{})
+	_, err := ch.call(ctx, &TxSelect{}, callOpts{})
 	return err
 }
 
 // TxCommit commits the current transaction (tx.commit).
 func (ch *Channel) TxCommit(ctx context.Context) error {
-	_, err := ch.callIf(ctx, &TxCommit{}, ch.checkTxLostLocked)
+	_, err := ch.call(ctx, &TxCommit{}, callOpts{}) // fails first after a lost transaction: checkSendLocked
 	if err == ErrTransactionLost {
 		// Work done since the recovery belongs to the broken transaction:
 		// discard it too, so that the next transaction starts empty.
@@ -29,10 +29,7 @@ func (ch *Channel) TxCommit(ctx context.Context) error {
 
 // TxRollback abandons the current transaction (tx.rollback).
 func (ch *Channel) TxRollback(ctx context.Context) error {
-	_, err := ch.callIf(ctx, &TxRollback{}, func() error {
-		ch.txLost = false // the lost work is discarded either way, as asked
-		return nil
-	})
+	_, err := ch.call(ctx, &TxRollback{}, callOpts{}) // discards lost work too: noteSentLocked
 	return err
 }
 
