@@ -43,10 +43,9 @@ type Channel struct {
 	txSettled      []uint64   // tags settled in the open transaction, unsettled again by a rollback
 	rollbacks      [][]uint64 // per tx.rollback awaiting its rollback-ok: the tags it will unsettle
 
-	consumers    map[string]*Consumer // by consumer tag
-	lastConsumer *Consumer            // the last delivery's consumer: most deliveries go to the same one
-	confirms     confirmTracker
-	settle       tagWindow // which delivery tags of this epoch are still unsettled
+	consumers map[string]*Consumer // by consumer tag
+	confirms  confirmTracker
+	settle    tagWindow // which delivery tags of this epoch are still unsettled
 	// confirmProgress is closed (and cleared) whenever confirmations resolve,
 	// waking Confirmation.Wait calls; created by the first waiter.
 	confirmProgress chan struct{}
@@ -63,10 +62,8 @@ type Channel struct {
 	listeners      channelListeners // guarded by mu
 	allowImmediate atomic.Bool
 
-	asm assembly  // reader-owned: the content being assembled
-	rx  rxScratch // reader-owned: deliver, ack and nack are decoded into this, not new structs
+	reader channelReader // the reader goroutine's side: frame handling, content assembly
 
-	bin       deliveryBin                 // deliveries handed back by Release, for asm to reuse
 	spareCall atomic.Pointer[pendingCall] // a completed call's entry and reply channel, for the next call
 
 	traces *deliveryTraces // unsettled deliveries' trace contexts; nil without a DeliveryTracer

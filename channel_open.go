@@ -60,6 +60,7 @@ func (c *Connection) openChannel(ctx context.Context, internal bool) (*Channel, 
 
 func newChannel(c *Connection, id uint16) *Channel {
 	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
+	ch.reader.ch = ch
 	ch.newEpochLocked()
 	if c.tr.delivery != nil {
 		ch.traces = &deliveryTraces{t: c.tr.delivery}

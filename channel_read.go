@@ -1,45 +1,69 @@
 package amqp
 
-import "fmt"
+// channelReader is a channel's side of the reader goroutine: the frame
+// handling for one channel and the state it keeps between frames. Only the
+// reader touches asm and rx; bin and lastConsumer are shared, as noted.
+type channelReader struct {
+	ch  *Channel
+	asm assembly  // the content being assembled
+	rx  rxScratch // deliver, ack and nack are decoded into this, not new structs
+
+	// lastConsumer is the last delivery's consumer: most deliveries go to
+	// the same one, so deliver skips the map. Guarded by ch.mu, since
+	// cancelling or closing clears it.
+	lastConsumer *Consumer
+
+	// bin holds deliveries Release handed back (from application
+	// goroutines), for asm to reuse; it has a lock of its own.
+	bin deliveryBin
+}
+
+// reset forgets what the server forgot with the channel: a half-assembled
+// message, decoded methods that may still point into the old link's read
+// buffer and string cache, and the consumer routing cache. ch.mu must be
+// held (for lastConsumer), and the reader must not be in handleFrame.
+func (rd *channelReader) reset() {
+	rd.asm = assembly{}
+	rd.rx = rxScratch{}
+	rd.lastConsumer = nil
+}
 
 // handleFrame processes one frame for this channel on the reader goroutine.
 // It never blocks on user code; an error it returns ends the connection.
-func (ch *Channel) handleFrame(l *link, f Frame) error {
+func (rd *channelReader) handleFrame(f Frame, strings *stringCache) error {
+	ch := rd.ch
 	switch f.Type {
 	case FrameMethod:
-		if ch.asm.active() {
+		if rd.asm.active() {
 			return unexpectedFrame(ch.id, "method frame in the middle of a message")
 		}
-		m, err := decodeMethodInto(f.Payload, &l.strings, &ch.rx)
+		m, err := decodeMethodInto(f.Payload, strings, &rd.rx)
 		if err != nil {
 			return err
 		}
 		if m.hasContent() {
-			ch.asm.begin(m)
+			rd.asm.begin(m)
 			return nil
 		}
-		return ch.handleMethod(m)
+		return rd.handleMethod(m)
 	case FrameHeader:
-		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, &l.strings, &ch.bin)
+		done, err := rd.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, strings, &rd.bin)
 		if err != nil || !done {
 			return err
 		}
 	case FrameBody:
-		done, err := ch.asm.body(f.Payload)
+		done, err := rd.asm.body(f.Payload)
 		if err != nil || !done {
 			return err
 		}
 	}
-	m, msg := ch.asm.take()
-	return ch.handleContent(m, msg)
-}
-
-func unexpectedFrame(id uint16, what string) error {
-	return &Error{Code: CodeUnexpectedFrame, Connection: true, Reason: fmt.Sprintf("%s on channel %d", what, id)}
+	m, msg := rd.asm.take()
+	return rd.handleContent(m, msg)
 }
 
 // handleMethod dispatches a method without content.
-func (ch *Channel) handleMethod(m Method) error {
+func (rd *channelReader) handleMethod(m Method) error {
+	ch := rd.ch
 	switch m := m.(type) {
 	case *ChannelClose:
 		ch.serverClosed(m)
@@ -64,7 +88,8 @@ func (ch *Channel) handleMethod(m Method) error {
 }
 
 // handleContent dispatches a method whose content has been assembled.
-func (ch *Channel) handleContent(m Method, msg *Delivery) error {
+func (rd *channelReader) handleContent(m Method, msg *Delivery) error {
+	ch := rd.ch
 	switch m := m.(type) {
 	case *BasicDeliver:
 		ch.deliver(m, msg)

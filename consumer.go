@@ -446,7 +446,7 @@ func (c *Consumer) dropAckable() {
 
 // takeConsumersLocked removes every consumer from the channel. ch.mu must be held.
 func (ch *Channel) takeConsumersLocked() []*Consumer {
-	ch.lastConsumer = nil
+	ch.reader.lastConsumer = nil
 	out := make([]*Consumer, 0, len(ch.consumers))
 	for tag, c := range ch.consumers {
 		out = append(out, c)
@@ -471,8 +471,8 @@ func (ch *Channel) unregisterLocked(c *Consumer) {
 	if ch.consumers[c.tag] == c {
 		delete(ch.consumers, c.tag)
 	}
-	if ch.lastConsumer == c {
-		ch.lastConsumer = nil
+	if ch.reader.lastConsumer == c {
+		ch.reader.lastConsumer = nil
 	}
 }
 
@@ -481,10 +481,10 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 	d.ConsumerTag, d.DeliveryTag, d.Redelivered = m.ConsumerTag, m.DeliveryTag, m.Redelivered
 	d.Exchange, d.RoutingKey = m.Exchange, m.RoutingKey
 	ch.mu.Lock()
-	c := ch.lastConsumer
+	c := ch.reader.lastConsumer
 	if c == nil || c.tag != m.ConsumerTag {
 		c = ch.consumers[m.ConsumerTag]
-		ch.lastConsumer = c
+		ch.reader.lastConsumer = c
 	}
 	d.epoch = ch.epoch.Load()
 	d.noAck = c == nil || c.noAck

@@ -88,7 +88,7 @@ func (d *Delivery) Release() {
 		d.epoch.ch.traceReleased(d)
 	}
 	d.released = true
-	d.epoch.ch.bin.put(d)
+	d.epoch.ch.reader.bin.put(d)
 }
 
 // deliveryBin holds a channel's released deliveries until the reader reuses
