@@ -2,7 +2,9 @@ package amqp
 
 // channelReader is a channel's side of the reader goroutine: the frame
 // handling for one channel and the state it keeps between frames. Only the
-// reader touches asm and rx; bin and lastConsumer are shared, as noted.
+// reader touches asm and rx (a reopen clears them, on the reader handling
+// channel.close, or after the lost link's reader has exited); bin and
+// lastConsumer are shared, as noted.
 type channelReader struct {
 	ch  *Channel
 	asm assembly  // the content being assembled
@@ -16,16 +18,6 @@ type channelReader struct {
 	// bin holds deliveries Release handed back (from application
 	// goroutines), for asm to reuse; it has a lock of its own.
 	bin deliveryBin
-}
-
-// reset forgets what the server forgot with the channel: a half-assembled
-// message, decoded methods that may still point into the old link's read
-// buffer and string cache, and the consumer routing cache. ch.mu must be
-// held (for lastConsumer), and the reader must not be in handleFrame.
-func (rd *channelReader) reset() {
-	rd.asm = assembly{}
-	rd.rx = rxScratch{}
-	rd.lastConsumer = nil
 }
 
 // handleFrame processes one frame for this channel on the reader goroutine.

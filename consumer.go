@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 )
@@ -556,4 +557,20 @@ func (ch *Channel) requeueLocked(d *Delivery) {
 	if d.epoch == ch.epoch.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
 		ch.sendLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
 	}
+}
+
+// logDropped logs buffered deliveries a consumer dropped because their
+// channel closed under them (Info: the server requeued them and will
+// deliver them again). It runs under the consumer's lock, possibly on the
+// reader: the record is queued.
+func (c *Consumer) logDropped(n int, why error) {
+	log := c.ch.conn.log
+	if log == nil || n == 0 {
+		return
+	}
+	ch, tag := int(c.ch.id), c.tag
+	c.ch.conn.events.push(func() {
+		log.LogAttrs(context.Background(), slog.LevelInfo, "amqp: buffered deliveries dropped; the server requeues them",
+			slog.Int("channel", ch), slog.String("consumer_tag", tag), slog.Int("count", n), slog.Any("error", why))
+	})
 }
