@@ -477,7 +477,11 @@ func (ch *Channel) unregisterLocked(c *Consumer) {
 	}
 }
 
-// deliver hands a basic.deliver to its consumer, on the reader goroutine.
+// deliver hands a basic.deliver to its consumer, on the reader goroutine:
+// it stamps the assembled delivery with its tags and epoch, records the tag
+// in the settlement window (a no-ack one as settled), and pushes it to the
+// consumer's buffer, waiting for room when the buffer is full (the
+// documented backpressure).
 func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 	d.ConsumerTag, d.DeliveryTag, d.Redelivered = m.ConsumerTag, m.DeliveryTag, m.Redelivered
 	d.Exchange, d.RoutingKey = m.Exchange, m.RoutingKey

@@ -201,6 +201,16 @@ func (ch *Channel) traceSettled(e *epoch, tag uint64, s settlement) {
 	ch.traces.settled(ch, e, tag, data)
 }
 
+// newEpochLocked starts a new span of delivery tags: deliveries from before
+// become stale. ch.mu must be held (or ch not yet shared).
+func (ch *Channel) newEpochLocked() {
+	e := &epoch{ch: ch}
+	ch.epoch.Store(e)
+	if ch.traces != nil {
+		ch.traceEpochEnded(e)
+	}
+}
+
 // tagWindow tracks which delivery tags of a channel epoch are settled,
 // so a second acknowledgement is caught locally. Tags arrive in increasing
 // order; only the span from the oldest unsettled tag to the newest is kept,
@@ -317,13 +327,3 @@ var (
 	nackKind   Method = &BasicNack{}
 	rejectKind Method = &BasicReject{}
 )
-
-// newEpochLocked starts a new span of delivery tags: deliveries from before
-// become stale. ch.mu must be held (or ch not yet shared).
-func (ch *Channel) newEpochLocked() {
-	e := &epoch{ch: ch}
-	ch.epoch.Store(e)
-	if ch.traces != nil {
-		ch.traceEpochEnded(e)
-	}
-}
