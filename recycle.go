@@ -5,6 +5,11 @@ import (
 	"sync/atomic"
 )
 
+// Recycling: a delivery handed back with Release waits in its channel's
+// deliveryBin until the reader's assembly reuses it (assembly.newDelivery).
+// This is the one place an application goroutine and the reader share a
+// delivery's memory; the assembly itself runs on the reader alone.
+
 // Release hands the delivery back to the library, which reuses its memory
 // (the Delivery and the array under Body) for a later message on the same
 // channel instead of allocating. It only does so for deliveries of a
