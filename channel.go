@@ -43,9 +43,10 @@ type Channel struct {
 	txSettled      []uint64   // tags settled in the open transaction, unsettled again by a rollback
 	rollbacks      [][]uint64 // per tx.rollback awaiting its rollback-ok: the tags it will unsettle
 
-	consumers map[string]*Consumer // by consumer tag
-	confirms  confirmTracker
-	settle    tagWindow // which delivery tags of this epoch are still unsettled
+	consumers    map[string]*Consumer // by consumer tag
+	lastConsumer *Consumer            // the last delivery's consumer: most deliveries go to the same one
+	confirms     confirmTracker
+	settle       tagWindow // which delivery tags of this epoch are still unsettled
 	// confirmProgress is closed (and cleared) whenever confirmations resolve,
 	// waking Confirmation.Wait calls; created by the first waiter.
 	confirmProgress chan struct{}

@@ -3,17 +3,13 @@ package amqp
 // channelReader is a channel's side of the reader goroutine: the frame
 // handling for one channel and the state it keeps between frames. Only the
 // reader touches asm and rx (a reopen clears them, on the reader handling
-// channel.close, or after the lost link's reader has exited); bin and
-// lastConsumer are shared, as noted.
+// channel.close, or after the lost link's reader has exited). The consumer
+// routing cache (Channel.lastConsumer) stays with the consumers map, under
+// ch.mu, since cancelling and closing clear it.
 type channelReader struct {
 	ch  *Channel
 	asm assembly  // the content being assembled
 	rx  rxScratch // deliver, ack and nack are decoded into this, not new structs
-
-	// lastConsumer is the last delivery's consumer: most deliveries go to
-	// the same one, so deliver skips the map. Guarded by ch.mu, since
-	// cancelling or closing clears it.
-	lastConsumer *Consumer
 
 	// bin holds deliveries Release handed back (from application
 	// goroutines), for asm to reuse; it has a lock of its own.

@@ -68,7 +68,7 @@ func (ch *Channel) resetForReopenLocked(lostErr error, keep bool) {
 	ch.txSettled, ch.rollbacks = nil, nil
 	ch.reader.asm = assembly{}
 	ch.reader.rx = rxScratch{} // (it may still point into the old link's read buffer and string cache)
-	ch.reader.lastConsumer = nil
+	ch.lastConsumer = nil
 	if keep && ch.conn.republishing() && ch.confirms.active {
 		// Those in the tracker were sent before those still waiting in
 		// ch.republish (a loss in the middle of republishing): keep the order.

@@ -447,7 +447,7 @@ func (c *Consumer) dropAckable() {
 
 // takeConsumersLocked removes every consumer from the channel. ch.mu must be held.
 func (ch *Channel) takeConsumersLocked() []*Consumer {
-	ch.reader.lastConsumer = nil
+	ch.lastConsumer = nil
 	out := make([]*Consumer, 0, len(ch.consumers))
 	for tag, c := range ch.consumers {
 		out = append(out, c)
@@ -472,8 +472,8 @@ func (ch *Channel) unregisterLocked(c *Consumer) {
 	if ch.consumers[c.tag] == c {
 		delete(ch.consumers, c.tag)
 	}
-	if ch.reader.lastConsumer == c {
-		ch.reader.lastConsumer = nil
+	if ch.lastConsumer == c {
+		ch.lastConsumer = nil
 	}
 }
 
@@ -486,10 +486,10 @@ func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 	d.ConsumerTag, d.DeliveryTag, d.Redelivered = m.ConsumerTag, m.DeliveryTag, m.Redelivered
 	d.Exchange, d.RoutingKey = m.Exchange, m.RoutingKey
 	ch.mu.Lock()
-	c := ch.reader.lastConsumer
+	c := ch.lastConsumer
 	if c == nil || c.tag != m.ConsumerTag {
 		c = ch.consumers[m.ConsumerTag]
-		ch.reader.lastConsumer = c
+		ch.lastConsumer = c
 	}
 	d.epoch = ch.epoch.Load()
 	d.noAck = c == nil || c.noAck
