@@ -64,3 +64,22 @@ func (ch *Channel) logMalformed(d *Delivery, what string) {
 		slog.String("routing_key", d.RoutingKey), slog.Int("body_size", len(d.Body)),
 		slog.Any("error", d.err))
 }
+
+// Return is, like Delivery, a message the reader assembles. It is declared
+// here, below the files that handle it (return.go, confirm.go, tracer.go),
+// so that none of them needs another.
+
+// Return is a message the server returned (basic.return) because it was
+// published with Mandatory and could not be routed, with the reason.
+type Return struct {
+	ReplyCode  ReplyCode // such as 312 NO_ROUTE
+	ReplyText  string
+	Exchange   string
+	RoutingKey string
+	Properties
+	Body []byte
+
+	// Err is a [*ContentError] when the returned message's content header
+	// could not be decoded: Properties then holds what came before the fault.
+	Err error
+}
