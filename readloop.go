@@ -36,7 +36,9 @@ type linkReader struct {
 	strings stringCache // interned consumer tags, exchanges, routing keys
 }
 
-// readLoop runs the link's reader goroutine until the link ends.
+// readLoop is the reader goroutine, started by link.start once the
+// handshake is done: it gives the loop its own state and runs it until the
+// link ends.
 func (l *link) readLoop() {
 	r := &linkReader{l: l, fr: l.fr}
 	r.run()
