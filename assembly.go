@@ -126,3 +126,9 @@ const (
 	shortBody = 48
 	smallBody = 144
 )
+
+// unexpectedFrame is the connection error for a frame out of place on a
+// channel: one the content assembly or the channel's reader did not expect.
+func unexpectedFrame(id uint16, what string) error {
+	return &Error{Code: CodeUnexpectedFrame, Connection: true, Reason: fmt.Sprintf("%s on channel %d", what, id)}
+}

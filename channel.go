@@ -72,10 +72,8 @@ type Channel struct {
 	listeners      channelListeners // guarded by mu
 	allowImmediate atomic.Bool
 
-	asm assembly  // reader-owned: the content being assembled
-	rx  rxScratch // reader-owned: deliver, ack and nack are decoded into this, not new structs
+	reader channelReader // the reader goroutine's side: frame handling, content assembly
 
-	bin       deliveryBin                 // deliveries handed back by Release, for asm to reuse
 	spareCall atomic.Pointer[pendingCall] // a completed call's entry and reply channel, for the next call
 
 	traces *deliveryTraces // unsettled deliveries' trace contexts; nil without a DeliveryTracer
@@ -147,6 +145,7 @@ const (
 // newChannel makes the Channel for number id, not yet in the channel table.
 func newChannel(c *Connection, id uint16) *Channel {
 	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: map[string]*Consumer{}}
+	ch.reader.ch = ch
 	ch.newEpochLocked()
 	if c.tr.delivery != nil {
 		ch.traces = &deliveryTraces{t: c.tr.delivery}

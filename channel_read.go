@@ -1,45 +1,57 @@
 package amqp
 
-import "fmt"
+// channelReader is a channel's side of the reader goroutine: the frame
+// handling for one channel and the state it keeps between frames. Only the
+// reader touches asm and rx (a reopen clears them, on the reader handling
+// channel.close, or after the lost link's reader has exited). The consumer
+// routing cache (Channel.lastConsumer) stays with the consumers map, under
+// ch.mu, since cancelling and closing clear it.
+type channelReader struct {
+	ch  *Channel
+	asm assembly  // the content being assembled
+	rx  rxScratch // deliver, ack and nack are decoded into this, not new structs
+
+	// bin holds deliveries Release handed back (from application
+	// goroutines), for asm to reuse; it has a lock of its own.
+	bin deliveryBin
+}
 
 // handleFrame processes one frame for this channel on the reader goroutine.
 // It never blocks on user code; an error it returns ends the connection.
-func (ch *Channel) handleFrame(l *link, f Frame) error {
+func (rd *channelReader) handleFrame(f Frame, strings *stringCache) error {
+	ch := rd.ch
 	switch f.Type {
 	case FrameMethod:
-		if ch.asm.active() {
+		if rd.asm.active() {
 			return unexpectedFrame(ch.id, "method frame in the middle of a message")
 		}
-		m, err := decodeMethodInto(f.Payload, &l.strings, &ch.rx)
+		m, err := decodeMethodInto(f.Payload, strings, &rd.rx)
 		if err != nil {
 			return err
 		}
 		if m.hasContent() {
-			ch.asm.begin(m)
+			rd.asm.begin(m)
 			return nil
 		}
-		return ch.handleMethod(m)
+		return rd.handleMethod(m)
 	case FrameHeader:
-		done, err := ch.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, &l.strings, &ch.bin)
+		done, err := rd.asm.header(f.Payload, ch.conn.cfg.MaxBodySize, strings, &rd.bin)
 		if err != nil || !done {
 			return err
 		}
 	case FrameBody:
-		done, err := ch.asm.body(f.Payload)
+		done, err := rd.asm.body(f.Payload)
 		if err != nil || !done {
 			return err
 		}
 	}
-	m, msg := ch.asm.take()
-	return ch.handleContent(m, msg)
-}
-
-func unexpectedFrame(id uint16, what string) error {
-	return &Error{Code: CodeUnexpectedFrame, Connection: true, Reason: fmt.Sprintf("%s on channel %d", what, id)}
+	m, msg := rd.asm.take()
+	return rd.handleContent(m, msg)
 }
 
 // handleMethod dispatches a method without content.
-func (ch *Channel) handleMethod(m Method) error {
+func (rd *channelReader) handleMethod(m Method) error {
+	ch := rd.ch
 	switch m := m.(type) {
 	case *ChannelClose:
 		ch.serverClosed(m)
@@ -64,7 +76,8 @@ func (ch *Channel) handleMethod(m Method) error {
 }
 
 // handleContent dispatches a method whose content has been assembled.
-func (ch *Channel) handleContent(m Method, msg *Delivery) error {
+func (rd *channelReader) handleContent(m Method, msg *Delivery) error {
+	ch := rd.ch
 	switch m := m.(type) {
 	case *BasicDeliver:
 		ch.deliver(m, msg)

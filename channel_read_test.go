@@ -23,11 +23,12 @@ func BenchmarkReaderDeliver(b *testing.B) {
 		parsed = append(parsed, Frame{Type: FrameType(rest[0]), Channel: 1, Payload: rest[7 : 7+size]})
 		rest = rest[8+size:]
 	}
+	var strings stringCache
 	ctx := b.Context()
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, f := range parsed {
-			if err := ch.handleFrame(l, f); err != nil {
+			if err := ch.reader.handleFrame(f, &strings); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -89,8 +89,8 @@ func (ch *Channel) resetForReopenLocked(confirmErr error, unconfirmed unconfirme
 	ch.newEpochLocked()
 	ch.settle.reset()
 	ch.txSettled, ch.rollbacks = nil, fifo[[]uint64]{}
-	ch.asm = assembly{}
-	ch.rx = rxScratch{} // (it may still point into the old link's read buffer and string cache)
+	ch.reader.asm = assembly{}
+	ch.reader.rx = rxScratch{} // (it may still point into the old link's read buffer and string cache)
 	ch.lastConsumer = nil
 	if unconfirmed == keepUnconfirmed && ch.conn.republishing() && ch.confirms.active {
 		// Those in the tracker were sent before those still waiting in

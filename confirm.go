@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -353,4 +354,23 @@ func (ch *Channel) Unconfirmed() int {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	return ch.confirms.unconfirmed()
+}
+
+// confirmed ends the trace of a confirm-mode publish on the callback
+// goroutine: resolve runs on the reader or under the channel's lock.
+func (tr *publishTrace) confirmed(c *Confirmation, err error, ret *Return) {
+	data := TracePublishEndData{DeliveryTag: c.seq, Err: err, Return: ret}
+	var rerr *ReturnedError
+	switch {
+	case err == nil:
+		data.Outcome = PublishAcked
+	case err == ErrNacked:
+		data.Outcome = PublishNacked
+	case ret != nil || errors.As(err, &rerr):
+		data.Outcome = PublishReturned
+	default:
+		data.Outcome = PublishLost
+	}
+	ch := c.ch
+	ch.conn.events.push(func() { tr.end(ch, data) })
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -490,7 +491,11 @@ func (ch *Channel) unregisterLocked(c *Consumer) {
 	}
 }
 
-// deliver hands a basic.deliver to its consumer, on the reader goroutine.
+// deliver hands a basic.deliver to its consumer, on the reader goroutine:
+// it stamps the assembled delivery with its tags and epoch, records the tag
+// in the settlement window (a no-ack one as settled), and pushes it to the
+// consumer's buffer, waiting for room when the buffer is full (the
+// documented backpressure).
 func (ch *Channel) deliver(m *BasicDeliver, d *Delivery) {
 	d.ConsumerTag, d.DeliveryTag, d.Redelivered = m.ConsumerTag, m.DeliveryTag, m.Redelivered
 	d.Exchange, d.RoutingKey = m.Exchange, m.RoutingKey
@@ -614,4 +619,20 @@ func (ch *Channel) resubscribe(c *Consumer) {
 		ch.conn.emit(RecoveryEvent{Kind: RecoveryConsumerResubscribed, Entity: entity, Attempt: attempt})
 		return
 	}
+}
+
+// logDropped logs buffered deliveries a consumer dropped because their
+// channel closed under them (Info: the server requeued them and will
+// deliver them again). It runs under the consumer's lock, possibly on the
+// reader: the record is queued.
+func (c *Consumer) logDropped(n int, why error) {
+	log := c.ch.conn.log
+	if log == nil || n == 0 {
+		return
+	}
+	ch, tag := int(c.ch.id), c.tag
+	c.ch.conn.events.push(func() {
+		log.LogAttrs(context.Background(), slog.LevelInfo, "amqp: buffered deliveries dropped; the server requeues them",
+			slog.Int("channel", ch), slog.String("consumer_tag", tag), slog.Int("count", n), slog.Any("error", why))
+	})
 }

@@ -3,6 +3,7 @@ package amqp
 import (
 	"context"
 	"fmt"
+	"log/slog"
 )
 
 // Blocking tells whether the server blocked publishing on the connection
@@ -98,4 +99,20 @@ func (ch *Channel) OnFlow(fn func(active bool)) {
 	ch.mu.Lock()
 	ch.listeners.onFlow = append(ch.listeners.onFlow, fn)
 	ch.mu.Unlock()
+}
+
+// observeBlocked reports connection.blocked (Warn) and connection.unblocked (Info).
+func (c *Connection) observeBlocked(b Blocking) {
+	if t := c.tr.blocked; t != nil {
+		c.events.push(func() { t.TraceBlocked(c, b) })
+	}
+	if log := c.log; log != nil {
+		c.events.push(func() {
+			if b.Active {
+				log.LogAttrs(context.Background(), slog.LevelWarn, "amqp: connection blocked by the server", slog.String("reason", b.Reason))
+			} else {
+				log.LogAttrs(context.Background(), slog.LevelInfo, "amqp: connection unblocked")
+			}
+		})
+	}
 }

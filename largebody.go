@@ -12,6 +12,12 @@ import (
 // message's frames stay contiguous on the wire and nothing is copied. The
 // publish waits until the writer is done with the slice, which is also the
 // natural backpressure for big messages.
+//
+// This file holds what a large body is while the writer has it (outBody,
+// segment) and who may touch the slice when (claim, release, wait). The
+// writer's methods that append and write segments (appendLarge,
+// writeSegments) are in writer.go with its other appends and writes, so this
+// file needs nothing of the writer's.
 
 // largeBodyThreshold is the smallest body written from the caller's slice.
 // Below it, copying costs less than waiting for the writer goroutine.
@@ -88,77 +94,6 @@ func vectored(conn net.Conn) bool {
 		return true
 	}
 	return false
-}
-
-// appendLarge appends a message whose body is written from its slice:
-// encodeHead appends the method and header frames; the body frames'
-// headers and end octets go into pending around segments that refer to
-// body. It returns nil when the writer is not vectored or is down; the
-// caller then copies (appendFrames). It never waits.
-func (w *writer) appendLarge(encodeHead func([]byte) ([]byte, error), channel uint16, body []byte, frameMax uint32) (*outBody, error) {
-	if !w.vectored {
-		return nil, nil
-	}
-	ob := &outBody{body: body, done: make(chan struct{})}
-	w.mu.Lock()
-	if w.err != nil || w.closing {
-		w.mu.Unlock()
-		return nil, errWriterDown
-	}
-	wasEmpty := len(w.pending) == 0
-	buf, err := encodeHead(w.pending)
-	if err != nil {
-		w.mu.Unlock()
-		return nil, err
-	}
-	chunk := bodyChunk(len(body), frameMax)
-	for lo := 0; lo < len(body); lo += chunk {
-		hi := min(lo+chunk, len(body))
-		buf = appendFrameHeader(buf, FrameBody, channel, hi-lo)
-		w.segs = append(w.segs, segment{at: len(buf), b: ob, lo: lo, hi: hi})
-		buf = append(buf, frameEndOctet)
-	}
-	w.pending = buf
-	w.pendingLen.Store(int64(len(buf)))
-	w.mu.Unlock()
-	if wasEmpty {
-		w.signal()
-	}
-	return ob, nil
-}
-
-// writeSegments writes batch with the body chunks segs refers to spliced
-// in, one vectored write per message, claiming each message's body just
-// before its write. Every body is released, written or not.
-func (w *writer) writeSegments(batch []byte, segs []segment) error {
-	pos := 0
-	var err error
-	for i := 0; i < len(segs); {
-		ob := segs[i].b
-		if err != nil {
-			ob.release()
-			for i < len(segs) && segs[i].b == ob {
-				i++
-			}
-			continue
-		}
-		body := ob.claim()
-		bufs := w.iov[:0]
-		for ; i < len(segs) && segs[i].b == ob; i++ {
-			s := segs[i]
-			bufs = append(bufs, batch[pos:s.at], body[s.lo:s.hi])
-			pos = s.at
-		}
-		w.iov = bufs
-		nb := net.Buffers(bufs)
-		_, err = nb.WriteTo(w.conn)
-		clear(bufs) // do not pin the caller's body
-		ob.release()
-	}
-	if err == nil && pos < len(batch) {
-		_, err = w.conn.Write(batch[pos:])
-	}
-	return err
 }
 
 // releaseSegments releases the bodies of segments that will not be written.

@@ -33,7 +33,6 @@ type link struct {
 
 	reserved map[uint16]bool // channel ids not to reuse on this link (a close-ok may still be in flight); guarded by c.chMu
 
-	strings  stringCache  // reader-owned: interned consumer tags, exchanges, routing keys
 	lastRead atomic.Int64 // unix nanos of the last read from the socket
 	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)
 

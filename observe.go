@@ -9,9 +9,15 @@ import (
 // Config.Logger and reported to Config.Tracer's event hooks. Everything the
 // reader notices is queued for the connection's callback goroutine, so a
 // slow log handler or tracer never stalls the reader; ordering with the
-// OnBlocked, OnError and OnRecovery listeners is kept. Nothing here runs per
-// message except for malformed messages, which are rare and logged at Warn.
-// No log record carries a password or a message body.
+// OnBlocked, OnError and OnRecovery listeners is kept. No log record
+// carries a password or a message body.
+//
+// Here are the connection's life, recovery and channel errors. A record
+// that belongs to one step sits in that step's file, so the step does not
+// call back into this one: connection.blocked in flow.go (observeBlocked),
+// dropped buffered deliveries in consumer.go (logDropped), malformed
+// messages in delivery.go (logMalformed, the only per-message record: rare,
+// at Warn).
 
 // logOpened logs a connection that completed its handshake (Info).
 func (c *Connection) logOpened(ctx context.Context, l *link) {
@@ -49,22 +55,6 @@ func (c *Connection) logClosed(cause error) {
 		}
 		log.LogAttrs(context.Background(), slog.LevelError, "amqp: connection lost", slog.String("addr", addr), slog.Any("error", cause))
 	})
-}
-
-// observeBlocked reports connection.blocked (Warn) and connection.unblocked (Info).
-func (c *Connection) observeBlocked(b Blocking) {
-	if t := c.tr.blocked; t != nil {
-		c.events.push(func() { t.TraceBlocked(c, b) })
-	}
-	if log := c.log; log != nil {
-		c.events.push(func() {
-			if b.Active {
-				log.LogAttrs(context.Background(), slog.LevelWarn, "amqp: connection blocked by the server", slog.String("reason", b.Reason))
-			} else {
-				log.LogAttrs(context.Background(), slog.LevelInfo, "amqp: connection unblocked")
-			}
-		})
-	}
 }
 
 // recoveryLevels are the levels recovery events are logged at, by kind.
@@ -123,35 +113,4 @@ func (ch *Channel) observeChannelError(err *Error) {
 				slog.Any("error", err))
 		})
 	}
-}
-
-// logMalformed logs a message whose content header could not be decoded
-// (Warn), as it is handed to the application or rejected for it. The raw
-// header is not logged: it may hold application data.
-func (ch *Channel) logMalformed(d *Delivery, what string) {
-	log := ch.conn.log
-	if log == nil || d.err == nil {
-		return
-	}
-	log.LogAttrs(context.Background(), slog.LevelWarn, "amqp: malformed message "+what,
-		slog.Int("channel", int(ch.id)), slog.String("consumer_tag", d.ConsumerTag),
-		slog.Uint64("delivery_tag", d.DeliveryTag), slog.String("exchange", d.Exchange),
-		slog.String("routing_key", d.RoutingKey), slog.Int("body_size", len(d.Body)),
-		slog.Any("error", d.err))
-}
-
-// logDropped logs buffered deliveries a consumer dropped because their
-// channel closed under them (Info: the server requeued them and will
-// deliver them again). It runs under the consumer's lock, possibly on the
-// reader: the record is queued.
-func (c *Consumer) logDropped(n int, why error) {
-	log := c.ch.conn.log
-	if log == nil || n == 0 {
-		return
-	}
-	ch, tag := int(c.ch.id), c.tag
-	c.ch.conn.events.push(func() {
-		log.LogAttrs(context.Background(), slog.LevelInfo, "amqp: buffered deliveries dropped; the server requeues them",
-			slog.Int("channel", ch), slog.String("consumer_tag", tag), slog.Int("count", n), slog.Any("error", why))
-	})
 }

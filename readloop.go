@@ -25,30 +25,49 @@ func (r readTracker) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readLoop is the reader goroutine: the only code that reads the socket. It
-// decodes each frame and hands it to channel 0 or to its channel; no handler
-// it calls blocks on user code.
+// linkReader is the reader goroutine of one link, and the state only it
+// touches (like http2's clientConnReadLoop): it reads frames, answers
+// channel 0 and hands channel N's frames to that channel's channelReader.
+// Nothing it calls waits for user code, except a full consumer buffer (see
+// link.waitForRoom).
+type linkReader struct {
+	l       *link
+	fr      *FrameReader
+	strings stringCache // interned consumer tags, exchanges, routing keys
+}
+
+// readLoop is the reader goroutine, started by link.start once the
+// handshake is done: it gives the loop its own state and runs it until the
+// link ends.
 func (l *link) readLoop() {
+	r := &linkReader{l: l, fr: l.fr}
+	r.run()
+}
+
+func (r *linkReader) run() {
 	for {
-		f, err := l.fr.ReadFrame()
+		f, err := r.fr.ReadFrame()
 		if err != nil {
-			l.readFailed(err)
+			r.readFailed(err)
 			return
 		}
-		if err := l.dispatch(f); err != nil {
-			l.protocolFailure(err)
+		if err := r.dispatch(f); err != nil {
+			r.protocolFailure(err)
 			return
 		}
 	}
 }
 
-func (l *link) dispatch(f Frame) error {
+// dispatch routes one frame: heartbeats are only counted (by readTracker),
+// channel 0 is the connection's, channel N goes to its channel's reader.
+func (r *linkReader) dispatch(f Frame) error {
 	if f.Type == FrameHeartbeat {
 		if f.Channel != 0 {
 			return &Error{Code: CodeCommandInvalid, Reason: fmt.Sprintf("heartbeat frame on channel %d", f.Channel), Connection: true}
 		}
 		return nil // its arrival already counted in lastRead
 	}
+	l := r.l
 	if f.Channel == 0 {
 		if f.Type != FrameMethod {
 			return &Error{Code: CodeCommandInvalid, Reason: fmt.Sprintf("%s frame on channel 0", f.Type), Connection: true}
@@ -57,7 +76,7 @@ func (l *link) dispatch(f Frame) error {
 		if err != nil {
 			return err
 		}
-		return l.handleConnectionMethod(m)
+		return r.connectionMethod(m)
 	}
 	ch := l.c.channel(f.Channel)
 	if ch == nil || ch.link.Load() != l {
@@ -72,10 +91,13 @@ func (l *link) dispatch(f Frame) error {
 		}
 		return nil
 	}
-	return ch.handleFrame(l, f)
+	return ch.reader.handleFrame(f, &r.strings)
 }
 
-func (l *link) handleConnectionMethod(m Method) error {
+// connectionMethod handles a method on channel 0: the server's close,
+// blocking, and replies to the connection's own calls.
+func (r *linkReader) connectionMethod(m Method) error {
+	l := r.l
 	switch m := m.(type) {
 	case *ConnectionClose:
 		// Answer, then end: the close-ok is flushed by shutdown.
@@ -100,11 +122,14 @@ func (l *link) handleConnectionMethod(m Method) error {
 	return &Error{Code: CodeCommandInvalid, Reason: "unexpected " + m.MethodName() + " on channel 0", Connection: true}
 }
 
-// readFailed ends the link after the reader's error.
-func (l *link) readFailed(err error) {
+// readFailed ends the link after a failed read: a frame our limits refuse
+// is the server's protocol error, the end of the socket after Close is the
+// close, anything else a lost connection.
+func (r *linkReader) readFailed(err error) {
+	l := r.l
 	switch {
 	case errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrMalformedFrame):
-		l.protocolFailure(err)
+		r.protocolFailure(err)
 		return
 	case l.c.closeRequested() && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)):
 		l.shutdown(ErrClosed)
@@ -116,7 +141,8 @@ func (l *link) readFailed(err error) {
 // protocolFailure ends the link because the server broke the protocol (or
 // sent what our limits refuse): tell the server why with connection.close,
 // then shut down without waiting for its close-ok.
-func (l *link) protocolFailure(err error) {
+func (r *linkReader) protocolFailure(err error) {
+	l := r.l
 	var amqpErr *Error
 	code := CodeFrameError
 	switch {

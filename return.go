@@ -1,20 +1,5 @@
 package amqp
 
-// Return is a message the server returned (basic.return) because it was
-// published with Mandatory and could not be routed, with the reason.
-type Return struct {
-	ReplyCode  ReplyCode // such as 312 NO_ROUTE
-	ReplyText  string
-	Exchange   string
-	RoutingKey string
-	Properties
-	Body []byte
-
-	// Err is a [*ContentError] when the returned message's content header
-	// could not be decoded: Properties then holds what came before the fault.
-	Err error
-}
-
 // OnReturn registers fn to be called with every message the server returns
 // on this channel, whether or not the channel is in confirm mode. In confirm
 // mode the return is also attached to the publish's [Confirmation]. Calls

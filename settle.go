@@ -1,6 +1,9 @@
 package amqp
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
 // AckOptions are the options of [Delivery.Ack].
 type AckOptions struct {
@@ -159,6 +162,53 @@ func (d *Delivery) settleLocked(multiple bool) error {
 	ch.txSettled = append(ch.txSettled, newly...)
 	ch.txWork = ch.txWork || ch.txMode
 	return nil
+}
+
+// traceReceived starts a delivery's trace as the application takes it
+// (Consumer.Next, Channel.Get). A no-ack delivery, and one a multiple
+// acknowledgement already settled, end at once; the rest are tracked until
+// settled (see traceSettled).
+func (ch *Channel) traceReceived(ctx context.Context, d *Delivery) {
+	dt := ch.traces
+	dctx := dt.t.TraceDeliveryStart(ctx, ch, TraceDeliveryStartData{Delivery: d})
+	if d.noAck {
+		dt.t.TraceDeliveryEnd(dctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliveryAutoAcked})
+		return
+	}
+	// A multiple acknowledgement of a later delivery (of another consumer
+	// on the channel) may have settled it while it waited in the buffer:
+	// nothing would end its trace. (ch.mu before dt.mu, as elsewhere.)
+	ch.mu.Lock()
+	early := d.epoch == ch.epoch.Load() && ch.settle.isSettled(d.DeliveryTag)
+	ch.mu.Unlock()
+	if early {
+		dt.t.TraceDeliveryEnd(dctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliverySettledEarlier, Multiple: true})
+		return
+	}
+	dt.track(ch, d, dctx)
+}
+
+// traceSettled ends the traces a successful settlement s of tag in epoch e
+// settled.
+func (ch *Channel) traceSettled(e *epoch, tag uint64, s settlement) {
+	data := TraceDeliveryEndData{Outcome: DeliveryAcked, Multiple: s.multiple, Requeue: s.requeue}
+	switch s.kind {
+	case nackKind:
+		data.Outcome = DeliveryNacked
+	case rejectKind:
+		data.Outcome = DeliveryRejected
+	}
+	ch.traces.settled(ch, e, tag, data)
+}
+
+// newEpochLocked starts a new span of delivery tags: deliveries from before
+// become stale. ch.mu must be held (or ch not yet shared).
+func (ch *Channel) newEpochLocked() {
+	e := &epoch{ch: ch}
+	ch.epoch.Store(e)
+	if ch.traces != nil {
+		ch.traceEpochEnded(e)
+	}
 }
 
 // tagWindow tracks which delivery tags of a channel epoch are settled,

@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync"
 )
@@ -264,25 +263,6 @@ func (tr *publishTrace) end(ch *Channel, data TracePublishEndData) {
 	tr.t.TracePublishEnd(tr.ctx, ch, data)
 }
 
-// confirmed ends the trace of a confirm-mode publish on the callback
-// goroutine: resolve runs on the reader or under the channel's lock.
-func (tr *publishTrace) confirmed(c *Confirmation, err error, ret *Return) {
-	data := TracePublishEndData{DeliveryTag: c.seq, Err: err, Return: ret}
-	var rerr *ReturnedError
-	switch {
-	case err == nil:
-		data.Outcome = PublishAcked
-	case err == ErrNacked:
-		data.Outcome = PublishNacked
-	case ret != nil || errors.As(err, &rerr):
-		data.Outcome = PublishReturned
-	default:
-		data.Outcome = PublishLost
-	}
-	ch := c.ch
-	ch.conn.events.push(func() { tr.end(ch, data) })
-}
-
 // callTraced brackets a synchronous call with the CallTracer's hooks.
 func (ch *Channel) callTraced(ctx context.Context, t CallTracer, req Method, call func(context.Context) (callResult, error)) (callResult, error) {
 	ctx = t.TraceCallStart(ctx, ch, TraceCallStartData{Method: req})
@@ -323,24 +303,11 @@ type endedTrace struct {
 	ctx context.Context
 }
 
-// traceReceived starts a delivery's trace as the application takes it.
-func (ch *Channel) traceReceived(ctx context.Context, d *Delivery) {
-	dt := ch.traces
-	dctx := dt.t.TraceDeliveryStart(ctx, ch, TraceDeliveryStartData{Delivery: d})
-	if d.noAck {
-		dt.t.TraceDeliveryEnd(dctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliveryAutoAcked})
-		return
-	}
-	// A multiple acknowledgement of a later delivery (of another consumer
-	// on the channel) may have settled it while it waited in the buffer:
-	// nothing would end its trace. (ch.mu before dt.mu, as elsewhere.)
-	ch.mu.Lock()
-	early := d.epoch == ch.epoch.Load() && ch.settle.isSettled(d.DeliveryTag)
-	ch.mu.Unlock()
-	if early {
-		dt.t.TraceDeliveryEnd(dctx, ch, TraceDeliveryEndData{DeliveryTag: d.DeliveryTag, Outcome: DeliverySettledEarlier, Multiple: true})
-		return
-	}
+// track keeps the context of a delivery the application took, until the
+// delivery is settled, released or made void; a delivery void already (its
+// epoch is over, or the channel ended) ends at once as DeliveryLost, and so
+// do the traces of an older epoch it sweeps.
+func (dt *deliveryTraces) track(ch *Channel, d *Delivery, dctx context.Context) {
 	// The epoch is read under dt.mu: a new epoch stores itself before its
 	// sweep takes dt.mu, so either this sees it, or the sweep sees this entry.
 	dt.mu.Lock()
@@ -370,24 +337,17 @@ func (dt *deliveryTraces) sweepLocked(cur *epoch) []endedTrace {
 	return lost
 }
 
-// traceSettled ends the traces a successful acknowledgement of tag in
-// epoch e settled (none if a new epoch has already swept them as lost).
-func (ch *Channel) traceSettled(e *epoch, tag uint64, s settlement) {
-	dt := ch.traces
-	data := TraceDeliveryEndData{Outcome: DeliveryAcked, Multiple: s.multiple, Requeue: s.requeue}
-	switch s.kind {
-	case nackKind:
-		data.Outcome = DeliveryNacked
-	case rejectKind:
-		data.Outcome = DeliveryRejected
-	}
+// settled ends, with data, the traces that an acknowledgement of tag in
+// epoch e settled: tag's, or with data.Multiple every one up to it (none if
+// a new epoch has already swept them as lost).
+func (dt *deliveryTraces) settled(ch *Channel, e *epoch, tag uint64, data TraceDeliveryEndData) {
 	var ended []endedTrace
 	dt.mu.Lock()
 	if dt.epoch != e {
 		dt.mu.Unlock()
 		return
 	}
-	if !s.multiple { // the common case, without a slice
+	if !data.Multiple { // the common case, without a slice
 		ctx, ok := dt.live[tag]
 		delete(dt.live, tag)
 		dt.mu.Unlock()
