@@ -374,3 +374,28 @@ func (tr *publishTrace) confirmed(c *Confirmation, err error, ret *Return) {
 	ch := c.ch
 	ch.conn.events.push(func() { tr.end(ch, data) })
 }
+
+// confirmFailures holds a channel's failed publishes until a WaitConfirms
+// reports them. Guarded by the channel's mutex.
+type confirmFailures struct {
+	failed  []*Confirmation
+	omitted int
+}
+
+func (f *confirmFailures) add(c *Confirmation) {
+	if len(f.failed) >= maxKeptFailures {
+		f.omitted++
+		return
+	}
+	f.failed = append(f.failed, c)
+}
+
+func (f *confirmFailures) take() ([]*Confirmation, int) {
+	failed, omitted := f.failed, f.omitted
+	*f = confirmFailures{}
+	return failed, omitted
+}
+
+// maxKeptFailures bounds the failures a channel keeps for WaitConfirms: an
+// application that never calls it must not grow memory without end.
+const maxKeptFailures = 1024

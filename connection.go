@@ -312,3 +312,15 @@ func (c *Connection) channelList() []*Channel {
 	}
 	return out
 }
+
+// traceConnect brackets a dial with the ConnectTracer's hooks.
+func traceConnect(ctx context.Context, t ConnectTracer, cfg *Config, dial func(context.Context) (*Connection, error)) (*Connection, error) {
+	ctx = t.TraceConnectStart(ctx, TraceConnectStartData{Addrs: cfg.Addrs, Vhost: cfg.Vhost})
+	c, err := dial(ctx)
+	end := TraceConnectEndData{Conn: c, Err: err}
+	if c != nil {
+		end.Addr = c.Addr()
+	}
+	t.TraceConnectEnd(ctx, end)
+	return c, err
+}

@@ -472,7 +472,7 @@ var (
 
 // peerProtocolError marks the error with which this client closed a link
 // because the server sent something it could not parse or accept (see
-// link.protocolFailure): a new connection may well not meet it again.
+// linkReader.protocolFailure): a new connection may well not meet it again.
 type peerProtocolError struct{ err error }
 
 func (e *peerProtocolError) Error() string { return e.err.Error() }

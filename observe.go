@@ -12,9 +12,10 @@ import (
 // OnBlocked, OnError and OnRecovery listeners is kept. No log record
 // carries a password or a message body.
 //
-// Here are the connection's life, recovery and channel errors. A record
-// that belongs to one step sits in that step's file, so the step does not
-// call back into this one: connection.blocked in flow.go (observeBlocked),
+// Here are the connection's life and channel errors. A record that belongs
+// to one step sits in that step's file, so the step does not call back into
+// this one: recovery events in recovery.go (observeRecovery),
+// connection.blocked in flow.go (observeBlocked),
 // dropped buffered deliveries in consumer.go (logDropped), malformed
 // messages in delivery.go (logMalformed, the only per-message record: rare,
 // at Warn).
@@ -55,49 +56,6 @@ func (c *Connection) logClosed(cause error) {
 		}
 		log.LogAttrs(context.Background(), slog.LevelError, "amqp: connection lost", slog.String("addr", addr), slog.Any("error", cause))
 	})
-}
-
-// recoveryLevels are the levels recovery events are logged at, by kind.
-var recoveryLevels = [...]slog.Level{
-	RecoveryStarted:              slog.LevelWarn,
-	RecoveryAttemptFailed:        slog.LevelWarn,
-	RecoverySucceeded:            slog.LevelInfo,
-	RecoveryFailed:               slog.LevelError,
-	RecoveryEntityFailed:         slog.LevelWarn,
-	RecoveryQueueRenamed:         slog.LevelInfo,
-	RecoveryConsumerResubscribed: slog.LevelInfo,
-}
-
-// observeRecovery reports a recovery step.
-func (c *Connection) observeRecovery(ev RecoveryEvent) {
-	if t := c.tr.recovery; t != nil {
-		c.events.push(func() { t.TraceRecovery(c, ev) })
-	}
-	log := c.log
-	if log == nil {
-		return
-	}
-	level := slog.LevelWarn
-	if int(ev.Kind) < len(recoveryLevels) {
-		level = recoveryLevels[ev.Kind]
-	}
-	attrs := []slog.Attr{slog.String("event", ev.Kind.String())}
-	if ev.Attempt > 0 {
-		attrs = append(attrs, slog.Int("attempt", ev.Attempt))
-	}
-	if ev.Addr != "" {
-		attrs = append(attrs, slog.String("addr", ev.Addr))
-	}
-	if ev.Entity != "" {
-		attrs = append(attrs, slog.String("entity", ev.Entity))
-	}
-	if ev.OldName != "" || ev.NewName != "" {
-		attrs = append(attrs, slog.String("old_name", ev.OldName), slog.String("new_name", ev.NewName))
-	}
-	if ev.Err != nil {
-		attrs = append(attrs, slog.Any("error", ev.Err))
-	}
-	c.events.push(func() { log.LogAttrs(context.Background(), level, "amqp: recovery "+ev.Kind.String(), attrs...) })
 }
 
 // observeChannelError reports the server's channel.close (Warn).

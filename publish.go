@@ -162,3 +162,20 @@ func appendPublishHead(b []byte, channel uint16, m *BasicPublish, p *Properties,
 // AllowImmediate lets Publish send the immediate flag, for brokers that
 // implement it. RabbitMQ closes the connection when it sees it.
 func (ch *Channel) AllowImmediate() { ch.allowImmediate.Store(true) }
+
+// publishTraced is Publish with a PublishTracer: the start hook sees (and may
+// change) Publish's copy of the message. Kept apart from Publish so that the
+// untraced path's message never escapes to the heap.
+func (ch *Channel) publishTraced(ctx context.Context, t PublishTracer, msg Publishing) (*Confirmation, error) {
+	tr := &publishTrace{t: t, exchange: msg.Exchange, routingKey: msg.RoutingKey, msg: msg}
+	tr.ctx = t.TracePublishStart(ctx, ch, TracePublishStartData{Msg: &tr.msg})
+	conf, err := ch.publish(ctx, &tr.msg, tr)
+	tr.msg = Publishing{} // encoded (or kept apart for republishing): let the body go
+	switch {
+	case err != nil:
+		tr.end(ch, TracePublishEndData{Outcome: PublishFailed, Err: err})
+	case !conf.requested:
+		tr.end(ch, TracePublishEndData{Outcome: PublishSent})
+	}
+	return conf, err
+}

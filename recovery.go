@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -546,4 +547,47 @@ func linkErr(ctx context.Context, l *link) error {
 		return closedBy(l.err)
 	}
 	return ctx.Err()
+}
+
+// observeRecovery reports a recovery step.
+func (c *Connection) observeRecovery(ev RecoveryEvent) {
+	if t := c.tr.recovery; t != nil {
+		c.events.push(func() { t.TraceRecovery(c, ev) })
+	}
+	log := c.log
+	if log == nil {
+		return
+	}
+	level := slog.LevelWarn
+	if int(ev.Kind) < len(recoveryLevels) {
+		level = recoveryLevels[ev.Kind]
+	}
+	attrs := []slog.Attr{slog.String("event", ev.Kind.String())}
+	if ev.Attempt > 0 {
+		attrs = append(attrs, slog.Int("attempt", ev.Attempt))
+	}
+	if ev.Addr != "" {
+		attrs = append(attrs, slog.String("addr", ev.Addr))
+	}
+	if ev.Entity != "" {
+		attrs = append(attrs, slog.String("entity", ev.Entity))
+	}
+	if ev.OldName != "" || ev.NewName != "" {
+		attrs = append(attrs, slog.String("old_name", ev.OldName), slog.String("new_name", ev.NewName))
+	}
+	if ev.Err != nil {
+		attrs = append(attrs, slog.Any("error", ev.Err))
+	}
+	c.events.push(func() { log.LogAttrs(context.Background(), level, "amqp: recovery "+ev.Kind.String(), attrs...) })
+}
+
+// recoveryLevels are the levels recovery events are logged at, by kind.
+var recoveryLevels = [...]slog.Level{
+	RecoveryStarted:              slog.LevelWarn,
+	RecoveryAttemptFailed:        slog.LevelWarn,
+	RecoverySucceeded:            slog.LevelInfo,
+	RecoveryFailed:               slog.LevelError,
+	RecoveryEntityFailed:         slog.LevelWarn,
+	RecoveryQueueRenamed:         slog.LevelInfo,
+	RecoveryConsumerResubscribed: slog.LevelInfo,
 }

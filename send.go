@@ -410,3 +410,15 @@ func (ch *Channel) usableLocked(m Method) error {
 	}
 	return nil
 }
+
+// callTraced brackets a synchronous call with the CallTracer's hooks.
+func (ch *Channel) callTraced(ctx context.Context, t CallTracer, req Method, call func(context.Context) (callResult, error)) (callResult, error) {
+	ctx = t.TraceCallStart(ctx, ch, TraceCallStartData{Method: req})
+	r, err := call(ctx)
+	end := TraceCallEndData{Method: req, Err: err}
+	if err == nil {
+		end.Reply = r.m
+	}
+	t.TraceCallEnd(ctx, ch, end)
+	return r, err
+}

@@ -241,50 +241,9 @@ type publishTrace struct {
 	msg                  Publishing
 }
 
-// publishTraced is Publish with a PublishTracer: the start hook sees (and may
-// change) Publish's copy of the message. Kept apart from Publish so that the
-// untraced path's message never escapes to the heap.
-func (ch *Channel) publishTraced(ctx context.Context, t PublishTracer, msg Publishing) (*Confirmation, error) {
-	tr := &publishTrace{t: t, exchange: msg.Exchange, routingKey: msg.RoutingKey, msg: msg}
-	tr.ctx = t.TracePublishStart(ctx, ch, TracePublishStartData{Msg: &tr.msg})
-	conf, err := ch.publish(ctx, &tr.msg, tr)
-	tr.msg = Publishing{} // encoded (or kept apart for republishing): let the body go
-	switch {
-	case err != nil:
-		tr.end(ch, TracePublishEndData{Outcome: PublishFailed, Err: err})
-	case !conf.requested:
-		tr.end(ch, TracePublishEndData{Outcome: PublishSent})
-	}
-	return conf, err
-}
-
 func (tr *publishTrace) end(ch *Channel, data TracePublishEndData) {
 	data.Exchange, data.RoutingKey = tr.exchange, tr.routingKey
 	tr.t.TracePublishEnd(tr.ctx, ch, data)
-}
-
-// callTraced brackets a synchronous call with the CallTracer's hooks.
-func (ch *Channel) callTraced(ctx context.Context, t CallTracer, req Method, call func(context.Context) (callResult, error)) (callResult, error) {
-	ctx = t.TraceCallStart(ctx, ch, TraceCallStartData{Method: req})
-	r, err := call(ctx)
-	end := TraceCallEndData{Method: req, Err: err}
-	if err == nil {
-		end.Reply = r.m
-	}
-	t.TraceCallEnd(ctx, ch, end)
-	return r, err
-}
-
-// traceConnect brackets a dial with the ConnectTracer's hooks.
-func traceConnect(ctx context.Context, t ConnectTracer, cfg *Config, dial func(context.Context) (*Connection, error)) (*Connection, error) {
-	ctx = t.TraceConnectStart(ctx, TraceConnectStartData{Addrs: cfg.Addrs, Vhost: cfg.Vhost})
-	c, err := dial(ctx)
-	end := TraceConnectEndData{Conn: c, Err: err}
-	if c != nil {
-		end.Addr = c.Addr()
-	}
-	t.TraceConnectEnd(ctx, end)
-	return c, err
 }
 
 // deliveryTraces holds the contexts of a channel's traced deliveries that
