@@ -57,10 +57,10 @@ func (rd *channelReader) handleMethod(m Method) error {
 		ch.serverClosed(m)
 		return nil
 	case *BasicAck:
-		ch.confirmed(m.DeliveryTag, m.Multiple, false)
+		ch.confirmed(m.DeliveryTag, m.Multiple, serverAck)
 		return nil
 	case *BasicNack:
-		ch.confirmed(m.DeliveryTag, m.Multiple, true)
+		ch.confirmed(m.DeliveryTag, m.Multiple, serverNack)
 		return nil
 	case *BasicCancel:
 		ch.serverCancelled(m.ConsumerTag)

@@ -224,9 +224,17 @@ func (t *confirmTracker) takePending() []*Confirmation {
 	return out
 }
 
+// confirmReply is the server's verdict on publishes in confirm mode.
+type confirmReply uint8
+
+const (
+	serverAck  confirmReply = iota // basic.ack: the broker took responsibility
+	serverNack                     // basic.nack: it did not
+)
+
 // resolve settles tag, or with multiple every publish up to tag, and returns
 // how many it settled.
-func (t *confirmTracker) resolve(tag uint64, multiple, nack bool) int {
+func (t *confirmTracker) resolve(tag uint64, multiple bool, reply confirmReply) int {
 	if tag < t.base || tag >= t.base+uint64(len(t.pending)) {
 		return 0 // not ours: already resolved, or before a reopen
 	}
@@ -244,7 +252,7 @@ func (t *confirmTracker) resolve(tag uint64, multiple, nack bool) int {
 		ret := c.returnedBeforeAck
 		if ret != nil {
 			err = &ReturnedError{Return: *ret}
-		} else if nack {
+		} else if reply == serverNack {
 			err = ErrNacked
 		}
 		c.resolve(err, ret)
@@ -309,12 +317,12 @@ func (t *confirmTracker) unconfirmed() int {
 }
 
 // confirmed handles the server's basic.ack or basic.nack on a confirm-mode channel.
-func (ch *Channel) confirmed(tag uint64, multiple, nack bool) {
+func (ch *Channel) confirmed(tag uint64, multiple bool, reply confirmReply) {
 	ch.mu.Lock()
-	ch.confirms.resolve(tag, multiple, nack)
+	ch.confirms.resolve(tag, multiple, reply)
 	ch.signalConfirmProgressLocked()
 	listeners := ch.listeners.onAck
-	if nack {
+	if reply == serverNack {
 		listeners = ch.listeners.onNack
 	}
 	ch.mu.Unlock()

@@ -11,7 +11,7 @@ func TestConfirmTrackerReusesItsArray(t *testing.T) {
 	tr.block = make([]Confirmation, 1<<14) // the Confirmations' own blocks are not what is measured
 	allocs := testing.AllocsPerRun(1000, func() {
 		c := tr.add(nil)
-		tr.resolve(c.seq, false, false)
+		tr.resolve(c.seq, false, serverAck)
 	})
 	require.Zero(t, allocs)
 }

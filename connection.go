@@ -132,7 +132,7 @@ func (c *Connection) linkEnded(l *link, cause error) {
 	l.ch0.finish(closedBy(cause))
 	// A new link starts unblocked: waiting publishers look again, and
 	// OnBlocked listeners hear that the block is over.
-	c.setBlocked(false, "")
+	c.unblock()
 	if l.reconnect {
 		c.startRecovery(l, cause)
 		return

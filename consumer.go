@@ -572,7 +572,7 @@ func (ch *Channel) requeueUnread(c *Consumer) {
 // (basic.reject with requeue), unless it is stale or already settled.
 // ch.mu must be held.
 func (ch *Channel) requeueLocked(d *Delivery) {
-	if d.epoch == ch.epoch.Load() && ch.settle.settle(d.DeliveryTag, false) == nil {
+	if d.epoch == ch.epoch.Load() && ch.settle.settleOne(d.DeliveryTag) == nil {
 		_ = ch.sendNowLocked(&BasicReject{DeliveryTag: d.DeliveryTag, Requeue: true}, nil)
 	}
 }

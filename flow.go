@@ -27,20 +27,25 @@ func (c *Connection) OnBlocked(fn func(Blocking)) {
 // Blocked reports whether the server currently blocks publishing, and why.
 func (c *Connection) Blocked() (bool, string) { return c.blocked.state() }
 
-func (c *Connection) setBlocked(active bool, reason string) {
-	var changed bool
-	if active {
-		changed = c.blocked.close(reason)
-	} else {
-		changed = c.blocked.open()
+// block records the server's connection.blocked; unblock its
+// connection.unblocked (and a new link's fresh start). Listeners hear of a
+// change only, not of a repeat of the current state.
+func (c *Connection) block(reason string) {
+	if c.blocked.close(reason) {
+		c.tellBlocked(Blocking{Active: true, Reason: reason})
 	}
-	if !changed {
-		return // a repeat of the current state
+}
+
+func (c *Connection) unblock() {
+	if c.blocked.open() {
+		c.tellBlocked(Blocking{})
 	}
+}
+
+func (c *Connection) tellBlocked(ev Blocking) {
 	c.blockMu.Lock()
 	listeners := c.onBlocked
 	c.blockMu.Unlock()
-	ev := Blocking{Active: active, Reason: reason}
 	c.observeBlocked(ev)
 	for _, fn := range listeners {
 		c.events.push(func() { fn(ev) })

@@ -110,10 +110,10 @@ func (r *linkReader) connectionMethod(m Method) error {
 		l.shutdown(cause)
 		return nil
 	case *ConnectionBlocked:
-		l.c.setBlocked(true, m.Reason)
+		l.c.block(m.Reason)
 		return nil
 	case *ConnectionUnblocked:
-		l.c.setBlocked(false, "")
+		l.c.unblock()
 		return nil
 	}
 	if isReplyKey(m.key()) {

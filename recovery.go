@@ -489,7 +489,7 @@ func (c *Connection) retire(l *link, cause error) {
 	<-l.readerDone
 	// A connection.blocked the reader handled after linkEnded reopened the
 	// gate would otherwise outlive the link: the new one starts unblocked.
-	c.setBlocked(false, "")
+	c.unblock()
 	lost := closedBy(cause)
 	for _, ch := range c.channelList() {
 		if ch.link.Load() == l {

@@ -250,6 +250,9 @@ func (w *tagWindow) isSettled(tag uint64) bool {
 	return w.settled[tag-w.base]
 }
 
+// settleOne marks tag alone settled, or reports that it was settled already.
+func (w *tagWindow) settleOne(tag uint64) error { return w.settle(tag, false) }
+
 // settle marks tag (and with multiple, every tag before it) settled, or
 // reports that tag was settled already.
 func (w *tagWindow) settle(tag uint64, multiple bool) error {
