@@ -20,10 +20,11 @@ import (
 //
 // Lock order (docs/ARCHITECTURE.md, "Locks", has the whole of it): mu comes
 // first; under it a goroutine may take one of a Consumer's mu, a
-// Confirmation's mu, the deliveryTraces mu or the writer's mu (every frame is
-// appended under mu), and the events queue's mu, innermost of all; never the
-// other way round, and never two channels' mu at once. Connection.chMu, the topology's and the
-// recovery state's mutexes are never held together with mu. Nothing waits
+// Confirmation's mu, the deliveryTraces mu or the writer's mu (every frame of
+// the channel is appended under mu), and the events queue's mu, innermost of
+// all; never the other way round, and never two channels' mu at once.
+// Connection.chMu, the topology's and the recovery state's mutexes are never
+// held together with mu. Nothing waits
 // (for ctx, a reply, room, a recovery) or runs user code while holding mu.
 // link and epoch are stored under mu and read without it.
 type Channel struct {

@@ -85,13 +85,21 @@ func Recoverable(err error) bool {
 	if errors.As(err, &r) {
 		return r.Recoverable()
 	}
-	switch {
-	case errors.Is(err, ErrHeartbeatTimeout), errors.Is(err, ErrConnectionLost),
-		errors.Is(err, ErrRecovering), errors.Is(err, ErrPublishLost):
-		return true
-	}
-	return false
+	// Then a client-side sentinel made with temporary says yes.
+	var t *temporaryError
+	return errors.As(err, &t)
 }
+
+// temporaryError is a client-side sentinel for a failure that the next
+// connection may well not meet again: Recoverable finds it in the chain.
+// It has no Recoverable method of its own, so that an *Error (or another
+// error that knows) wrapped with it still decides first, as it is asked
+// first.
+type temporaryError struct{ msg string }
+
+func (e *temporaryError) Error() string { return e.msg }
+
+func temporary(msg string) error { return &temporaryError{msg} }
 
 // Recoverable reports whether an error with this code may go away on retry.
 func (c ReplyCode) Recoverable() bool {
@@ -114,11 +122,11 @@ var (
 	ErrClosed = errors.New("amqp: closed")
 
 	// ErrConnectionLost reports an I/O failure on the connection's socket.
-	ErrConnectionLost = errors.New("amqp: connection lost")
+	ErrConnectionLost = temporary("amqp: connection lost")
 
 	// ErrHeartbeatTimeout reports that nothing was read from the server for
 	// two heartbeat intervals, so the peer is considered dead.
-	ErrHeartbeatTimeout = errors.New("amqp: heartbeat timeout: nothing received for two heartbeat intervals")
+	ErrHeartbeatTimeout = temporary("amqp: heartbeat timeout: nothing received for two heartbeat intervals")
 
 	// ErrFrameTooLarge reports an inbound or outbound frame larger than the
 	// negotiated frame_max. An inbound one is rejected before its payload is read.
@@ -461,13 +469,13 @@ var (
 	// ErrRecovering reports a call made while the connection was being
 	// recovered, with RecoveryConfig.FailFast set. It is recoverable: the
 	// same call may succeed once the recovery is done.
-	ErrRecovering = errors.New("amqp: connection is recovering")
+	ErrRecovering = temporary("amqp: connection is recovering")
 
 	// ErrPublishLost resolves the Confirmation of a publish that was
 	// awaiting its confirmation when the connection was lost (without
 	// RecoveryConfig.Republish). The message may or may not have reached
 	// its queues.
-	ErrPublishLost = errors.New("amqp: publish lost in reconnect: the connection dropped before the server confirmed it")
+	ErrPublishLost = temporary("amqp: publish lost in reconnect: the connection dropped before the server confirmed it")
 )
 
 // peerProtocolError marks the error with which this client closed a link

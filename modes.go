@@ -33,10 +33,16 @@ func (ch *Channel) noteReplyLocked(req Method) {
 // checkSendLocked fails a request that must not be sent now, under ch.mu
 // right before call queues it (so the check and the request are atomic with
 // respect to a recovery): the first commit after a recovery discarded the
-// transaction's work fails (checkTxLostLocked) and sends nothing.
+// transaction's work fails (checkTxLostLocked) and sends nothing; a
+// rollback clears that mark.
 func (ch *Channel) checkSendLocked(m Method) error {
-	if _, ok := m.(*TxCommit); ok {
+	switch m.(type) {
+	case *TxCommit:
 		return ch.checkTxLostLocked()
+	case *TxRollback:
+		// Asked before the request is queued, so a rollback that never goes
+		// out (its ctx ended while the link was lost) still clears it.
+		ch.txLost = false // the lost work is discarded either way, as asked
 	}
 	return nil
 }
@@ -54,7 +60,6 @@ func (ch *Channel) noteSentLocked(m Method) {
 		ch.txSettled = nil // acks after this belong to the next transaction
 		ch.txWork = false
 	case *TxRollback:
-		ch.txLost = false // the lost work is discarded either way, as asked
 		// Snapshot now: acks sent after the rollback are not rolled back.
 		ch.rollbacks.push(ch.txSettled)
 		ch.txSettled = nil

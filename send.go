@@ -161,16 +161,18 @@ func (ch *Channel) callUntraced(ctx context.Context, req Method, opts callOpts) 
 // the recovery is the only sender meanwhile.
 func (ch *Channel) appendRestoring(ctx context.Context, m Method, p *pendingCall) error {
 	ch.mu.Lock()
-	defer ch.mu.Unlock()
 	if ch.state != chRecovering {
+		ch.mu.Unlock()
 		if err := ch.Err(); err != nil {
 			return err
 		}
 		return fmt.Errorf("%w: channel %d is not recovering", ErrClosed, ch.id)
 	}
 	l := ch.link.Load()
-	if err := ch.appendLocked(l, m, p); err != nil {
-		return l.deadErr(ctx)
+	err := ch.appendLocked(l, m, p)
+	ch.mu.Unlock()
+	if err != nil {
+		return l.deadErr(ctx) // waits for the link's end: never under ch.mu
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ func (ch *Channel) TxCommit(ctx context.Context) error {
 
 // TxRollback abandons the current transaction (tx.rollback).
 func (ch *Channel) TxRollback(ctx context.Context) error {
-	_, err := ch.call(ctx, &TxRollback{}, callOpts{}) // discards lost work too: noteSentLocked
+	_, err := ch.call(ctx, &TxRollback{}, callOpts{}) // discards lost work too: checkSendLocked
 	return err
 }
 
