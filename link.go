@@ -35,6 +35,7 @@ type link struct {
 
 	lastRead atomic.Int64 // unix nanos of the last read from the socket
 	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)
+	wake     wakeList     // reader-owned: consumers to wake before the next read (see wakeList)
 
 	// knownCause is why the link is about to end, recorded before a final
 	// frame (close-ok, or our connection.close) is queued: writing it may
@@ -109,7 +110,7 @@ func (c *Connection) handshakeLink(ctx context.Context, conn net.Conn, addr stri
 	l.ch0 = newChannel(c, 0)
 	l.ch0.link.Store(l)
 	l.lastRead.Store(time.Now().UnixNano())
-	l.fr = NewFrameReader(readTracker{conn, &l.lastRead})
+	l.fr = NewFrameReader(readTracker{conn, l})
 	if err := l.handshake(ctx); err != nil {
 		return nil, err
 	}
@@ -194,6 +195,7 @@ func (l *link) ended() bool {
 // waitForRoom blocks the reader until a consumer's buffer has room: the
 // documented backpressure for consumers that outrun the application.
 func (l *link) waitForRoom(room, consumerDone <-chan struct{}) {
+	l.wake.wakeAll() // a Next not yet woken could never make the room
 	l.paused.Store(true)
 	select {
 	case <-room:

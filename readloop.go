@@ -6,21 +6,24 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync/atomic"
 	"time"
 )
 
 // readTracker records when the socket last delivered bytes, for the
 // heartbeat monitor, at the cost of one atomic store per read system call.
+// Before each read it wakes the consumers that the frames read so far
+// filled (see wakeList): the FrameReader reads only once it has handed out
+// every whole frame it buffered.
 type readTracker struct {
 	net.Conn
-	last *atomic.Int64
+	l *link
 }
 
 func (r readTracker) Read(p []byte) (int, error) {
+	r.l.wake.wakeAll()
 	n, err := r.Conn.Read(p)
 	if n > 0 {
-		r.last.Store(time.Now().UnixNano())
+		r.l.lastRead.Store(time.Now().UnixNano())
 	}
 	return n, err
 }
@@ -45,6 +48,7 @@ func (l *link) readLoop() {
 }
 
 func (r *linkReader) run() {
+	defer r.l.wake.wakeAll()
 	for {
 		f, err := r.fr.ReadFrame()
 		if err != nil {

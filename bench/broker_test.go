@@ -233,6 +233,10 @@ func BenchmarkConsumeBroker(b *testing.B) {
 		url := brokerURL(b)
 		consumeRaw(b, url, prefilledQueue(b, url, size), size)
 	})
+	b.Run(rawHandoff, func(b *testing.B) {
+		url := brokerURL(b)
+		consumeRawHandoff(b, url, prefilledQueue(b, url, size), size)
+	})
 	b.Run(amqplibPeer, func(b *testing.B) {
 		url := brokerURL(b)
 		consumeAmqplib(b, url, prefilledQueue(b, url, size))

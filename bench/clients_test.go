@@ -21,7 +21,8 @@ const (
 	// oursRecycle is ours with ConsumerOptions.Recycle, each delivery
 	// handed back with Release (consume scenarios only).
 	oursRecycle = "amqp-recycle"
-	rawWriter   = "raw" // pre-encoded frames on a bare socket: the ceiling
+	rawWriter   = "raw"         // pre-encoded frames on a bare socket: the ceiling
+	rawHandoff  = "raw-handoff" // ConsumeBroker: raw, with a reader goroutine that hands each read's deliveries to the consumer's
 )
 
 func fakeURL(addr string) string { return "amqp://guest:guest@" + addr + "/" }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,11 @@ type rawConn struct {
 }
 
 func dialRaw(ctx context.Context, url string) (*rawConn, error) {
+	return dialRawVia(ctx, url, nil)
+}
+
+// dialRawVia is dialRaw with the socket wrapped by wrap, if set.
+func dialRawVia(ctx context.Context, url string, wrap func(net.Conn) net.Conn) (*rawConn, error) {
 	cfg, err := amqp.ParseURL(url)
 	if err != nil {
 		return nil, err
@@ -38,6 +44,9 @@ func dialRaw(ctx context.Context, url string) (*rawConn, error) {
 		_ = nc.SetDeadline(dl)
 	}
 	nc = roundIO.wrap(nc)
+	if wrap != nil {
+		nc = wrap(nc)
+	}
 	r := &rawConn{nc: nc, fr: amqp.NewFrameReader(nc)}
 	if err := r.handshake(cfg); err != nil {
 		nc.Close()
@@ -246,6 +255,129 @@ func consumeRaw(b *testing.B, url, queue string, size int) {
 		}
 	}
 	m.stop()
+}
+
+// consumeRawHandoff is the floor of ConsumeBroker for any client built like
+// ours, with a reader goroutine that owns the socket: consumeRaw's reading,
+// but the reader hands what each socket read brought to a second goroutine,
+// the application's, which counts the deliveries and writes the acks. Like
+// our reader it wakes the waiting consumer once per read, just before it
+// reads the socket again; the consumer takes everything buffered in one
+// step. What it costs above consumeRaw is the price of that one hand-off per
+// read on this machine; no decoding, assembling or allocating is done.
+func consumeRawHandoff(b *testing.B, url, queue string, size int) {
+	ctx := benchCtx(b)
+	hooked := &hookedConn{}
+	r, err := dialRawVia(ctx, url, func(nc net.Conn) net.Conn { hooked.Conn = nc; return hooked })
+	if err != nil {
+		b.Fatalf("raw dial: %v", err)
+	}
+	b.Cleanup(r.close)
+	if err := r.send(1, &amqp.BasicQos{PrefetchCount: consumePrefetch}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := expectRaw[*amqp.BasicQosOk](r, 1); err != nil {
+		b.Fatal(err)
+	}
+	m := start(b)
+	if err := r.send(1, &amqp.BasicConsume{Queue: queue}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := expectRaw[*amqp.BasicConsumeOk](r, 1); err != nil {
+		b.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		got     int    // deliveries read, not yet taken by the consumer
+		lastTag uint64 // the tag of the last one
+		waiting bool   // the consumer is parked on ready
+		wake    bool   // a wake is due before the next socket read
+		failed  error
+	)
+	ready := make(chan struct{}, 1)
+	// Before each socket read, the reader wakes the consumer if the frames
+	// handed out since the last read gave it deliveries.
+	hooked.before = func() {
+		mu.Lock()
+		if wake && waiting {
+			select {
+			case ready <- struct{}{}:
+			default:
+			}
+		}
+		wake = false
+		mu.Unlock()
+	}
+	go func() {
+		var tag uint64
+		for {
+			f, err := r.fr.ReadFrame()
+			if err != nil {
+				mu.Lock()
+				failed = err
+				mu.Unlock()
+				select {
+				case ready <- struct{}{}:
+				default:
+				}
+				return
+			}
+			switch f.Type {
+			case amqp.FrameMethod:
+				p := f.Payload
+				if len(p) < 5 || p[1] != 60 || p[3] != 60 || len(p) < 5+int(p[4])+8 {
+					continue // not a basic.deliver (the close-ok at the end)
+				}
+				tag = binary.BigEndian.Uint64(p[5+int(p[4]):])
+			case amqp.FrameBody:
+				mu.Lock()
+				got++
+				lastTag = tag
+				wake = true
+				mu.Unlock()
+			}
+		}
+	}()
+	var ack []byte
+	for done := 0; done < b.N; {
+		mu.Lock()
+		n, tag, err := got, lastTag, failed
+		got = 0
+		waiting = n == 0 && err == nil
+		mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			<-ready
+			mu.Lock()
+			waiting = false
+			mu.Unlock()
+			continue
+		}
+		before := done
+		done += n
+		if done/ackEvery != before/ackEvery || done >= b.N {
+			ack, _ = amqp.AppendMethodFrame(ack[:0], 1, &amqp.BasicAck{DeliveryTag: tag, Multiple: true})
+			if _, err := r.nc.Write(ack); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	m.stop()
+}
+
+// hookedConn calls before, once set, ahead of each read.
+type hookedConn struct {
+	net.Conn
+	before func()
+}
+
+func (c *hookedConn) Read(p []byte) (int, error) {
+	if c.before != nil {
+		c.before()
+	}
+	return c.Conn.Read(p)
 }
 
 // confirmRaw is the raw floor of ConfirmBroker: one goroutine that writes
