@@ -11,9 +11,9 @@ import (
 )
 
 // Connection is an AMQP connection to a broker. It is safe for concurrent
-// use. Its goroutines (a reader, a writer, a heartbeat timer when heartbeats
-// are on, the callback queue, and a reconnecting goroutine while recovery
-// runs) all end when the connection closes, however it closes.
+// use. Its goroutines (a reader, a writer, the callback queue once a callback
+// is queued, and a reconnecting goroutine while recovery runs) and its
+// heartbeat timer all end when the connection closes, however it closes.
 //
 // With [Config.Recovery] set, a lost connection is replaced by a new one
 // behind the same *Connection: see the package documentation's section on

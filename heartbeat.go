@@ -2,41 +2,73 @@ package amqp
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
-// heartbeatLoop keeps the connection's liveness in both directions: it sends
-// a heartbeat frame when nothing was written for half the negotiated interval
-// (so the server always hears from us in time), and it ends the connection
-// with ErrHeartbeatTimeout when nothing was read for two intervals.
-func (l *link) heartbeatLoop() {
-	interval := l.heartbeat
-	sendAfter, deadAfter := interval/2, 2*interval
-	timer := time.NewTimer(sendAfter)
-	defer timer.Stop()
-	for {
-		select {
-		case <-l.done:
-			return
-		case <-timer.C:
-		}
-		now := time.Now()
-		lastWrite := time.Unix(0, l.w.lastWrite.Load())
-		if now.Sub(lastWrite) >= sendAfter {
-			_ = l.w.appendFrames(appendHeartbeat)
-			lastWrite = now // the writer stamps the real time once it is written
-		}
-		lastRead := time.Unix(0, l.lastRead.Load())
-		if !l.paused.Load() && now.Sub(lastRead) >= deadAfter {
-			l.shutdown(ErrHeartbeatTimeout)
-			return
-		}
-		if l.paused.Load() {
-			lastRead = now // our own backpressure: count silence from when it ends
-		}
-		next := min(lastWrite.Add(sendAfter).Sub(now), lastRead.Add(deadAfter).Sub(now))
-		timer.Reset(max(next, time.Millisecond))
+// heartbeat keeps a link's liveness in both directions: it sends a
+// heartbeat frame when nothing was written for half the negotiated interval
+// (so the server always hears from us in time), and it ends the link with
+// ErrHeartbeatTimeout when nothing was read for two intervals. It is a
+// timer whose function runs at each check, not a goroutine of its own, so an
+// idle connection has two goroutines (the reader and the writer).
+type heartbeat struct {
+	mu      sync.Mutex // guards timer and stopped; held by a check, so stop waits for one that runs
+	timer   *time.Timer
+	stopped bool
+}
+
+// startHeartbeat arms the first check, once the handshake is done.
+func (l *link) startHeartbeat() {
+	l.hb.mu.Lock()
+	defer l.hb.mu.Unlock()
+	if !l.hb.stopped {
+		l.hb.timer = time.AfterFunc(l.heartbeat/2, l.heartbeatTick)
 	}
+}
+
+// stopHeartbeat disarms the timer; when it returns, no check runs and none
+// will (the link's closer calls it, so Close finds nothing left running).
+func (l *link) stopHeartbeat() {
+	l.hb.mu.Lock()
+	defer l.hb.mu.Unlock()
+	l.hb.stopped = true
+	if l.hb.timer != nil {
+		l.hb.timer.Stop()
+	}
+}
+
+func (l *link) heartbeatTick() {
+	if l.heartbeatCheck() {
+		l.shutdown(ErrHeartbeatTimeout) // outside hb.mu: shutdown takes the connection's locks
+	}
+}
+
+// heartbeatCheck sends a heartbeat if one is due and arms the next check,
+// or reports that the peer is dead.
+func (l *link) heartbeatCheck() (dead bool) {
+	l.hb.mu.Lock()
+	defer l.hb.mu.Unlock()
+	if l.hb.stopped || l.ended() {
+		return false
+	}
+	sendAfter, deadAfter := l.heartbeat/2, 2*l.heartbeat
+	now := time.Now()
+	lastWrite := time.Unix(0, l.w.lastWrite.Load())
+	if now.Sub(lastWrite) >= sendAfter {
+		_ = l.w.appendFrames(appendHeartbeat)
+		lastWrite = now // the writer stamps the real time once it is written
+	}
+	lastRead := time.Unix(0, l.lastRead.Load())
+	if !l.paused.Load() && now.Sub(lastRead) >= deadAfter {
+		return true
+	}
+	if l.paused.Load() {
+		lastRead = now // our own backpressure: count silence from when it ends
+	}
+	next := min(lastWrite.Add(sendAfter).Sub(now), lastRead.Add(deadAfter).Sub(now))
+	l.hb.timer.Reset(max(next, time.Millisecond))
+	return false
 }
 
 func appendHeartbeat(b []byte) ([]byte, error) { return AppendHeartbeatFrame(b), nil }

@@ -2,6 +2,8 @@ package amqp_test
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -87,4 +89,40 @@ func TestNoHeartbeatWhileWriting(t *testing.T) {
 		require.Equal(t, amqp.FrameHeartbeat, f.Type)
 		require.NoError(t, conn.Close(t.Context()))
 	})
+}
+
+// An idle connection with heartbeats on runs two goroutines, the reader and
+// the writer: the heartbeat is a timer, not a goroutine of its own (and the
+// callback goroutine starts only with the first callback).
+func TestIdleConnectionRunsTwoGoroutines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := amqptest.NewServer(t, amqptest.Options{Heartbeat: 10})
+		conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
+		require.NoError(t, err)
+		_, err = srv.Accept(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, 10*time.Second, conn.Heartbeat())
+		synctest.Wait()
+		require.Equal(t, 2, clientGoroutines(), "the reader and the writer")
+		time.Sleep(time.Minute) // heartbeats go out meanwhile; the server answers none, so...
+		synctest.Wait()
+		require.False(t, conn.IsAlive(), "...the heartbeat timer ended the connection")
+		require.ErrorIs(t, conn.Err(), amqp.ErrHeartbeatTimeout)
+		synctest.Wait()
+		require.Zero(t, clientGoroutines(), "nothing of the connection runs after its end")
+	})
+}
+
+// clientGoroutines counts the goroutines running code of the client (not of
+// amqptest or the test).
+func clientGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "github.com/amqp-go/amqp.(*") && !strings.Contains(g, "amqp/amqptest") && !strings.Contains(g, "_test.") {
+			n++
+		}
+	}
+	return n
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // link is one incarnation of a connection: a socket, the handshake's
-// outcome, and the reader, writer and heartbeat goroutines that serve it.
+// outcome, and the reader and writer goroutines and the heartbeat timer that serve it.
 // A [Connection] has one link at a time; with recovery on, a lost link is
 // replaced by a new one while the Connection, its Channels and Consumers stay
 // the same objects.
@@ -36,6 +36,7 @@ type link struct {
 	lastRead atomic.Int64 // unix nanos of the last read from the socket
 	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)
 	wake     wakeList     // reader-owned: consumers to wake before the next read (see wakeList)
+	hb       heartbeat    // the liveness timer, when heartbeats are on
 
 	// knownCause is why the link is about to end, recorded before a final
 	// frame (close-ok, or our connection.close) is queued: writing it may
@@ -125,8 +126,7 @@ func (l *link) start() {
 	go func() { defer c.wg.Done(); l.w.run() }()
 	go func() { defer c.wg.Done(); defer close(l.readerDone); l.readLoop() }()
 	if l.heartbeat > 0 {
-		c.wg.Add(1)
-		go func() { defer c.wg.Done(); l.heartbeatLoop() }()
+		l.startHeartbeat()
 	}
 }
 
@@ -151,6 +151,7 @@ func (l *link) shutdown(cause error) {
 		// shutdown can run on either of them.
 		go func() {
 			defer c.wg.Done()
+			l.stopHeartbeat()
 			l.w.shutdown()
 			l.conn.Close()
 		}()
