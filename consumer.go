@@ -414,17 +414,19 @@ func (c *Consumer) wake() {
 // consumer's goroutine itself: the reader wakes each consumer once for all
 // the deliveries one socket read brought (wakeAll runs before the reader
 // reads the socket again, before it waits for a consumer's room, and when it
-// exits), and after wakeBatchMax deliveries of a long read, so that the
+// exits), and after wakeBatchFrames frames of a long read (deliveries, or
+// anything else: acks of a publisher on the same connection), so that the
 // consumers start on the batch while the reader goes on. Against RabbitMQ
 // that halves the parks of the application's goroutine per message.
 type wakeList struct {
 	pending []*Consumer
-	batched int // deliveries handed out since the first entry in pending
+	batched int // frames handled since the first entry in pending
 }
 
-// wakeBatchMax is how many deliveries the reader hands out, at most, between
-// a waiting consumer's first delivery and its wake-up.
-const wakeBatchMax = 64
+// wakeBatchFrames is how many frames the reader handles, at most, between a
+// waiting consumer's delivery and its wake-up: 64 small deliveries (a
+// method, a header and a body frame each).
+const wakeBatchFrames = 3 * 64
 
 // delivered records a delivery pushed to c, and whether push asked for c's
 // wake.
@@ -432,8 +434,13 @@ func (w *wakeList) delivered(c *Consumer, wake bool) {
 	if wake {
 		w.pending = append(w.pending, c)
 	}
+}
+
+// dispatched counts a frame the reader has handled, and wakes the pending
+// consumers once wakeBatchFrames were handled since the first of them.
+func (w *wakeList) dispatched() {
 	if len(w.pending) > 0 {
-		if w.batched++; w.batched >= wakeBatchMax {
+		if w.batched++; w.batched >= wakeBatchFrames {
 			w.wakeAll()
 		}
 	}

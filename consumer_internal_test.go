@@ -47,9 +47,10 @@ func TestPushAsksForOneWakePerBatch(t *testing.T) {
 }
 
 // A read that brings many deliveries wakes a waiting consumer after
-// wakeBatchMax of them, not only at its end, and the rest of the batch
-// follows with the reader's next wake.
-func TestLongReadBatchWakesEveryWakeBatchMax(t *testing.T) {
+// wakeBatchFrames frames (64 small deliveries), not only at its end, and the
+// rest of the batch follows with the reader's next wake. Frames other than
+// deliveries (a publisher's acks on the same connection) count too.
+func TestLongReadBatchWakesAfterWakeBatchFrames(t *testing.T) {
 	c := &Connection{done: make(chan struct{}), events: newEventQueue(), cfg: Config{MaxBodySize: 1 << 20}}
 	ch := newChannel(c, 1)
 	l := &link{c: c, done: make(chan struct{})}
@@ -73,17 +74,28 @@ func TestLongReadBatchWakesEveryWakeBatchMax(t *testing.T) {
 		for range n {
 			for _, f := range parsed {
 				require.NoError(t, ch.reader.handleFrame(f, &strings))
+				l.wake.dispatched() // as linkReader.run does after each frame
 			}
 		}
 	}
-	deliver(wakeBatchMax - 1)
+	perBatch := wakeBatchFrames / len(parsed)
+	deliver(perBatch - 1)
 	require.Zero(t, cons.signals, "no wake within a batch")
-	deliver(1)
-	require.EqualValues(t, 1, cons.signals, "woken after wakeBatchMax deliveries")
+	deliver(2) // counting starts with the first delivery's last frame
+	require.EqualValues(t, 1, cons.signals, "woken after wakeBatchFrames frames")
 	<-cons.ready // Next took the token, and waits again
 	deliver(10)
 	require.EqualValues(t, 1, cons.signals)
 	l.wake.wakeAll() // the reader is about to read the socket
 	require.EqualValues(t, 2, cons.signals)
-	require.Equal(t, wakeBatchMax+10, len(cons.queue)-cons.head)
+	require.Equal(t, perBatch+11, len(cons.queue)-cons.head)
+
+	<-cons.ready
+	deliver(1) // counted from its last frame on; then other frames only
+	for range wakeBatchFrames - 1 - 1 {
+		l.wake.dispatched()
+	}
+	require.EqualValues(t, 2, cons.signals, "not yet")
+	l.wake.dispatched()
+	require.EqualValues(t, 3, cons.signals, "other frames count toward the batch too")
 }

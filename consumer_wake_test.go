@@ -11,10 +11,8 @@ import (
 )
 
 // waitUntilNextWaits returns once a Next call on c is blocked waiting.
-func waitUntilNextWaits(c *amqp.Consumer) {
-	for c.WaitingForTest() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+func waitUntilNextWaits(t *testing.T, c *amqp.Consumer) {
+	require.Eventually(t, func() bool { return c.WaitingForTest() > 0 }, waitBudget(t), time.Millisecond, "Next never blocked")
 }
 
 // The deliveries that one socket read brings wake a waiting Next once, not
@@ -37,7 +35,7 @@ func TestReadBatchWakesNextOnce(t *testing.T) {
 		}
 	}()
 	for r := range rounds {
-		waitUntilNextWaits(cons)
+		waitUntilNextWaits(t, cons)
 		before := cons.SignalsForTest()
 		require.NoError(t, sc.Deliver(ctx, id, "c", n, amqp.Properties{}, []byte("m")))
 		for i := range n {
@@ -71,7 +69,7 @@ func TestReadBatchWakesNextBeforeBackpressure(t *testing.T) {
 		}
 		got <- nil
 	}()
-	waitUntilNextWaits(cons)
+	waitUntilNextWaits(t, cons)
 	require.NoError(t, sc.Deliver(ctx, id, "c", n, amqp.Properties{}, []byte("m")))
 	require.NoError(t, <-got)
 }

@@ -13,9 +13,12 @@ import (
 // timer whose function runs at each check, not a goroutine of its own, so an
 // idle connection has two goroutines (the reader and the writer).
 type heartbeat struct {
-	mu      sync.Mutex // guards timer and stopped; held by a check, so stop waits for one that runs
+	mu      sync.Mutex // guards timer and stopped
 	timer   *time.Timer
 	stopped bool
+	// ticks counts the timer's armed or running function, so that
+	// stopHeartbeat can wait for one that fired already: Timer.Stop does not.
+	ticks sync.WaitGroup
 }
 
 // startHeartbeat arms the first check, once the handshake is done.
@@ -23,6 +26,7 @@ func (l *link) startHeartbeat() {
 	l.hb.mu.Lock()
 	defer l.hb.mu.Unlock()
 	if !l.hb.stopped {
+		l.hb.ticks.Add(1)
 		l.hb.timer = time.AfterFunc(l.heartbeat/2, l.heartbeatTick)
 	}
 }
@@ -31,14 +35,16 @@ func (l *link) startHeartbeat() {
 // will (the link's closer calls it, so Close finds nothing left running).
 func (l *link) stopHeartbeat() {
 	l.hb.mu.Lock()
-	defer l.hb.mu.Unlock()
 	l.hb.stopped = true
-	if l.hb.timer != nil {
-		l.hb.timer.Stop()
+	if l.hb.timer != nil && l.hb.timer.Stop() {
+		l.hb.ticks.Done() // disarmed before it fired: it never runs
 	}
+	l.hb.mu.Unlock()
+	l.hb.ticks.Wait() // one that fired finds stopped set, or is ending the link
 }
 
 func (l *link) heartbeatTick() {
+	defer l.hb.ticks.Done()
 	if l.heartbeatCheck() {
 		l.shutdown(ErrHeartbeatTimeout) // outside hb.mu: shutdown takes the connection's locks
 	}
@@ -67,6 +73,7 @@ func (l *link) heartbeatCheck() (dead bool) {
 		lastRead = now // our own backpressure: count silence from when it ends
 	}
 	next := min(lastWrite.Add(sendAfter).Sub(now), lastRead.Add(deadAfter).Sub(now))
+	l.hb.ticks.Add(1) // the next run, armed while this one still counts
 	l.hb.timer.Reset(max(next, time.Millisecond))
 	return false
 }

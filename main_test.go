@@ -9,7 +9,7 @@ import (
 )
 
 // TestMain fails the run if any goroutine outlives the tests: every
-// connection's reader, writer, heartbeat and callback goroutines must end
+// connection's reader, writer and callback goroutines and its heartbeat timer must end
 // with it.
 func TestMain(m *testing.M) {
 	flag.Parse()

@@ -59,6 +59,7 @@ func (r *linkReader) run() {
 			r.protocolFailure(err)
 			return
 		}
+		r.l.wake.dispatched()
 	}
 }
 
