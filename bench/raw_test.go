@@ -213,19 +213,7 @@ func consumeRaw(b *testing.B, url, queue string, size int) {
 		b.Fatalf("raw dial: %v", err)
 	}
 	b.Cleanup(r.close)
-	if err := r.send(1, &amqp.BasicQos{PrefetchCount: consumePrefetch}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := expectRaw[*amqp.BasicQosOk](r, 1); err != nil {
-		b.Fatal(err)
-	}
-	m := start(b)
-	if err := r.send(1, &amqp.BasicConsume{Queue: queue}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := expectRaw[*amqp.BasicConsumeOk](r, 1); err != nil {
-		b.Fatal(err)
-	}
+	m := subscribeRaw(b, r, queue)
 	var ack []byte
 	var tag uint64
 	for got := 0; got < b.N; {
@@ -273,19 +261,7 @@ func consumeRawHandoff(b *testing.B, url, queue string, size int) {
 		b.Fatalf("raw dial: %v", err)
 	}
 	b.Cleanup(r.close)
-	if err := r.send(1, &amqp.BasicQos{PrefetchCount: consumePrefetch}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := expectRaw[*amqp.BasicQosOk](r, 1); err != nil {
-		b.Fatal(err)
-	}
-	m := start(b)
-	if err := r.send(1, &amqp.BasicConsume{Queue: queue}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := expectRaw[*amqp.BasicConsumeOk](r, 1); err != nil {
-		b.Fatal(err)
-	}
+	m := subscribeRaw(b, r, queue)
 	var (
 		mu      sync.Mutex
 		got     int    // deliveries read, not yet taken by the consumer
@@ -457,6 +433,25 @@ func rpcRaw(b *testing.B, url, queue string, lat []int64) *meter {
 			b.Fatalf("raw: unexpected %s frame % x", f.Type, p[:min(len(p), 8)])
 		}
 		lat[i] = int64(time.Since(t0))
+	}
+	return m
+}
+
+// subscribeRaw sets the prefetch on r's channel 1, starts the benchmark's
+// meter and subscribes to queue: what both raw consumers do before reading.
+func subscribeRaw(b *testing.B, r *rawConn, queue string) *meter {
+	if err := r.send(1, &amqp.BasicQos{PrefetchCount: consumePrefetch}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := expectRaw[*amqp.BasicQosOk](r, 1); err != nil {
+		b.Fatal(err)
+	}
+	m := start(b)
+	if err := r.send(1, &amqp.BasicConsume{Queue: queue}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := expectRaw[*amqp.BasicConsumeOk](r, 1); err != nil {
+		b.Fatal(err)
 	}
 	return m
 }
