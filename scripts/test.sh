@@ -36,27 +36,11 @@ if [ -d .git ] && ! git diff --exit-code --stat -- methods_gen.go conformance/ru
   echo "generated code is stale: run 'go generate ./...' and commit the result"; exit 1
 fi
 
-# brokertest spends most of its time waiting for RabbitMQ nodes it starts to boot and stop, so it
-# runs in the background while the other modules' tests run; its output is shown when it ends.
-echo "== brokertest: go test -race, in the background (throwaway RabbitMQ nodes, toxiproxy)"
-brokerlog=$(mktemp)
-(cd brokertest && go test -race -count=1 -timeout 40m ./...) >"$brokerlog" 2>&1 &
-brokerpid=$!
-# If a foreground step fails, do not leave brokertest's nodes behind: they are processes under its
-# test binary, so end the whole tree below the job (but epmd, which the system RabbitMQ shares).
-descendants() { local p; for p in $(pgrep -P "$1" 2>/dev/null); do descendants "$p"; echo "$p"; done; }
-stop_brokertest() {
-  local p
-  for p in $(descendants "$brokerpid"); do
-    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = epmd ] || kill "$p" 2>/dev/null || true
-  done
-  wait "$brokerpid" 2>/dev/null || true
-  rm -f "$brokerlog"
-}
-trap stop_brokertest EXIT
-
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./...
+
+echo "== brokertest: go test -race (throwaway RabbitMQ nodes, toxiproxy)"
+(cd brokertest && go test -race -count=1 -timeout 40m ./...)
 
 echo "== layer: go test -race (the channel layer: AMQP_URL, a two-node cluster of its own, and"
 echo "   cross-talk with the real Python layers through ../shared/interop/django-channels)"
@@ -65,14 +49,6 @@ bash scripts/ensure-django-peer.sh
 
 echo "== otelamqp: go test -race (OpenTelemetry spans and metrics: AMQP_URL, the fake server, and a Node.js peer when node and npm are there)"
 (cd otelamqp && go test -race -count=1 -timeout 10m ./...)
-
-echo "== brokertest: waiting for it to end"
-brokerstatus=0
-wait "$brokerpid" || brokerstatus=$?
-cat "$brokerlog"
-trap - EXIT
-rm -f "$brokerlog"
-if [ "$brokerstatus" -ne 0 ]; then echo "brokertest failed"; exit "$brokerstatus"; fi
 
 echo "== fuzz (${FUZZTIME} each)"
 for pkg in $(go list ./...); do
