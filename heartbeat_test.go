@@ -15,11 +15,7 @@ import (
 
 func TestHeartbeatsSentWhenIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv := amqptest.NewServer(t, amqptest.Options{Heartbeat: 10})
-		conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
-		require.NoError(t, err)
-		sc, err := srv.Accept(t.Context())
-		require.NoError(t, err)
+		conn, sc := dialHeartbeating(t)
 		require.Equal(t, 10*time.Second, conn.Heartbeat())
 
 		// The server keeps talking; the client, idle, must send a
@@ -43,11 +39,7 @@ func TestHeartbeatsSentWhenIdle(t *testing.T) {
 
 func TestHeartbeatTimeoutClosesConnection(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv := amqptest.NewServer(t, amqptest.Options{Heartbeat: 10})
-		conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
-		require.NoError(t, err)
-		_, err = srv.Accept(t.Context())
-		require.NoError(t, err)
+		conn, _ := dialHeartbeating(t)
 		ch := make(chan error, 1)
 		go func() {
 			// A call pending when the peer dies gets the timeout too.
@@ -67,11 +59,7 @@ func TestHeartbeatTimeoutClosesConnection(t *testing.T) {
 
 func TestNoHeartbeatWhileWriting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv := amqptest.NewServer(t, amqptest.Options{Heartbeat: 10})
-		conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
-		require.NoError(t, err)
-		sc, err := srv.Accept(t.Context())
-		require.NoError(t, err)
+		conn, sc := dialHeartbeating(t)
 		ch := openFakeChannel(t, conn, sc)
 		// Publish every second for 12 s: the writes are liveness enough, so
 		// no heartbeat frame is needed.
@@ -96,11 +84,7 @@ func TestNoHeartbeatWhileWriting(t *testing.T) {
 // callback goroutine starts only with the first callback).
 func TestIdleConnectionRunsTwoGoroutines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv := amqptest.NewServer(t, amqptest.Options{Heartbeat: 10})
-		conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
-		require.NoError(t, err)
-		_, err = srv.Accept(t.Context())
-		require.NoError(t, err)
+		conn, _ := dialHeartbeating(t)
 		require.Equal(t, 10*time.Second, conn.Heartbeat())
 		synctest.Wait()
 		require.Equal(t, 2, clientGoroutines(), "the reader and the writer")
@@ -139,4 +123,16 @@ func clientGoroutines() int {
 		}
 	}
 	return n
+}
+
+// dialHeartbeating dials a fake server that proposes a 10 s heartbeat, inside
+// the caller's synctest bubble, and returns both ends.
+func dialHeartbeating(t *testing.T) (*amqp.Connection, *amqptest.Conn) {
+	t.Helper()
+	srv := amqptest.NewServer(t, amqptest.Options{Heartbeat: 10})
+	conn, err := amqp.DialConfig(t.Context(), amqp.Config{Dial: srv.Dial})
+	require.NoError(t, err)
+	sc, err := srv.Accept(t.Context())
+	require.NoError(t, err)
+	return conn, sc
 }
