@@ -48,6 +48,8 @@ type Consumer struct {
 	cancelling bool   // Cancel was called: the reader must not wait for room, or cancel-ok could never be read
 	wakeQueued bool   // push asked for a wake of a waiting Next: c is on its reader's wakeList
 	signals    uint32 // tokens sent on ready (wrapping): tests count the hand-offs to Next with it
+
+	lw leadWatch // interrupts the read of a Next that leads (see lead.go)
 }
 
 // DefaultBufferLimit is the number of deliveries a consumer buffers before
@@ -163,7 +165,7 @@ func (ch *Channel) registerOnConsumeOk(c *Consumer) func(callResult) {
 		unwanted := c.abandoned || c.err != nil
 		c.registered = true
 		c.mu.Unlock()
-		ch.consumers[c.tag] = c
+		ch.addConsumerLocked(c)
 		if unwanted {
 			c.stopBackpressure()
 			ch.cancelAbandonedLocked(c)
@@ -261,12 +263,32 @@ func (c *Consumer) next(ctx context.Context) (*Delivery, error) {
 			return d, nil
 		}
 		err := c.err
-		if err == nil {
-			c.waiting++
-		}
 		c.mu.Unlock()
+		l := c.ch.link.Load()
 		if err != nil {
+			if l != nil && l.lead.lessee.Load() == c {
+				l.needReader() // nobody reads for an ended consumer
+			}
 			return nil, err
+		}
+		if l != nil && l.takeLead(c) {
+			got, err := l.lead.rd.Load().lead(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			if got {
+				continue
+			}
+		}
+		c.mu.Lock()
+		if c.head < len(c.queue) || c.err != nil {
+			c.mu.Unlock()
+			continue
+		}
+		c.waiting++
+		c.mu.Unlock()
+		if l != nil {
+			l.needReader() // the socket may be lent to a consumer that does not read now
 		}
 		select {
 		case <-c.ready:
@@ -492,6 +514,8 @@ func (c *Consumer) end(err error, buffered bufferedOnEnd) {
 	case c.ready <- struct{}{}:
 	default:
 	}
+	c.interruptLead() // a Next reading the socket for c returns
+	c.releaseWatch()
 }
 
 // consumeArgs returns the basic.consume that subscribes the consumer again.
@@ -526,7 +550,17 @@ func (ch *Channel) takeConsumersLocked() []*Consumer {
 		out = append(out, c)
 		delete(ch.consumers, tag)
 	}
+	ch.conn.consumerCount.Add(-int32(len(out)))
 	return out
+}
+
+// addConsumerLocked routes the deliveries for c's tag to c. ch.mu must be
+// held.
+func (ch *Channel) addConsumerLocked(c *Consumer) {
+	if _, ok := ch.consumers[c.tag]; !ok {
+		ch.conn.consumerCount.Add(1)
+	}
+	ch.consumers[c.tag] = c
 }
 
 func (ch *Channel) removeConsumer(c *Consumer, err error) {
@@ -544,6 +578,7 @@ func (ch *Channel) unregisterLocked(c *Consumer) {
 	}
 	if ch.consumers[c.tag] == c {
 		delete(ch.consumers, c.tag)
+		ch.conn.consumerCount.Add(-1)
 	}
 	if ch.lastConsumer == c {
 		ch.lastConsumer = nil
