@@ -214,6 +214,12 @@ func (c *Consumer) Err() error {
 // consumer has ended and its buffer is empty, it returns why the consumer
 // ended: ErrConsumerCancelled after Cancel, or the channel's or connection's error.
 //
+// When the consumer is its connection's only one, a Next that finds the
+// buffer empty may read the socket itself instead of waiting for the
+// reader goroutine to hand it deliveries (see "Consuming" in the package
+// documentation); ctx bounds that read as it bounds the wait, and the
+// consumer's end interrupts it.
+//
 // A message whose content header could not be decoded is returned as a
 // non-nil Delivery together with a [*ContentError] (see
 // [ConsumerOptions.RejectMalformed]): settle it like any other and call Next

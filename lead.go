@@ -335,10 +335,11 @@ func leaderHandles(f Frame) bool {
 
 // leadWatch lets a leading Next's ctx, or the consumer's end, interrupt its
 // read with a read deadline. The ctx's hook is kept between leads while the
-// ctx stays the same, so a Next loop on one ctx registers it once.
+// ctx stays the same (the same Done channel), so a Next loop on one ctx
+// registers it once.
 type leadWatch struct {
 	mu          sync.Mutex
-	ctx         context.Context
+	done        <-chan struct{} // the ctx's Done: ctxs are compared by it (a ctx value may not be comparable)
 	stop        func() bool
 	conn        net.Conn // while leading: the socket to interrupt
 	interrupted bool     // a deadline is set on conn
@@ -349,11 +350,15 @@ func (c *Consumer) watchLead(ctx context.Context, conn net.Conn) {
 	w := &c.lw
 	w.mu.Lock()
 	w.conn = conn
-	if w.ctx != ctx && ctx.Done() != nil {
+	if done := ctx.Done(); w.done != done {
 		if w.stop != nil {
-			w.stop()
+			w.stop() // (one that fired already interrupts this lead at worst: Next then waits as usual)
+			w.stop = nil
 		}
-		w.ctx, w.stop = ctx, context.AfterFunc(ctx, c.interruptLead)
+		w.done = done
+		if done != nil {
+			w.stop = context.AfterFunc(ctx, c.interruptLead)
+		}
 	}
 	w.mu.Unlock()
 }
@@ -389,8 +394,8 @@ func (c *Consumer) releaseWatch() {
 	w.mu.Lock()
 	if w.stop != nil {
 		w.stop()
-		w.ctx, w.stop = nil, nil
 	}
+	w.done, w.stop = nil, nil
 	w.mu.Unlock()
 }
 
