@@ -48,8 +48,6 @@ type Consumer struct {
 	cancelling bool   // Cancel was called: the reader must not wait for room, or cancel-ok could never be read
 	wakeQueued bool   // push asked for a wake of a waiting Next: c is on its reader's wakeList
 	signals    uint32 // tokens sent on ready (wrapping): tests count the hand-offs to Next with it
-
-	lw leadWatch // interrupts the read of a Next that leads (see lead.go)
 }
 
 // DefaultBufferLimit is the number of deliveries a consumer buffers before
@@ -520,8 +518,9 @@ func (c *Consumer) end(err error, buffered bufferedOnEnd) {
 	case c.ready <- struct{}{}:
 	default:
 	}
-	c.interruptLead() // a Next reading the socket for c returns
-	c.releaseWatch()
+	if l := c.ch.link.Load(); l != nil && l.lead.lessee.Load() == c {
+		l.interruptLead() // a Next reading the socket for c returns
+	}
 }
 
 // consumeArgs returns the basic.consume that subscribes the consumer again.

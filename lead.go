@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -55,6 +54,7 @@ type leadRole struct {
 	back     chan handback              // cap 1: the reader goroutine waits here while a consumer holds the role
 	rd       atomic.Pointer[linkReader] // the reader's state, for the leader
 	leads    atomic.Uint64              // reads a Next did in the leader's role; tests read it
+	watch    leadWatch                  // a leading Next's ctx and the consumer's end interrupt its read
 
 	// Held by whoever reads (the reader goroutine, or a leading Next).
 	leading  bool            // a Next reads: link.waitForRoom must not wait
@@ -160,11 +160,19 @@ func (ch *Channel) needReader() {
 	}
 }
 
-// armLease arms the lease timer unless it is armed already.
+// armLease arms the lease timer unless it is armed already, for the lease
+// just stored. Once the link's closer has stopped the timer, it takes the
+// lease back at once instead: the closer's own claim may have come before
+// the lease, and the reader goroutine must read, fail and exit.
 func (l *link) armLease() {
 	r := &l.lead
 	r.mu.Lock()
-	if !r.armed && !r.stopped {
+	if r.stopped {
+		r.mu.Unlock()
+		l.needReader()
+		return
+	}
+	if !r.armed {
 		r.armed = true
 		r.ticks.Add(1)
 		if r.timer == nil {
@@ -215,6 +223,7 @@ func (l *link) stopLead() {
 	r.mu.Unlock()
 	r.ticks.Wait()
 	l.needReader()
+	l.releaseWatch()
 }
 
 // lendable returns the consumer to lend the socket to before the reader
@@ -267,24 +276,24 @@ func (r *linkReader) lead(ctx context.Context, c *Consumer) (bool, error) {
 	l := r.l
 	l.lead.leading = true
 	l.lead.leads.Add(1)
-	c.watchLead(ctx, l.conn)
+	l.watchLead(ctx)
 	for {
 		if !r.fr.buffered() {
 			l.wake.wakeAll()
 			if c.hasBuffered() {
-				c.unwatchLead()
+				l.unwatchLead()
 				l.keepLease()
 				return true, nil
 			}
 			if err := ctx.Err(); err != nil {
-				c.unwatchLead()
+				l.unwatchLead()
 				l.handBack(handback{})
 				return false, err
 			}
 		}
 		f, err := r.fr.ReadFrame()
 		if err != nil {
-			c.unwatchLead()
+			l.unwatchLead()
 			if errors.Is(err, os.ErrDeadlineExceeded) { // interrupted: the frame reader goes on later
 				l.handBack(handback{})
 				return false, ctx.Err()
@@ -293,18 +302,18 @@ func (r *linkReader) lead(ctx context.Context, c *Consumer) (bool, error) {
 			return false, nil
 		}
 		if !leaderHandles(f) {
-			c.unwatchLead()
+			l.unwatchLead()
 			l.handBack(handback{frame: f})
 			return false, nil
 		}
 		if err := r.dispatch(f); err != nil {
-			c.unwatchLead()
+			l.unwatchLead()
 			l.handBack(handback{protoErr: err})
 			return false, nil
 		}
 		l.wake.dispatched()
 		if l.lead.room != nil {
-			c.unwatchLead()
+			l.unwatchLead()
 			h := handback{room: l.lead.room, roomDone: l.lead.roomDone}
 			l.lead.room, l.lead.roomDone = nil, nil
 			l.handBack(h)
@@ -333,23 +342,23 @@ func leaderHandles(f Frame) bool {
 	return false
 }
 
-// leadWatch lets a leading Next's ctx, or the consumer's end, interrupt its
-// read with a read deadline. The ctx's hook is kept between leads while the
-// ctx stays the same (the same Done channel), so a Next loop on one ctx
-// registers it once.
+// leadWatch lets a leading Next's ctx, or its consumer's end, interrupt
+// the Next's read with a read deadline. It is the link's (one leader at a
+// time), and the ctx's hook is kept between leads while the ctx stays the
+// same (the same Done channel), so a Next loop on one ctx registers it once.
 type leadWatch struct {
 	mu          sync.Mutex
 	done        <-chan struct{} // the ctx's Done: ctxs are compared by it (a ctx value may not be comparable)
 	stop        func() bool
-	conn        net.Conn // while leading: the socket to interrupt
-	interrupted bool     // a deadline is set on conn
+	leading     bool // a Next reads: an interrupt sets the deadline
+	interrupted bool // a deadline is set on the socket
 }
 
 // watchLead arms the interruption of a lead by ctx (or the consumer's end).
-func (c *Consumer) watchLead(ctx context.Context, conn net.Conn) {
-	w := &c.lw
+func (l *link) watchLead(ctx context.Context) {
+	w := &l.lead.watch
 	w.mu.Lock()
-	w.conn = conn
+	w.leading = true
 	if done := ctx.Done(); w.done != done {
 		if w.stop != nil {
 			w.stop() // (one that fired already interrupts this lead at worst: Next then waits as usual)
@@ -357,40 +366,40 @@ func (c *Consumer) watchLead(ctx context.Context, conn net.Conn) {
 		}
 		w.done = done
 		if done != nil {
-			w.stop = context.AfterFunc(ctx, c.interruptLead)
+			w.stop = context.AfterFunc(ctx, l.interruptLead)
 		}
 	}
 	w.mu.Unlock()
 }
 
-// interruptLead ends a read of a leading Next: its ctx ended, or the
+// interruptLead ends the read of a leading Next: its ctx ended, or its
 // consumer did.
-func (c *Consumer) interruptLead() {
-	w := &c.lw
+func (l *link) interruptLead() {
+	w := &l.lead.watch
 	w.mu.Lock()
-	if w.conn != nil && !w.interrupted {
+	if w.leading && !w.interrupted {
 		w.interrupted = true
-		_ = w.conn.SetReadDeadline(time.Unix(1, 0))
+		_ = l.conn.SetReadDeadline(time.Unix(1, 0))
 	}
 	w.mu.Unlock()
 }
 
 // unwatchLead ends a lead's watch; a deadline it set is cleared, before
 // anyone else reads the socket.
-func (c *Consumer) unwatchLead() {
-	w := &c.lw
+func (l *link) unwatchLead() {
+	w := &l.lead.watch
 	w.mu.Lock()
 	if w.interrupted {
 		w.interrupted = false
-		_ = w.conn.SetReadDeadline(time.Time{})
+		_ = l.conn.SetReadDeadline(time.Time{})
 	}
-	w.conn = nil
+	w.leading = false
 	w.mu.Unlock()
 }
 
-// releaseWatch drops the ctx hook of an ended consumer.
-func (c *Consumer) releaseWatch() {
-	w := &c.lw
+// releaseWatch drops the ctx hook when the link ends.
+func (l *link) releaseWatch() {
+	w := &l.lead.watch
 	w.mu.Lock()
 	if w.stop != nil {
 		w.stop()
