@@ -51,7 +51,7 @@ func waitUntilLeading(t *testing.T, c *amqp.Consumer) {
 // Next: the rounds that follow are read by Next itself, in order, with no
 // wake-up handed to it at all.
 func TestLentSocketNextReadsItself(t *testing.T) {
-	cons, sc, id, got := leadingConsumer(t, amqp.Config{}, amqp.ConsumerOptions{})
+	cons, sc, id, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
 	const rounds, n = 5, 40
 	tag := uint64(1)
 	for r := range rounds {
@@ -100,7 +100,7 @@ func TestLentSocketOffWakesNextEachRound(t *testing.T) {
 // A reply the leading Next reads is handed back to the reader goroutine,
 // which completes the call waiting for it; the consumer goes on.
 func TestLentSocketHandsARepliesBack(t *testing.T) {
-	cons, sc, id, got := leadingConsumer(t, amqp.Config{}, amqp.ConsumerOptions{})
+	cons, sc, id, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
 	ch := cons.Channel()
 	declared := make(chan error, 1)
 	go func() {
@@ -124,7 +124,7 @@ func TestLentSocketHandsARepliesBack(t *testing.T) {
 // A leading Next whose ctx ends returns ctx's error, even with half a
 // frame read; the next Next goes on with the rest of that frame.
 func TestLentSocketCtxEndsNextMidFrame(t *testing.T) {
-	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{})
+	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
 	// The first delivery goes through the reader and gets Next the lease.
 	first := make(chan error, 1)
 	go func() {
@@ -168,7 +168,7 @@ func TestLentSocketCtxEndsNextMidFrame(t *testing.T) {
 // no frame from the server to wake it: here a Close whose ctx ended before
 // the server's close-ok.
 func TestLentSocketConsumerEndEndsLeadingNext(t *testing.T) {
-	cons, sc, _, got := leadingConsumer(t, amqp.Config{}, amqp.ConsumerOptions{})
+	cons, sc, _, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
 	ctx, cancel := context.WithCancel(t.Context())
 	closed := make(chan error, 1)
 	go func() { closed <- cons.Channel().Close(ctx) }()
@@ -303,7 +303,7 @@ func TestLentSocketLeaseTimerReadsTheServer(t *testing.T) {
 // wait for room, holding the rest unread) and nothing is lost or reordered.
 func TestLentSocketBackpressure(t *testing.T) {
 	const limit, n = 4, 50
-	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{BufferLimit: limit})
+	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{BufferLimit: limit})
 	leaseTo(t, cons, sc, id)
 	first := make(chan *amqp.Delivery, 1)
 	go func() {
@@ -341,7 +341,7 @@ func TestLentSocketBackpressure(t *testing.T) {
 // connection as it would through the reader: Next returns the server's
 // error and Close finds nothing running.
 func TestLentSocketServerCloseWhileLeading(t *testing.T) {
-	cons, sc, _, got := leadingConsumer(t, amqp.Config{}, amqp.ConsumerOptions{})
+	cons, sc, _, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
 	require.NoError(t, sc.CloseConnection(t.Context(), amqp.CodeInternalError, "bye", nil))
 	_, ok := recvWithin(t, got, "Next's end")
 	require.False(t, ok)
@@ -353,7 +353,7 @@ func TestLentSocketServerCloseWhileLeading(t *testing.T) {
 
 // Close while Next reads the socket: Close returns, and so does Next.
 func TestLentSocketCloseWhileLeading(t *testing.T) {
-	cons, sc, _, got := leadingConsumer(t, amqp.Config{}, amqp.ConsumerOptions{})
+	cons, sc, _, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
 	conn := cons.Channel().Connection()
 	closed := make(chan error, 1)
 	go func() { closed <- conn.Close(t.Context()) }()
