@@ -41,6 +41,7 @@ func (ch *Channel) Close(ctx context.Context) error {
 		ch.finish(ErrClosed)
 		return nil
 	}
+	ch.needReader()
 	select {
 	case r := <-p.reply:
 		ch.finish(ErrClosed)

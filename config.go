@@ -160,6 +160,11 @@ type Config struct {
 	// password or a message body. Records the reader notices are logged on
 	// the connection's callback goroutine. Nil logs nothing.
 	Logger *slog.Logger
+
+	// For tests (see lead.go): noLend makes the reader goroutine do all
+	// the reading; leaseMax, when set, replaces the lease timer's bound.
+	noLend   bool
+	leaseMax time.Duration
 }
 
 // withDefaults returns a copy of c with every zero field replaced by its

@@ -68,6 +68,9 @@ func (c *Confirmation) Done() <-chan struct{} {
 			close(c.done)
 		}
 	}
+	if !c.fin && c.ch != nil {
+		c.ch.needReader() // the caller is about to wait for what the reader reads
+	}
 	return c.done
 }
 
@@ -83,6 +86,7 @@ func (c *Confirmation) Wait(ctx context.Context) error {
 		if fin {
 			return err
 		}
+		c.ch.needReader()
 		select {
 		case <-progress:
 		case <-ctx.Done():

@@ -31,11 +31,13 @@ type Connection struct {
 	blockMu   sync.Mutex
 	onBlocked []func(Blocking) // guarded by blockMu
 
-	rec    recoveryState          // reconnection and the topology to restore
-	secret atomic.Pointer[string] // the last secret UpdateSecret set: a recovery logs in with it
-	events *eventQueue
-	tr     tracers      // the hooks Config.Tracer implements
-	log    *slog.Logger // Config.Logger; nil: silent
+	rec recoveryState // reconnection and the topology to restore
+
+	consumerCount atomic.Int32           // consumers routed to on all channels: a link lends its socket only to a sole one (lead.go)
+	secret        atomic.Pointer[string] // the last secret UpdateSecret set: a recovery logs in with it
+	events        *eventQueue
+	tr            tracers      // the hooks Config.Tracer implements
+	log           *slog.Logger // Config.Logger; nil: silent
 
 	closeCalled chan struct{} // closed by the first Close: the application asked for the end
 	closeOnceCC sync.Once

@@ -163,7 +163,7 @@ func (ch *Channel) registerOnConsumeOk(c *Consumer) func(callResult) {
 		unwanted := c.abandoned || c.err != nil
 		c.registered = true
 		c.mu.Unlock()
-		ch.consumers[c.tag] = c
+		ch.addConsumerLocked(c)
 		if unwanted {
 			c.stopBackpressure()
 			ch.cancelAbandonedLocked(c)
@@ -211,6 +211,12 @@ func (c *Consumer) Err() error {
 // Next returns the next delivery, waiting for one bounded by ctx. Once the
 // consumer has ended and its buffer is empty, it returns why the consumer
 // ended: ErrConsumerCancelled after Cancel, or the channel's or connection's error.
+//
+// When the consumer is its connection's only one, a Next that finds the
+// buffer empty may read the socket itself instead of waiting for the
+// reader goroutine to hand it deliveries (see "Consuming" in the package
+// documentation); ctx bounds that read as it bounds the wait, and the
+// consumer's end interrupts it.
 //
 // A message whose content header could not be decoded is returned as a
 // non-nil Delivery together with a [*ContentError] (see
@@ -261,12 +267,32 @@ func (c *Consumer) next(ctx context.Context) (*Delivery, error) {
 			return d, nil
 		}
 		err := c.err
-		if err == nil {
-			c.waiting++
-		}
 		c.mu.Unlock()
+		l := c.ch.link.Load()
 		if err != nil {
+			if l != nil && l.lead.lessee.Load() == c {
+				l.needReader() // nobody reads for an ended consumer
+			}
 			return nil, err
+		}
+		if l != nil && l.takeLead(c) {
+			got, err := l.lead.rd.Load().lead(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			if got {
+				continue
+			}
+		}
+		c.mu.Lock()
+		if c.head < len(c.queue) || c.err != nil {
+			c.mu.Unlock()
+			continue
+		}
+		c.waiting++
+		c.mu.Unlock()
+		if l != nil {
+			l.needReader() // the socket may be lent to a consumer that does not read now
 		}
 		select {
 		case <-c.ready:
@@ -492,6 +518,9 @@ func (c *Consumer) end(err error, buffered bufferedOnEnd) {
 	case c.ready <- struct{}{}:
 	default:
 	}
+	if l := c.ch.link.Load(); l != nil && l.lead.lessee.Load() == c {
+		l.interruptLead() // a Next reading the socket for c returns
+	}
 }
 
 // consumeArgs returns the basic.consume that subscribes the consumer again.
@@ -526,7 +555,17 @@ func (ch *Channel) takeConsumersLocked() []*Consumer {
 		out = append(out, c)
 		delete(ch.consumers, tag)
 	}
+	ch.conn.consumerCount.Add(-int32(len(out)))
 	return out
+}
+
+// addConsumerLocked routes the deliveries for c's tag to c. ch.mu must be
+// held.
+func (ch *Channel) addConsumerLocked(c *Consumer) {
+	if _, ok := ch.consumers[c.tag]; !ok {
+		ch.conn.consumerCount.Add(1)
+	}
+	ch.consumers[c.tag] = c
 }
 
 func (ch *Channel) removeConsumer(c *Consumer, err error) {
@@ -544,6 +583,7 @@ func (ch *Channel) unregisterLocked(c *Consumer) {
 	}
 	if ch.consumers[c.tag] == c {
 		delete(ch.consumers, c.tag)
+		ch.conn.consumerCount.Add(-1)
 	}
 	if ch.lastConsumer == c {
 		ch.lastConsumer = nil

@@ -174,6 +174,15 @@
 // ends. [EndedByApplication] applies the same rule to the errors of
 // [Consumer.Next] and the Err methods.
 //
+// When a consumer is its connection's only one, the reader goroutine lends
+// it the socket once its Next waits: Next then reads and dispatches frames
+// on the application's goroutine until it has deliveries, with no hand-off
+// between goroutines per socket read, which is where most of a consumer's
+// CPU went. Nothing changes for the application: Next is still bounded by
+// its ctx, other channels' calls, confirmations and the server's frames are
+// still read (whoever waits for them takes the socket back, and so does a
+// timer after 1 ms in which nobody read it), and backpressure still holds.
+//
 // # Serving a queue with handlers
 //
 // [Channel.Serve] runs a [Handler] for each delivery on a pool of at most

@@ -93,6 +93,13 @@ type FrameReader struct {
 	lastN   int    // bytes the last read returned
 	big     []byte // reused for payloads that do not fit in a read buffer
 	maxSize uint32 // largest whole frame accepted, header and end octet included
+
+	// A frame too large for the read buffer, read into big: its header and
+	// how much of it has arrived. A read that times out leaves it here, and
+	// the next ReadFrame goes on with it.
+	part      Frame
+	partWhole []byte
+	partN     int
 }
 
 const (
@@ -180,9 +187,14 @@ func (fr *FrameReader) peek(n int) ([]byte, error) {
 }
 
 // ReadFrame reads the next frame. Errors wrap ErrFrameTooLarge or
-// ErrMalformedFrame for bad input and are I/O errors otherwise; after any
-// error the stream is out of sync and must be abandoned.
+// ErrMalformedFrame for bad input and are I/O errors otherwise. After an I/O
+// error that is a timeout (the source's read deadline, [os.ErrDeadlineExceeded])
+// the next ReadFrame goes on where this one stopped; after any other error
+// the stream is out of sync and must be abandoned.
 func (fr *FrameReader) ReadFrame() (Frame, error) {
+	if fr.partWhole != nil {
+		return fr.readLarge()
+	}
 	hdr, err := fr.peek(frameHeaderSize)
 	if err != nil {
 		return Frame{}, err
@@ -194,27 +206,54 @@ func (fr *FrameReader) ReadFrame() (Frame, error) {
 			ErrFrameTooLarge, f.Type, uint64(size)+frameOverhead, f.Channel, fr.maxSize)
 	}
 	total := frameHeaderSize + int(size) + 1
-	var whole []byte
-	if total <= readBufferSize {
-		// Decode in place from the read buffer: no copy. The bytes stay
-		// valid until the next ReadFrame.
-		if err := fr.fill(total); err != nil {
-			return Frame{}, unexpectedEOF(err)
-		}
-		whole = fr.buf[fr.r : fr.r+total]
-		fr.r += total
-	} else {
+	if total > readBufferSize {
 		if cap(fr.big) < total {
 			fr.big = make([]byte, total)
 		}
-		whole = fr.big[:total]
+		whole := fr.big[:total]
 		n := copy(whole, fr.buf[fr.r:fr.w])
 		fr.r += n
-		if _, err := io.ReadFull(fr.src, whole[n:]); err != nil {
+		fr.part, fr.partWhole, fr.partN = f, whole, n
+		return fr.readLarge()
+	}
+	// Decode in place from the read buffer: no copy. The bytes stay valid
+	// until the next ReadFrame.
+	if err := fr.fill(total); err != nil {
+		return Frame{}, unexpectedEOF(err)
+	}
+	whole := fr.buf[fr.r : fr.r+total]
+	fr.r += total
+	return checkFrame(f, whole)
+}
+
+// buffered reports whether a whole frame is buffered, so that ReadFrame
+// will not read from the source.
+func (fr *FrameReader) buffered() bool {
+	n := fr.w - fr.r
+	if fr.partWhole != nil || n < frameHeaderSize {
+		return false
+	}
+	return uint64(n) >= uint64(binary.BigEndian.Uint32(fr.buf[fr.r+3:]))+frameOverhead
+}
+
+// readLarge reads the rest of a frame too large for the read buffer.
+func (fr *FrameReader) readLarge() (Frame, error) {
+	for fr.partN < len(fr.partWhole) {
+		n, err := fr.src.Read(fr.partWhole[fr.partN:])
+		fr.partN += n
+		if err != nil && fr.partN < len(fr.partWhole) {
 			return Frame{}, unexpectedEOF(err)
 		}
 	}
-	if end := whole[total-1]; end != frameEndOctet {
+	f, whole := fr.part, fr.partWhole
+	fr.part, fr.partWhole, fr.partN = Frame{}, nil, 0
+	return checkFrame(f, whole)
+}
+
+// checkFrame checks a whole frame's end octet and type, and returns it with
+// its payload.
+func checkFrame(f Frame, whole []byte) (Frame, error) {
+	if end := whole[len(whole)-1]; end != frameEndOctet {
 		return Frame{}, fmt.Errorf("%w: frame end octet is 0x%02X, want 0xCE", ErrMalformedFrame, end)
 	}
 	switch f.Type {
@@ -222,7 +261,7 @@ func (fr *FrameReader) ReadFrame() (Frame, error) {
 	default:
 		return Frame{}, fmt.Errorf("%w: unknown frame type %d", ErrMalformedFrame, uint8(f.Type))
 	}
-	f.Payload = whole[frameHeaderSize : total-1]
+	f.Payload = whole[frameHeaderSize : len(whole)-1]
 	return f, nil
 }
 

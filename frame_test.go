@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"testing"
 
@@ -295,4 +296,60 @@ func TestFrameReaderSizesItsBufferByUse(t *testing.T) {
 	_, err = fr.peek(1) // the next read finds the socket quiet
 	require.ErrorIs(t, err, io.EOF)
 	require.Len(t, fr.buf, readBufferSmall, "a quiet connection keeps only the small buffer")
+}
+
+// timeoutReader returns the stream in pieces of at most step bytes, with a
+// read deadline's timeout after every piece: the reads of a leading Next
+// whose ctx keeps ending (lead.go).
+type timeoutReader struct {
+	data    []byte
+	step    int
+	timeout bool
+}
+
+func (r *timeoutReader) Read(p []byte) (int, error) {
+	if r.timeout = !r.timeout; r.timeout {
+		return 0, os.ErrDeadlineExceeded
+	}
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.step)], r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// A read that times out, anywhere in a frame (in the read buffer or in a
+// frame larger than it), leaves the frame reader where it was: the next
+// ReadFrame goes on, and every frame comes out whole and in order.
+func TestReadFrameGoesOnAfterATimeout(t *testing.T) {
+	var stream []byte
+	var want [][]byte
+	for i, size := range []int{0, 1, 7, 100, 4 << 10, readBufferSize - frameOverhead, readBufferSize + 1, 3 * readBufferSize, 5} {
+		payload := bytes.Repeat([]byte{byte('a' + i)}, size)
+		want = append(want, payload)
+		stream = append(stream, rawFrame(FrameBody, uint16(i+1), payload, frameEndOctet)...)
+	}
+	for _, step := range []int{1, 3, 5000, 1 << 20} {
+		fr := NewFrameReader(&timeoutReader{data: stream, step: step})
+		fr.SetMaxFrameSize(0)
+		timeouts := 0
+		for i := 0; i < len(want); {
+			f, err := fr.ReadFrame()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				timeouts++
+				continue
+			}
+			require.NoError(t, err, "step %d, frame %d", step, i)
+			require.Equal(t, uint16(i+1), f.Channel, "step %d", step)
+			require.Equal(t, want[i], f.Payload, "step %d, frame %d", step, i)
+			i++
+		}
+		require.Positive(t, timeouts)
+		_, err := fr.ReadFrame()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			_, err = fr.ReadFrame()
+		}
+		require.ErrorIs(t, err, io.EOF, "the stream ends where the last frame does")
+	}
 }

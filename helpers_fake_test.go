@@ -96,7 +96,13 @@ func confirmSelectFake(t *testing.T, ch *amqp.Channel, sc *amqptest.Conn) {
 // server, playing the server's part.
 func fakeConsumer(t *testing.T, opt amqp.ConsumerOptions) (*amqp.Consumer, *amqptest.Conn, uint16) {
 	t.Helper()
-	conn, sc := fakeConn(t, amqptest.Options{}, amqp.Config{})
+	return fakeConsumerWith(t, amqp.Config{}, opt)
+}
+
+// fakeConsumerWith is fakeConsumer on a connection dialled with cfg.
+func fakeConsumerWith(t *testing.T, cfg amqp.Config, opt amqp.ConsumerOptions) (*amqp.Consumer, *amqptest.Conn, uint16) {
+	t.Helper()
+	conn, sc := fakeConn(t, amqptest.Options{}, cfg)
 	ch := openFakeChannel(t, conn, sc)
 	return consumeOnFake(t, ch, sc, opt), sc, ch.ID()
 }

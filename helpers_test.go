@@ -241,3 +241,19 @@ func (r *recordingTracer) TraceBlocked(c *amqp.Connection, b amqp.Blocking) {
 func (r *recordingTracer) TraceReturn(ch *amqp.Channel, ret amqp.Return) {
 	r.record("return %d %q", ret.ReplyCode, ret.RoutingKey)
 }
+
+// recvWithin receives from c, failing the test if nothing comes within the
+// test's wait budget (a hang guard, not a timing).
+func recvWithin[T any](t *testing.T, c <-chan T, what string) (T, bool) {
+	t.Helper()
+	timer := time.NewTimer(waitBudget(t))
+	defer timer.Stop()
+	select {
+	case v, ok := <-c:
+		return v, ok
+	case <-timer.C:
+		t.Fatalf("waited too long for %s", what)
+		var zero T
+		return zero, false
+	}
+}

@@ -36,6 +36,7 @@ type link struct {
 	lastRead atomic.Int64 // unix nanos of the last read from the socket
 	paused   atomic.Bool  // the reader waits for a consumer to drain (heartbeat silence is ours, not the peer's)
 	wake     wakeList     // reader-owned: consumers to wake before the next read (see wakeList)
+	lead     leadRole     // who reads the socket: the reader goroutine, or a consumer it is lent to
 	hb       heartbeat    // the liveness timer, when heartbeats are on
 
 	// knownCause is why the link is about to end, recorded before a final
@@ -122,6 +123,7 @@ func (c *Connection) handshakeLink(ctx context.Context, conn net.Conn, addr stri
 // counted in the connection's wait group, which Close waits for.
 func (l *link) start() {
 	c := l.c
+	l.initLead()
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); l.w.run() }()
 	go func() { defer c.wg.Done(); defer close(l.readerDone); l.readLoop() }()
@@ -154,6 +156,7 @@ func (l *link) shutdown(cause error) {
 			l.stopHeartbeat()
 			l.w.shutdown()
 			l.conn.Close()
+			l.stopLead()
 		}()
 	})
 }
@@ -196,6 +199,10 @@ func (l *link) ended() bool {
 // waitForRoom blocks the reader until a consumer's buffer has room: the
 // documented backpressure for consumers that outrun the application.
 func (l *link) waitForRoom(room, consumerDone <-chan struct{}) {
+	if l.lead.leading { // a Next reads: it hands this wait to the reader goroutine
+		l.lead.room, l.lead.roomDone = room, consumerDone
+		return
+	}
 	l.wake.wakeAll() // a Next not yet woken could never make the room
 	l.paused.Store(true)
 	select {

@@ -44,12 +44,19 @@ type linkReader struct {
 // link ends.
 func (l *link) readLoop() {
 	r := &linkReader{l: l, fr: l.fr}
+	l.lead.rd.Store(r)
 	r.run()
 }
 
 func (r *linkReader) run() {
 	defer r.l.wake.wakeAll()
 	for {
+		if c := r.lendable(); c != nil { // (only when no whole frame is buffered)
+			if !r.lend(c) {
+				return
+			}
+			continue
+		}
 		f, err := r.fr.ReadFrame()
 		if err != nil {
 			r.readFailed(err)

@@ -142,6 +142,7 @@ func (ch *Channel) callUntraced(ctx context.Context, req Method, opts callOpts) 
 		}
 		return callResult{queued: queued}, err
 	}
+	ch.needReader()
 	select {
 	case r := <-p.reply:
 		// Whoever resolved p is done with it: reuse it, reply channel and

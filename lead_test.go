@@ -1,0 +1,367 @@
+package amqp_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/amqp-go/amqp"
+	"github.com/amqp-go/amqp/amqptest"
+	"github.com/stretchr/testify/require"
+)
+
+// Fake-server tests of the lent socket (lead.go): a sole consumer's Next
+// reads the socket itself once the reader has lent it.
+
+// leadingConsumer returns a consumer on a fresh fake connection dialled with
+// cfg that holds the lease: a first delivery went through the reader, which
+// then lent the socket to the waiting Next. Its deliveries arrive on got,
+// read by a goroutine that calls Next until it fails.
+func leadingConsumer(t *testing.T, cfg amqp.Config, opt amqp.ConsumerOptions) (*amqp.Consumer, *amqptest.Conn, uint16, <-chan *amqp.Delivery) {
+	t.Helper()
+	cons, sc, id := fakeConsumerWith(t, cfg, opt)
+	got := make(chan *amqp.Delivery, 1024)
+	go func() {
+		defer close(got)
+		for {
+			d, err := cons.Next(t.Context())
+			if err != nil {
+				return
+			}
+			got <- d
+		}
+	}()
+	waitUntilNextWaits(t, cons)
+	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("first")))
+	d, _ := recvWithin(t, got, "the first delivery")
+	require.NotNil(t, d)
+	require.Equal(t, "first", string(d.Body))
+	waitUntilLeading(t, cons)
+	return cons, sc, id, got
+}
+
+// waitUntilLeading returns once a Next of c reads the socket itself.
+func waitUntilLeading(t *testing.T, c *amqp.Consumer) {
+	t.Helper()
+	require.Eventually(t, c.LeadingForTest, waitBudget(t), time.Millisecond, "Next never took the socket")
+}
+
+// After the first delivery, the reader lends the socket to the waiting
+// Next: the rounds that follow are read by Next itself, in order, with no
+// wake-up handed to it at all.
+func TestLentSocketNextReadsItself(t *testing.T) {
+	cons, sc, id, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+	const rounds, n = 5, 40
+	tag := uint64(1)
+	for r := range rounds {
+		waitUntilLeading(t, cons)
+		before := cons.SignalsForTest()
+		require.NoError(t, sc.Deliver(t.Context(), id, "c", n, amqp.Properties{}, []byte("m")))
+		for range n {
+			d, ok := recvWithin(t, got, "a delivery")
+			require.True(t, ok, "Next failed")
+			tag++
+			require.Equal(t, tag, d.DeliveryTag, "in order")
+		}
+		require.Equal(t, before, cons.SignalsForTest(), "round %d: Next was woken, so it did not read for itself", r)
+	}
+	require.Positive(t, cons.Channel().Connection().LeadsForTest())
+}
+
+// With lending off, the same traffic goes through the reader goroutine and
+// wakes Next each round: the counter that the test above holds still is a
+// real one.
+func TestLentSocketOffWakesNextEachRound(t *testing.T) {
+	cons, sc, id := fakeConsumerWith(t, amqp.WithoutLending(amqp.Config{}), amqp.ConsumerOptions{})
+	got := make(chan *amqp.Delivery, 64)
+	go func() {
+		for {
+			d, err := cons.Next(t.Context())
+			if err != nil {
+				return
+			}
+			got <- d
+		}
+	}()
+	for r := range 3 {
+		waitUntilNextWaits(t, cons)
+		before := cons.SignalsForTest()
+		require.NoError(t, sc.Deliver(t.Context(), id, "c", 10, amqp.Properties{}, []byte("m")))
+		for range 10 {
+			recvWithin(t, got, "a delivery")
+		}
+		require.Greater(t, cons.SignalsForTest(), before, "round %d", r)
+		require.False(t, cons.LeadingForTest())
+	}
+	require.Zero(t, cons.Channel().Connection().LeadsForTest())
+}
+
+// A reply the leading Next reads is handed back to the reader goroutine,
+// which completes the call waiting for it; the consumer goes on.
+func TestLentSocketHandsARepliesBack(t *testing.T) {
+	cons, sc, id, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+	ch := cons.Channel()
+	declared := make(chan error, 1)
+	go func() {
+		_, err := ch.QueueDeclare(t.Context(), amqp.QueueDeclare{Queue: "other"})
+		declared <- err
+	}()
+	_, qd := amqptest.Expect[*amqp.QueueDeclare](t, sc)
+	require.Equal(t, "other", qd.Queue)
+	require.True(t, cons.LeadingForTest(), "Next reads the socket while the call waits")
+	require.NoError(t, sc.Send(t.Context(), id, &amqp.QueueDeclareOk{Queue: "other"}))
+	err, _ := recvWithin(t, declared, "the declare")
+	require.NoError(t, err)
+	require.NoError(t, sc.Deliver(t.Context(), id, "c", 3, amqp.Properties{}, []byte("after")))
+	for tag := uint64(2); tag <= 4; tag++ {
+		d, _ := recvWithin(t, got, "a delivery")
+		require.NotNil(t, d)
+		require.Equal(t, tag, d.DeliveryTag)
+	}
+}
+
+// A leading Next whose ctx ends returns ctx's error, even with half a
+// frame read; the next Next goes on with the rest of that frame.
+func TestLentSocketCtxEndsNextMidFrame(t *testing.T) {
+	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+	// The first delivery goes through the reader and gets Next the lease.
+	first := make(chan error, 1)
+	go func() {
+		_, err := cons.Next(t.Context())
+		first <- err
+	}()
+	waitUntilNextWaits(t, cons)
+	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("first")))
+	err, _ := recvWithin(t, first, "the first delivery")
+	require.NoError(t, err)
+	require.True(t, cons.LeasedForTest())
+
+	frames, err := amqp.AppendMethodFrame(nil, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 2})
+	require.NoError(t, err)
+	frames, err = amqp.AppendHeaderFrame(frames, id, 60, 5, &amqp.Properties{})
+	require.NoError(t, err)
+	frames = amqp.AppendBodyFrames(frames, id, []byte("split"), 0)
+	half := len(frames) - 4 // in the body frame
+
+	ctx, cancel := context.WithCancel(t.Context())
+	ended := make(chan error, 1)
+	go func() {
+		_, err := cons.Next(ctx)
+		ended <- err
+	}()
+	waitUntilLeading(t, cons)
+	require.NoError(t, sc.WriteRaw(t.Context(), frames[:half]))
+	cancel()
+	err, _ = recvWithin(t, ended, "Next's end")
+	require.ErrorIs(t, err, context.Canceled)
+	require.False(t, cons.LeadingForTest())
+
+	require.NoError(t, sc.WriteRaw(t.Context(), frames[half:]))
+	d, err := cons.Next(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), d.DeliveryTag)
+	require.Equal(t, "split", string(d.Body))
+}
+
+// A consumer that ends while its Next reads the socket ends that Next, with
+// no frame from the server to wake it: here a Close whose ctx ended before
+// the server's close-ok.
+func TestLentSocketConsumerEndEndsLeadingNext(t *testing.T) {
+	cons, sc, _, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+	ctx, cancel := context.WithCancel(t.Context())
+	closed := make(chan error, 1)
+	go func() { closed <- cons.Channel().Close(ctx) }()
+	amqptest.Expect[*amqp.ChannelClose](t, sc)
+	cancel() // no close-ok: the channel ends on our side alone
+	err, _ := recvWithin(t, closed, "Close")
+	require.Error(t, err)
+	_, ok := recvWithin(t, got, "Next's end")
+	require.False(t, ok, "Next returned once the consumer ended")
+	require.ErrorIs(t, cons.Err(), amqp.ErrClosed)
+}
+
+// The reader takes a lease back from a consumer that is not reading when a
+// call starts to wait for its reply. The lease timer is set to an hour, so
+// only the call's own claim can make the reply be read in time.
+func TestLentSocketTakenBackForACall(t *testing.T) {
+	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+	leaseTo(t, cons, sc, id)
+	declared := make(chan error, 1)
+	go func() {
+		_, err := cons.Channel().QueueDeclare(t.Context(), amqp.QueueDeclare{Queue: "other"})
+		declared <- err
+	}()
+	amqptest.Expect[*amqp.QueueDeclare](t, sc)
+	require.NoError(t, sc.Send(t.Context(), id, &amqp.QueueDeclareOk{Queue: "other"}))
+	err, _ := recvWithin(t, declared, "the declare")
+	require.NoError(t, err)
+	require.False(t, cons.LeasedForTest())
+}
+
+// leaseTo delivers one message to cons and takes it with Next, which leaves
+// the socket lent to cons with nobody reading it.
+func leaseTo(t *testing.T, cons *amqp.Consumer, sc *amqptest.Conn, id uint16) {
+	t.Helper()
+	first := make(chan error, 1)
+	go func() {
+		_, err := cons.Next(t.Context())
+		first <- err
+	}()
+	waitUntilNextWaits(t, cons)
+	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("first")))
+	err, _ := recvWithin(t, first, "the first delivery")
+	require.NoError(t, err)
+	require.True(t, cons.LeasedForTest())
+}
+
+// So does a publisher that waits for its confirmation, with Wait or by
+// selecting on Done.
+func TestLentSocketTakenBackForAConfirmation(t *testing.T) {
+	for _, how := range []string{"Wait", "Done"} {
+		t.Run(how, func(t *testing.T) {
+			conn, sc := fakeConn(t, amqptest.Options{}, amqp.WithLeaseMax(amqp.Config{}, time.Hour))
+			pub := openFakeChannel(t, conn, sc)
+			confirmSelectFake(t, pub, sc)
+			ch := openFakeChannel(t, conn, sc)
+			cons := consumeOnFake(t, ch, sc, amqp.ConsumerOptions{})
+			leaseTo(t, cons, sc, ch.ID())
+
+			conf, err := pub.Publish(t.Context(), amqp.Publishing{RoutingKey: "q", Body: []byte("x")})
+			require.NoError(t, err)
+			amqptest.Expect[*amqp.BasicPublish](t, sc)
+			waited := make(chan error, 1)
+			go func() {
+				if how == "Wait" {
+					waited <- conf.Wait(t.Context())
+					return
+				}
+				<-conf.Done()
+				if !conf.Acked() {
+					waited <- errors.New("not acked")
+					return
+				}
+				waited <- nil
+			}()
+			require.Eventually(t, func() bool { return !cons.LeasedForTest() }, waitBudget(t), time.Millisecond)
+			require.NoError(t, sc.Send(t.Context(), pub.ID(), &amqp.BasicAck{DeliveryTag: 1}))
+			err, _ = recvWithin(t, waited, "the confirmation")
+			require.NoError(t, err)
+		})
+	}
+}
+
+// A second consumer ends the lending: its subscription takes the lease back
+// from the first, which is not reading, and the second gets its deliveries
+// although the first never calls Next again. With two consumers the socket
+// is lent to neither.
+func TestLentSocketTakenBackByASecondConsumer(t *testing.T) {
+	conn, sc := fakeConn(t, amqptest.Options{}, amqp.WithLeaseMax(amqp.Config{}, time.Hour))
+	ch := openFakeChannel(t, conn, sc)
+	first := consumeOnFake(t, ch, sc, amqp.ConsumerOptions{})
+	leaseTo(t, first, sc, ch.ID())
+
+	ch2 := openFakeChannel(t, conn, sc)
+	second := consumeOnFake(t, ch2, sc, amqp.ConsumerOptions{})
+	got := make(chan *amqp.Delivery, 16)
+	go func() {
+		for {
+			d, err := second.Next(t.Context())
+			if err != nil {
+				return
+			}
+			got <- d
+		}
+	}()
+	for r := range 3 {
+		waitUntilNextWaits(t, second)
+		require.NoError(t, sc.Deliver(t.Context(), ch2.ID(), "c", 5, amqp.Properties{}, []byte("m")))
+		for range 5 {
+			d, _ := recvWithin(t, got, "a delivery")
+			require.Equal(t, "m", string(d.Body), "round %d", r)
+		}
+		require.False(t, second.LeadingForTest())
+		require.False(t, first.LeasedForTest())
+	}
+}
+
+// A lease nobody reads under ends after the lease timer's bound, so what
+// the server sends unasked still arrives: here the close of the
+// consumer's channel, while the application never calls Next again.
+func TestLentSocketLeaseTimerReadsTheServer(t *testing.T) {
+	cons, sc, id := fakeConsumer(t, amqp.ConsumerOptions{})
+	leaseTo(t, cons, sc, id)
+	require.NoError(t, sc.CloseChannel(t.Context(), id, amqp.CodeAccessRefused, "gone", nil))
+	recvWithin(t, cons.Done(), "the channel's close to be read")
+	var amqpErr *amqp.Error
+	require.ErrorAs(t, cons.Err(), &amqpErr)
+	require.Equal(t, amqp.CodeAccessRefused, amqpErr.Code)
+}
+
+// Backpressure while Next reads: a burst larger than the consumer's buffer
+// stops the reading at a full buffer (the reader goroutine takes over the
+// wait for room, holding the rest unread) and nothing is lost or reordered.
+func TestLentSocketBackpressure(t *testing.T) {
+	const limit, n = 4, 50
+	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{BufferLimit: limit})
+	leaseTo(t, cons, sc, id)
+	first := make(chan *amqp.Delivery, 1)
+	go func() {
+		d, _ := cons.Next(t.Context())
+		first <- d
+	}()
+	waitUntilLeading(t, cons)
+	require.NoError(t, sc.Deliver(t.Context(), id, "c", n, amqp.Properties{}, []byte("m")))
+	d, _ := recvWithin(t, first, "the burst's first delivery")
+	require.Equal(t, uint64(2), d.DeliveryTag)
+	conn := cons.Channel().Connection()
+	require.Eventually(t, conn.ReaderPausedForTest, waitBudget(t), time.Millisecond, "the reader never waited for room")
+	require.LessOrEqual(t, cons.BufferedForTest(), limit)
+	for tag := uint64(3); tag <= n+1; tag++ {
+		d, err := cons.Next(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, tag, d.DeliveryTag)
+		require.LessOrEqual(t, cons.BufferedForTest(), limit)
+	}
+	// The reader lends the socket again as soon as a delivery finds Next
+	// waiting.
+	got := make(chan *amqp.Delivery, 1)
+	go func() {
+		d, _ := cons.Next(t.Context())
+		got <- d
+	}()
+	require.Eventually(t, func() bool { return cons.WaitingForTest() > 0 || cons.LeadingForTest() }, waitBudget(t), time.Millisecond)
+	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("again")))
+	d, _ = recvWithin(t, got, "a delivery")
+	require.Equal(t, "again", string(d.Body))
+	require.Eventually(t, cons.LeasedForTest, waitBudget(t), time.Millisecond)
+}
+
+// The server's connection.close, read by a leading Next, ends the
+// connection as it would through the reader: Next returns the server's
+// error and Close finds nothing running.
+func TestLentSocketServerCloseWhileLeading(t *testing.T) {
+	cons, sc, _, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+	require.NoError(t, sc.CloseConnection(t.Context(), amqp.CodeInternalError, "bye", nil))
+	_, ok := recvWithin(t, got, "Next's end")
+	require.False(t, ok)
+	var amqpErr *amqp.Error
+	require.ErrorAs(t, cons.Err(), &amqpErr)
+	require.Equal(t, amqp.CodeInternalError, amqpErr.Code)
+	recvWithin(t, cons.Channel().Connection().Done(), "the connection's end")
+}
+
+// Close while Next reads the socket: Close returns, and so does Next.
+func TestLentSocketCloseWhileLeading(t *testing.T) {
+	cons, sc, _, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+	conn := cons.Channel().Connection()
+	closed := make(chan error, 1)
+	go func() { closed <- conn.Close(t.Context()) }()
+	amqptest.Expect[*amqp.ConnectionClose](t, sc)
+	require.NoError(t, sc.Send(t.Context(), 0, &amqp.ConnectionCloseOk{}))
+	err, _ := recvWithin(t, closed, "Close")
+	require.NoError(t, err)
+	_, ok := recvWithin(t, got, "Next's end")
+	require.False(t, ok)
+	require.True(t, errors.Is(cons.Err(), amqp.ErrClosed), "got %v", cons.Err())
+}
