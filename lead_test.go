@@ -21,6 +21,19 @@ import (
 func leadingConsumer(t *testing.T, cfg amqp.Config, opt amqp.ConsumerOptions) (*amqp.Consumer, *amqptest.Conn, uint16, <-chan *amqp.Delivery) {
 	t.Helper()
 	cons, sc, id := fakeConsumerWith(t, cfg, opt)
+	got := nextInto(t, cons)
+	waitUntilNextWaits(t, cons)
+	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("first")))
+	d, _ := recvWithin(t, got, "the first delivery")
+	require.NotNil(t, d)
+	require.Equal(t, "first", string(d.Body))
+	waitUntilLeading(t, cons)
+	return cons, sc, id, got
+}
+
+// nextInto calls Next until it fails, sending each delivery on the channel
+// it returns, which it closes at the end.
+func nextInto(t *testing.T, cons *amqp.Consumer) <-chan *amqp.Delivery {
 	got := make(chan *amqp.Delivery, 1024)
 	go func() {
 		defer close(got)
@@ -32,13 +45,7 @@ func leadingConsumer(t *testing.T, cfg amqp.Config, opt amqp.ConsumerOptions) (*
 			got <- d
 		}
 	}()
-	waitUntilNextWaits(t, cons)
-	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("first")))
-	d, _ := recvWithin(t, got, "the first delivery")
-	require.NotNil(t, d)
-	require.Equal(t, "first", string(d.Body))
-	waitUntilLeading(t, cons)
-	return cons, sc, id, got
+	return got
 }
 
 // waitUntilLeading returns once a Next of c reads the socket itself.
@@ -74,16 +81,7 @@ func TestLentSocketNextReadsItself(t *testing.T) {
 // real one.
 func TestLentSocketOffWakesNextEachRound(t *testing.T) {
 	cons, sc, id := fakeConsumerWith(t, amqp.WithoutLending(amqp.Config{}), amqp.ConsumerOptions{})
-	got := make(chan *amqp.Delivery, 64)
-	go func() {
-		for {
-			d, err := cons.Next(t.Context())
-			if err != nil {
-				return
-			}
-			got <- d
-		}
-	}()
+	got := nextInto(t, cons)
 	for r := range 3 {
 		waitUntilNextWaits(t, cons)
 		before := cons.SignalsForTest()
@@ -263,16 +261,7 @@ func TestLentSocketTakenBackByASecondConsumer(t *testing.T) {
 
 	ch2 := openFakeChannel(t, conn, sc)
 	second := consumeOnFake(t, ch2, sc, amqp.ConsumerOptions{})
-	got := make(chan *amqp.Delivery, 16)
-	go func() {
-		for {
-			d, err := second.Next(t.Context())
-			if err != nil {
-				return
-			}
-			got <- d
-		}
-	}()
+	got := nextInto(t, second)
 	for r := range 3 {
 		waitUntilNextWaits(t, second)
 		require.NoError(t, sc.Deliver(t.Context(), ch2.ID(), "c", 5, amqp.Properties{}, []byte("m")))
