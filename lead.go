@@ -234,7 +234,11 @@ func (r *linkReader) lendable() *Consumer {
 	if !l.lead.on || len(l.wake.pending) != 1 || l.c.consumerCount.Load() != 1 || r.fr.buffered() || l.ended() {
 		return nil
 	}
-	return l.wake.pending[0]
+	c := l.wake.pending[0]
+	if c.Err() != nil { // it ended within this read (its cancel-ok came after the delivery)
+		return nil
+	}
+	return c
 }
 
 // lend lends the socket to c and waits for the role to come back, then does
