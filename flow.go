@@ -68,10 +68,10 @@ func (c *Connection) waitUnblocked(ctx context.Context) error {
 // flow is paused, bounded by ctx. (Room in the write queue and a recovery in
 // progress are waited for by withSendLock.)
 func (ch *Channel) waitPublishable(ctx context.Context) error {
-	if blocked, _ := ch.conn.blocked.state(); blocked {
-		ch.needReader() // the unblock must be read
-	} else if paused, _ := ch.flow.state(); paused {
-		ch.needReader()
+	blocked, _ := ch.conn.blocked.state()
+	paused, _ := ch.flow.state()
+	if blocked || paused {
+		ch.needReader() // the unblock (or flow) must be read
 	}
 	if err := ch.conn.waitUnblocked(ctx); err != nil {
 		return err

@@ -90,13 +90,12 @@ func newLease(w uint64) uint64 { return (w>>2+1)<<2 | uint64(roleLeased) }
 const leaseMax = time.Millisecond
 
 // handback is what a leader gives the reader goroutine with the role: the
-// work it left (at most one of these), or nothing.
+// work it left (at most one of these), or nothing. A wait for room goes in
+// leadRole.room, which comes with the role.
 type handback struct {
 	frame    Frame // a frame the leader read but does not handle; Type 0: none
 	readErr  error // the read failed: the link ends
 	protoErr error // the server broke the protocol: the link ends
-	room     <-chan struct{}
-	roomDone <-chan struct{}
 }
 
 // initLead decides whether the link lends its socket: only when a read
@@ -260,13 +259,11 @@ func (r *linkReader) lend(c *Consumer) bool {
 		r.protocolFailure(h.protoErr)
 		return false
 	case h.frame.Type != 0:
-		if err := r.dispatch(h.frame); err != nil {
-			r.protocolFailure(err)
-			return false
-		}
-		l.wake.dispatched()
-	case h.room != nil:
-		l.waitForRoom(h.room, h.roomDone)
+		return r.handle(h.frame)
+	case l.lead.room != nil:
+		room, done := l.lead.room, l.lead.roomDone
+		l.lead.room, l.lead.roomDone = nil, nil
+		l.waitForRoom(room, done)
 	}
 	return true
 }
@@ -281,47 +278,45 @@ func (r *linkReader) lead(ctx context.Context, c *Consumer) (bool, error) {
 	l.lead.leading = true
 	l.lead.leads.Add(1)
 	l.watchLead(ctx)
+	keep, h, err := r.readFor(ctx, c)
+	l.unwatchLead() // before anyone else reads the socket
+	if keep {
+		l.keepLease()
+	} else {
+		l.handBack(h)
+	}
+	return keep, err
+}
+
+// readFor is lead's loop: it reports keep when c has deliveries, and
+// otherwise what to hand back, with ctx's error if a read was interrupted.
+func (r *linkReader) readFor(ctx context.Context, c *Consumer) (keep bool, h handback, err error) {
+	l := r.l
 	for {
 		if !r.fr.buffered() {
 			l.wake.wakeAll()
 			if c.hasBuffered() {
-				l.unwatchLead()
-				l.keepLease()
-				return true, nil
+				return true, handback{}, nil
 			}
 			if err := ctx.Err(); err != nil {
-				l.unwatchLead()
-				l.handBack(handback{})
-				return false, err
+				return false, handback{}, err
 			}
 		}
 		f, err := r.fr.ReadFrame()
-		if err != nil {
-			l.unwatchLead()
-			if errors.Is(err, os.ErrDeadlineExceeded) { // interrupted: the frame reader goes on later
-				l.handBack(handback{})
-				return false, ctx.Err()
-			}
-			l.handBack(handback{readErr: err})
-			return false, nil
-		}
-		if !leaderHandles(f) {
-			l.unwatchLead()
-			l.handBack(handback{frame: f})
-			return false, nil
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded): // interrupted: the frame reader goes on later
+			return false, handback{}, ctx.Err()
+		case err != nil:
+			return false, handback{readErr: err}, nil
+		case !leaderHandles(f):
+			return false, handback{frame: f}, nil
 		}
 		if err := r.dispatch(f); err != nil {
-			l.unwatchLead()
-			l.handBack(handback{protoErr: err})
-			return false, nil
+			return false, handback{protoErr: err}, nil
 		}
 		l.wake.dispatched()
-		if l.lead.room != nil {
-			l.unwatchLead()
-			h := handback{room: l.lead.room, roomDone: l.lead.roomDone}
-			l.lead.room, l.lead.roomDone = nil, nil
-			l.handBack(h)
-			return false, nil
+		if l.lead.room != nil { // handed back with the role (see lend)
+			return false, handback{}, nil
 		}
 	}
 }

@@ -123,17 +123,7 @@ func TestLentSocketHandsARepliesBack(t *testing.T) {
 // frame read; the next Next goes on with the rest of that frame.
 func TestLentSocketCtxEndsNextMidFrame(t *testing.T) {
 	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
-	// The first delivery goes through the reader and gets Next the lease.
-	first := make(chan error, 1)
-	go func() {
-		_, err := cons.Next(t.Context())
-		first <- err
-	}()
-	waitUntilNextWaits(t, cons)
-	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("first")))
-	err, _ := recvWithin(t, first, "the first delivery")
-	require.NoError(t, err)
-	require.True(t, cons.LeasedForTest())
+	leaseTo(t, cons, sc, id) // the first delivery goes through the reader and gets Next the lease
 
 	frames, err := amqp.AppendMethodFrame(nil, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 2})
 	require.NoError(t, err)

@@ -62,12 +62,21 @@ func (r *linkReader) run() {
 			r.readFailed(err)
 			return
 		}
-		if err := r.dispatch(f); err != nil {
-			r.protocolFailure(err)
+		if !r.handle(f) {
 			return
 		}
-		r.l.wake.dispatched()
 	}
+}
+
+// handle dispatches a frame read, and reports false when the server broke
+// the protocol (the link then ends).
+func (r *linkReader) handle(f Frame) bool {
+	if err := r.dispatch(f); err != nil {
+		r.protocolFailure(err)
+		return false
+	}
+	r.l.wake.dispatched()
+	return true
 }
 
 // dispatch routes one frame: heartbeats are only counted (by readTracker),
