@@ -41,7 +41,8 @@ func (ch *Channel) Close(ctx context.Context) error {
 		ch.finish(ErrClosed)
 		return nil
 	}
-	ch.needReader()
+	l := ch.await()
+	defer l.awaited()
 	select {
 	case r := <-p.reply:
 		ch.finish(ErrClosed)

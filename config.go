@@ -134,6 +134,12 @@ type Config struct {
 	// is "tcp"); TLS, when configured, is layered on top by the client. The
 	// context carries the ConnectionTimeout deadline. Nil means a
 	// net.Dialer with default settings.
+	//
+	// The connection's read deadlines must work: a Consumer's Next that
+	// reads the socket itself (see [Consumer.Next]) is interrupted by one
+	// when its ctx ends. A net.Conn whose SetReadDeadline returns an error
+	// is read by the reader goroutine alone; one that returns nil but
+	// ignores the deadline leaves such a Next waiting for the next frame.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// Recovery, when non-nil, turns on automatic connection recovery: a

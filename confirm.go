@@ -69,7 +69,10 @@ func (c *Confirmation) Done() <-chan struct{} {
 		}
 	}
 	if !c.fin && c.ch != nil {
-		c.ch.needReader() // the caller is about to wait for what the reader reads
+		// The caller is about to wait for what the reader reads. When it
+		// stops waiting is not known here, so unlike Wait this does not
+		// hold off later leases: the lease timer bounds their delay.
+		c.ch.needReader()
 	}
 	return c.done
 }
@@ -86,10 +89,12 @@ func (c *Confirmation) Wait(ctx context.Context) error {
 		if fin {
 			return err
 		}
-		c.ch.needReader()
+		l := c.ch.await()
 		select {
 		case <-progress:
+			l.awaited()
 		case <-ctx.Done():
+			l.awaited()
 			return fmt.Errorf("amqp: waiting for publisher confirmation %d: %w", c.DeliveryTag(), ctx.Err())
 		}
 	}

@@ -71,7 +71,7 @@ func (ch *Channel) waitPublishable(ctx context.Context) error {
 	blocked, _ := ch.conn.blocked.state()
 	paused, _ := ch.flow.state()
 	if blocked || paused {
-		ch.needReader() // the unblock (or flow) must be read
+		defer ch.await().awaited() // the unblock (or flow) must be read
 	}
 	if err := ch.conn.waitUnblocked(ctx); err != nil {
 		return err

@@ -36,7 +36,8 @@ import (
 //   - anyone else starts waiting for what the reader reads (a call's
 //     reply, a confirmation, another consumer's Next, an unblock): they
 //     take the lease back (link.needReader) while the application works
-//     between two Next calls;
+//     between two Next calls, and no lease is made while they wait
+//     (link.await);
 //   - the lease has lasted leaseMax with nobody reading (the lease timer):
 //     server-initiated frames (a channel's close, a cancel, a return) wait
 //     at most that long.
@@ -54,6 +55,7 @@ type leadRole struct {
 	back     chan handback              // cap 1: the reader goroutine waits here while a consumer holds the role
 	rd       atomic.Pointer[linkReader] // the reader's state, for the leader
 	leads    atomic.Uint64              // reads a Next did in the leader's role; tests read it
+	waiters  atomic.Int32               // callers waiting for what the reader reads (link.await)
 	watch    leadWatch                  // a leading Next's ctx and the consumer's end interrupt its read
 
 	// Held by whoever reads (the reader goroutine, or a leading Next).
@@ -115,6 +117,7 @@ func (l *link) lendTo(c *Consumer) {
 	r.leasedAt.Store(nowNano())
 	r.word.Store(newLease(r.word.Load()))
 	l.armLease()
+	l.recheckLease()
 }
 
 // takeLead makes c's Next the leader, if c holds the lease.
@@ -131,6 +134,19 @@ func (l *link) keepLease() {
 	r.leasedAt.Store(nowNano())
 	r.word.Store(newLease(r.word.Load()))
 	l.armLease()
+	l.recheckLease()
+}
+
+// recheckLease takes back the lease just stored if someone waits for the
+// reader: a waiter that came while the role was the reader's or a
+// leader's found no lease to take back (its needReader did nothing), and
+// a second consumer's Next may wait for deliveries nobody would read. The
+// lease is stored before the loads here and the waiters count before their
+// needReader loads the word, so one of the two sides sees the other.
+func (l *link) recheckLease() {
+	if l.lead.waiters.Load() > 0 || l.c.consumerCount.Load() != 1 {
+		l.needReader()
+	}
 }
 
 // handBack ends a leader's reading and gives the role to the reader goroutine.
@@ -156,6 +172,25 @@ func (l *link) needReader() {
 func (ch *Channel) needReader() {
 	if l := ch.link.Load(); l != nil {
 		l.needReader()
+	}
+}
+
+// await marks the caller as waiting for what the reader reads, until it
+// calls awaited on the link returned: a lease held now is taken back, and
+// none is made meanwhile (recheckLease). The link may be nil.
+func (ch *Channel) await() *link {
+	l := ch.link.Load()
+	if l != nil {
+		l.lead.waiters.Add(1)
+		l.needReader()
+	}
+	return l
+}
+
+// awaited ends an await.
+func (l *link) awaited() {
+	if l != nil {
+		l.lead.waiters.Add(-1)
 	}
 }
 
@@ -230,7 +265,7 @@ func (l *link) stopLead() {
 // was for, whose Next waits, when it is the connection's only consumer.
 func (r *linkReader) lendable() *Consumer {
 	l := r.l
-	if !l.lead.on || len(l.wake.pending) != 1 || l.c.consumerCount.Load() != 1 || r.fr.buffered() || l.ended() {
+	if !l.lead.on || len(l.wake.pending) != 1 || l.c.consumerCount.Load() != 1 || l.lead.waiters.Load() > 0 || r.fr.buffered() || l.ended() {
 		return nil
 	}
 	c := l.wake.pending[0]
@@ -323,8 +358,12 @@ func (r *linkReader) readFor(ctx context.Context, c *Consumer) (keep bool, h han
 
 // leaderHandles reports whether a leader dispatches f itself: heartbeats,
 // content frames, and the methods that come at message rate (deliveries,
-// confirms). Anything else may start work the reader goroutine does (a
-// channel's close, a reply's hook), so it is handed back.
+// confirms). Other methods are handed back: a channel's close, a reply and
+// its hook, a cancel are the reader goroutine's work. Content frames are
+// the leader's whatever method they complete: the get-ok or return they
+// belong to went through the reader, and completing one only resolves the
+// call or queues the listeners (channelReader.handleContent), which no
+// goroutine does differently.
 func leaderHandles(f Frame) bool {
 	switch f.Type {
 	case FrameHeartbeat, FrameHeader, FrameBody:
@@ -351,6 +390,7 @@ type leadWatch struct {
 	stop        func() bool
 	leading     bool // a Next reads: an interrupt sets the deadline
 	interrupted bool // a deadline is set on the socket
+	released    bool // the link ended: no hook is registered any more
 }
 
 // watchLead arms the interruption of a lead by ctx (or the consumer's end).
@@ -364,7 +404,7 @@ func (l *link) watchLead(ctx context.Context) {
 			w.stop = nil
 		}
 		w.done = done
-		if done != nil {
+		if done != nil && !w.released { // (a lead after the link's end reads a closed socket and fails)
 			w.stop = context.AfterFunc(ctx, l.interruptLead)
 		}
 	}
@@ -403,7 +443,7 @@ func (l *link) releaseWatch() {
 	if w.stop != nil {
 		w.stop()
 	}
-	w.done, w.stop = nil, nil
+	w.done, w.stop, w.released = nil, nil, true
 	w.mu.Unlock()
 }
 

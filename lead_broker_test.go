@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,7 +20,10 @@ import (
 // the same connection a publisher waits for each confirmation and another
 // channel makes calls, and while some of its Next calls are cut short by
 // their ctx (mid-frame, as it happens): every message arrives once, in
-// order, and every confirmation and call completes.
+// order, and every confirmation and call completes. The calls and
+// confirmations come in bursts spread over the stream: while one waits the
+// socket is not lent, so between bursts the consumer has it alone, and
+// each burst starts while it may hold the lease.
 func TestLentSocketAgainstBrokerLosesNothing(t *testing.T) {
 	ctx := testCtx(t)
 	conn := dialBroker(t)
@@ -39,8 +43,25 @@ func TestLentSocketAgainstBrokerLosesNothing(t *testing.T) {
 	sideQ := tempQueue(t, confirmCh, nil)
 	callCh := openChannel(t, conn)
 
+	var consumed atomic.Int64
+	const bursts, gap = 10, n / 20
+	// pause, before each burst of calls/bursts operations but the first,
+	// waits until the consumer has taken gap more messages (or all).
+	pause := func(i int) error {
+		if i == 0 || i%(calls/bursts) != 0 {
+			return nil
+		}
+		for from := consumed.Load(); consumed.Load() < min(from+gap, n); {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Millisecond):
+			}
+		}
+		return nil
+	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 2)
 	goErr := func(f func() error) {
 		wg.Go(func() { errs <- f() })
 	}
@@ -61,20 +82,23 @@ func TestLentSocketAgainstBrokerLosesNothing(t *testing.T) {
 	})
 	goErr(func() error {
 		for i := range calls {
-			conf, err := confirmCh.Publish(ctx, amqp.Publishing{RoutingKey: sideQ, Body: []byte("side")})
-			if err != nil {
+			if err := pause(i); err != nil {
 				return err
 			}
-			if err := conf.Wait(ctx); err != nil {
-				return fmt.Errorf("confirmation %d: %w", i, err)
-			}
-		}
-		return nil
-	})
-	goErr(func() error {
-		for i := range calls {
+			// A confirmation and a call wait at the same time.
+			confirmed := make(chan error, 1)
+			go func() {
+				conf, err := confirmCh.Publish(ctx, amqp.Publishing{RoutingKey: sideQ, Body: []byte("side")})
+				if err == nil {
+					err = conf.Wait(ctx)
+				}
+				confirmed <- err
+			}()
 			if _, err := callCh.QueueDeclare(ctx, amqp.QueueDeclare{Queue: sideQ, Passive: true}); err != nil {
 				return fmt.Errorf("call %d: %w", i, err)
+			}
+			if err := <-confirmed; err != nil {
+				return fmt.Errorf("confirmation %d: %w", i, err)
 			}
 		}
 		return nil
@@ -102,9 +126,10 @@ func TestLentSocketAgainstBrokerLosesNothing(t *testing.T) {
 			require.NoError(t, d.Ack(amqp.AckOptions{Multiple: true}))
 		}
 		want++
+		consumed.Store(int64(want))
 	}
 	wg.Wait()
-	for range 3 {
+	for range 2 {
 		require.NoError(t, <-errs)
 	}
 	require.Positive(t, conn.LeadsForTest(), "Next never read the socket itself")

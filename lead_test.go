@@ -1,8 +1,10 @@
 package amqp_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -111,6 +113,10 @@ func TestLentSocketHandsARepliesBack(t *testing.T) {
 	require.NoError(t, sc.Send(t.Context(), id, &amqp.QueueDeclareOk{Queue: "other"}))
 	err, _ := recvWithin(t, declared, "the declare")
 	require.NoError(t, err)
+	// Handed back, not read past: the reader goroutine reads now, and Next
+	// waits for it.
+	require.Eventually(t, func() bool { return cons.WaitingForTest() == 1 && !cons.LeadingForTest() && !cons.LeasedForTest() },
+		waitBudget(t), time.Millisecond)
 	require.NoError(t, sc.Deliver(t.Context(), id, "c", 3, amqp.Properties{}, []byte("after")))
 	for tag := uint64(2); tag <= 4; tag++ {
 		d, _ := recvWithin(t, got, "a delivery")
@@ -120,36 +126,46 @@ func TestLentSocketHandsARepliesBack(t *testing.T) {
 }
 
 // A leading Next whose ctx ends returns ctx's error, even with half a
-// frame read; the next Next goes on with the rest of that frame.
+// frame read; the next Next goes on with the rest of that frame. The large
+// message's body frames are larger than the quiet connection's read buffer,
+// and the cut falls inside one of them.
 func TestLentSocketCtxEndsNextMidFrame(t *testing.T) {
-	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
-	leaseTo(t, cons, sc, id) // the first delivery goes through the reader and gets Next the lease
+	for _, size := range []int{5, 300 << 10} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+			leaseTo(t, cons, sc, id) // the first delivery goes through the reader and gets Next the lease
 
-	frames, err := amqp.AppendMethodFrame(nil, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 2})
-	require.NoError(t, err)
-	frames, err = amqp.AppendHeaderFrame(frames, id, 60, 5, &amqp.Properties{})
-	require.NoError(t, err)
-	frames = amqp.AppendBodyFrames(frames, id, []byte("split"), 0)
-	half := len(frames) - 4 // in the body frame
+			body := bytes.Repeat([]byte("split"), size/5)
+			frames, err := amqp.AppendMethodFrame(nil, id, &amqp.BasicDeliver{ConsumerTag: "c", DeliveryTag: 2})
+			require.NoError(t, err)
+			frames, err = amqp.AppendHeaderFrame(frames, id, 60, uint64(len(body)), &amqp.Properties{})
+			require.NoError(t, err)
+			frames = amqp.AppendBodyFrames(frames, id, body, sc.FrameMax())
+			half := len(frames) - 4 // in the (last) body frame
+			if size > 5 {
+				half = len(frames) / 2 // in the middle body frame
+			}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	ended := make(chan error, 1)
-	go func() {
-		_, err := cons.Next(ctx)
-		ended <- err
-	}()
-	waitUntilLeading(t, cons)
-	require.NoError(t, sc.WriteRaw(t.Context(), frames[:half]))
-	cancel()
-	err, _ = recvWithin(t, ended, "Next's end")
-	require.ErrorIs(t, err, context.Canceled)
-	require.False(t, cons.LeadingForTest())
+			ctx, cancel := context.WithCancel(t.Context())
+			ended := make(chan error, 1)
+			go func() {
+				_, err := cons.Next(ctx)
+				ended <- err
+			}()
+			waitUntilLeading(t, cons)
+			require.NoError(t, sc.WriteRaw(t.Context(), frames[:half]))
+			cancel()
+			err, _ = recvWithin(t, ended, "Next's end")
+			require.ErrorIs(t, err, context.Canceled)
+			require.False(t, cons.LeadingForTest())
 
-	require.NoError(t, sc.WriteRaw(t.Context(), frames[half:]))
-	d, err := cons.Next(t.Context())
-	require.NoError(t, err)
-	require.Equal(t, uint64(2), d.DeliveryTag)
-	require.Equal(t, "split", string(d.Body))
+			require.NoError(t, sc.WriteRaw(t.Context(), frames[half:]))
+			d, err := cons.Next(t.Context())
+			require.NoError(t, err)
+			require.Equal(t, uint64(2), d.DeliveryTag)
+			require.Equal(t, body, d.Body)
+		})
+	}
 }
 
 // A consumer that ends while its Next reads the socket ends that Next, with
@@ -185,6 +201,72 @@ func TestLentSocketTakenBackForACall(t *testing.T) {
 	err, _ := recvWithin(t, declared, "the declare")
 	require.NoError(t, err)
 	require.False(t, cons.LeasedForTest())
+}
+
+// A call that waits already when the reader would lend the socket holds the
+// lending off: its needReader came before the lease and found nothing to
+// take back. Here the delivery that would start the lease comes after the
+// call waits, and the application calls Next no more; with an hour-long
+// lease timer only the held-off lease lets the reply be read.
+func TestLentSocketNotLentWhileACallWaits(t *testing.T) {
+	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+	conn := cons.Channel().Connection()
+	first := make(chan *amqp.Delivery, 1)
+	go func() {
+		d, _ := cons.Next(t.Context())
+		first <- d
+	}()
+	waitUntilNextWaits(t, cons)
+	declared := declareInBackground(t, cons.Channel(), sc)
+	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
+
+	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("first")))
+	d, _ := recvWithin(t, first, "the delivery")
+	require.Equal(t, "first", string(d.Body))
+	require.NoError(t, sc.Send(t.Context(), id, &amqp.QueueDeclareOk{Queue: "other"}))
+	err, _ := recvWithin(t, declared, "the declare")
+	require.NoError(t, err)
+	require.Zero(t, conn.ReaderWaitersForTest())
+}
+
+// The same with the call starting while Next reads the socket: the lease
+// Next keeps when its delivery comes is taken back at once for the call.
+func TestLentSocketLeaseNotKeptWhileACallWaits(t *testing.T) {
+	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
+	conn := cons.Channel().Connection()
+	leaseTo(t, cons, sc, id)
+	second := make(chan *amqp.Delivery, 1)
+	go func() {
+		d, _ := cons.Next(t.Context())
+		second <- d
+	}()
+	waitUntilLeading(t, cons)
+	declared := declareInBackground(t, cons.Channel(), sc)
+	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
+	require.True(t, cons.LeadingForTest(), "Next still reads: the call found nothing to take back")
+
+	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("second")))
+	d, _ := recvWithin(t, second, "the delivery")
+	require.Equal(t, "second", string(d.Body))
+	require.NoError(t, sc.Send(t.Context(), id, &amqp.QueueDeclareOk{Queue: "other"}))
+	err, _ := recvWithin(t, declared, "the declare")
+	require.NoError(t, err)
+	require.False(t, cons.LeasedForTest())
+}
+
+// declareInBackground declares a queue on ch from another goroutine and
+// returns once the fake server has the declare; its result comes on the
+// channel returned.
+func declareInBackground(t *testing.T, ch *amqp.Channel, sc *amqptest.Conn) <-chan error {
+	t.Helper()
+	declared := make(chan error, 1)
+	go func() {
+		_, err := ch.QueueDeclare(t.Context(), amqp.QueueDeclare{Queue: "other"})
+		declared <- err
+	}()
+	_, qd := amqptest.Expect[*amqp.QueueDeclare](t, sc)
+	require.Equal(t, "other", qd.Queue)
+	return declared
 }
 
 // leaseTo delivers one message to cons and takes it with Next, which leaves

@@ -142,7 +142,8 @@ func (ch *Channel) callUntraced(ctx context.Context, req Method, opts callOpts) 
 		}
 		return callResult{queued: queued}, err
 	}
-	ch.needReader()
+	l := ch.await()
+	defer l.awaited()
 	select {
 	case r := <-p.reply:
 		// Whoever resolved p is done with it: reuse it, reply channel and
