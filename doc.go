@@ -182,6 +182,11 @@
 // its ctx, other channels' calls, confirmations and the server's frames are
 // still read (whoever waits for them takes the socket back, and so does a
 // timer after 1 ms in which nobody read it), and backpressure still holds.
+// Lending pauses while a call, a Close, a Confirmation.Wait or a publish
+// held by the server waits on the same connection, and with a second
+// consumer: a service that makes calls or waits for confirmations all the
+// time on its consumer's connection gets the most from consuming on a
+// connection of its own.
 //
 // # Serving a queue with handlers
 //

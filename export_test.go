@@ -55,7 +55,7 @@ func (c *Connection) LeadsForTest() uint64 {
 }
 
 // ReaderWaitersForTest returns how many callers wait for what the reader
-// reads on the connection's current link (link.await).
+// reads on the connection's current link (Channel.await).
 func (c *Connection) ReaderWaitersForTest() int32 {
 	l := c.cur.Load()
 	if l == nil {

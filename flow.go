@@ -70,9 +70,10 @@ func (c *Connection) waitUnblocked(ctx context.Context) error {
 func (ch *Channel) waitPublishable(ctx context.Context) error {
 	blocked, _ := ch.conn.blocked.state()
 	paused, _ := ch.flow.state()
-	if blocked || paused {
-		defer ch.await().awaited() // the unblock (or flow) must be read
+	if !blocked && !paused {
+		return nil // (decided here: a wait below would not be counted by await)
 	}
+	defer ch.await().awaited() // the unblock (or flow) must be read
 	if err := ch.conn.waitUnblocked(ctx); err != nil {
 		return err
 	}

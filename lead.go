@@ -36,8 +36,10 @@ import (
 //   - anyone else starts waiting for what the reader reads (a call's
 //     reply, a confirmation, another consumer's Next, an unblock): they
 //     take the lease back (link.needReader) while the application works
-//     between two Next calls, and no lease is made while they wait
-//     (link.await);
+//     between two Next calls. No lease is made while a call, a Close, a
+//     Confirmation.Wait or a held publish waits (Channel.await), nor with a
+//     second consumer; so lending pauses while anything waits on the
+//     connection;
 //   - the lease has lasted leaseMax with nobody reading (the lease timer):
 //     server-initiated frames (a channel's close, a cancel, a return) wait
 //     at most that long.
@@ -55,7 +57,7 @@ type leadRole struct {
 	back     chan handback              // cap 1: the reader goroutine waits here while a consumer holds the role
 	rd       atomic.Pointer[linkReader] // the reader's state, for the leader
 	leads    atomic.Uint64              // reads a Next did in the leader's role; tests read it
-	waiters  atomic.Int32               // callers waiting for what the reader reads (link.await)
+	waiters  atomic.Int32               // callers waiting for what the reader reads (Channel.await)
 	watch    leadWatch                  // a leading Next's ctx and the consumer's end interrupt its read
 
 	// Held by whoever reads (the reader goroutine, or a leading Next).
@@ -180,10 +182,11 @@ func (ch *Channel) needReader() {
 // none is made meanwhile (recheckLease). The link may be nil.
 func (ch *Channel) await() *link {
 	l := ch.link.Load()
-	if l != nil {
-		l.lead.waiters.Add(1)
-		l.needReader()
+	if l == nil || !l.lead.on { // (on never changes for a link)
+		return nil
 	}
+	l.lead.waiters.Add(1)
+	l.needReader()
 	return l
 }
 
@@ -361,8 +364,9 @@ func (r *linkReader) readFor(ctx context.Context, c *Consumer) (keep bool, h han
 // confirms). Other methods are handed back: a channel's close, a reply and
 // its hook, a cancel are the reader goroutine's work. Content frames are
 // the leader's whatever method they complete: the get-ok or return they
-// belong to went through the reader, and completing one only resolves the
-// call or queues the listeners (channelReader.handleContent), which no
+// belong to went through the reader, and completing one resolves the call
+// (a get's hook may requeue under ch.mu) or queues the listeners
+// (channelReader.handleContent): nothing that waits, and nothing a
 // goroutine does differently.
 func leaderHandles(f Frame) bool {
 	switch f.Type {

@@ -203,35 +203,106 @@ func TestLentSocketTakenBackForACall(t *testing.T) {
 	require.False(t, cons.LeasedForTest())
 }
 
-// A call that waits already when the reader would lend the socket holds the
-// lending off: its needReader came before the lease and found nothing to
-// take back. Here the delivery that would start the lease comes after the
-// call waits, and the application calls Next no more; with an hour-long
-// lease timer only the held-off lease lets the reply be read.
-func TestLentSocketNotLentWhileACallWaits(t *testing.T) {
-	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
-	conn := cons.Channel().Connection()
-	first := make(chan *amqp.Delivery, 1)
-	go func() {
-		d, _ := cons.Next(t.Context())
-		first <- d
-	}()
-	waitUntilNextWaits(t, cons)
-	declared := declareInBackground(t, cons.Channel(), sc)
-	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
+// A waiter that waits already when the reader would lend the socket holds
+// the lending off: its claim came before the lease and found nothing to
+// take back. For each waiter that knows when it stops waiting, on a second
+// channel: the delivery that would start a lease comes after it waits, and
+// the application calls Next no more; with an hour-long lease timer, only
+// the held-off lease lets what the waiter waits for be read.
+func TestLentSocketNotLentWhileSomeoneWaits(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, conn *amqp.Connection, other *amqp.Channel, sc *amqptest.Conn)
+		wait  func(ctx context.Context, other *amqp.Channel) error
+		sent  func(t *testing.T, sc *amqptest.Conn) // what the server receives once the waiter waits
+		reply func(ctx context.Context, other *amqp.Channel, sc *amqptest.Conn) error
+	}{{
+		name: "call",
+		wait: func(ctx context.Context, other *amqp.Channel) error {
+			_, err := other.QueueDeclare(ctx, amqp.QueueDeclare{Queue: "other"})
+			return err
+		},
+		sent: func(t *testing.T, sc *amqptest.Conn) { amqptest.Expect[*amqp.QueueDeclare](t, sc) },
+		reply: func(ctx context.Context, other *amqp.Channel, sc *amqptest.Conn) error {
+			return sc.Send(ctx, other.ID(), &amqp.QueueDeclareOk{Queue: "other"})
+		},
+	}, {
+		name: "Close",
+		wait: func(ctx context.Context, other *amqp.Channel) error { return other.Close(ctx) },
+		sent: func(t *testing.T, sc *amqptest.Conn) { amqptest.Expect[*amqp.ChannelClose](t, sc) },
+		reply: func(ctx context.Context, other *amqp.Channel, sc *amqptest.Conn) error {
+			return sc.Send(ctx, other.ID(), &amqp.ChannelCloseOk{})
+		},
+	}, {
+		name: "Confirmation.Wait",
+		setup: func(t *testing.T, _ *amqp.Connection, other *amqp.Channel, sc *amqptest.Conn) {
+			confirmSelectFake(t, other, sc)
+		},
+		wait: func(ctx context.Context, other *amqp.Channel) error {
+			conf, err := other.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("x")})
+			if err != nil {
+				return err
+			}
+			return conf.Wait(ctx)
+		},
+		sent: func(t *testing.T, sc *amqptest.Conn) { amqptest.ExpectPublish(t, sc) },
+		reply: func(ctx context.Context, other *amqp.Channel, sc *amqptest.Conn) error {
+			return sc.Send(ctx, other.ID(), &amqp.BasicAck{DeliveryTag: 1})
+		},
+	}, {
+		name: "blocked publish",
+		setup: func(t *testing.T, conn *amqp.Connection, _ *amqp.Channel, sc *amqptest.Conn) {
+			require.NoError(t, sc.Send(t.Context(), 0, &amqp.ConnectionBlocked{Reason: "low on memory"}))
+			require.Eventually(t, func() bool { blocked, _ := conn.Blocked(); return blocked }, waitBudget(t), time.Millisecond)
+		},
+		wait: func(ctx context.Context, other *amqp.Channel) error {
+			_, err := other.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("x")})
+			return err
+		},
+		sent: func(*testing.T, *amqptest.Conn) {},
+		reply: func(ctx context.Context, _ *amqp.Channel, sc *amqptest.Conn) error {
+			return sc.Send(ctx, 0, &amqp.ConnectionUnblocked{})
+		},
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), waitBudget(t)) // a send to a reader that never reads fails, not hangs
+			defer cancel()
+			conn, sc := fakeConn(t, amqptest.Options{}, amqp.WithLeaseMax(amqp.Config{}, time.Hour))
+			ch := openFakeChannel(t, conn, sc)
+			cons := consumeOnFake(t, ch, sc, amqp.ConsumerOptions{})
+			other := openFakeChannel(t, conn, sc)
+			if tc.setup != nil {
+				tc.setup(t, conn, other, sc)
+			}
+			first := make(chan *amqp.Delivery, 1)
+			go func() {
+				d, _ := cons.Next(ctx)
+				first <- d
+			}()
+			waitUntilNextWaits(t, cons)
+			waited := make(chan error, 1)
+			go func() { waited <- tc.wait(ctx, other) }()
+			tc.sent(t, sc)
+			require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
 
-	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("first")))
-	d, _ := recvWithin(t, first, "the delivery")
-	require.Equal(t, "first", string(d.Body))
-	require.NoError(t, sc.Send(t.Context(), id, &amqp.QueueDeclareOk{Queue: "other"}))
-	err, _ := recvWithin(t, declared, "the declare")
-	require.NoError(t, err)
-	require.Zero(t, conn.ReaderWaitersForTest())
+			require.NoError(t, sc.Deliver(ctx, ch.ID(), "c", 1, amqp.Properties{}, []byte("first")))
+			d, _ := recvWithin(t, first, "the delivery")
+			require.Equal(t, "first", string(d.Body))
+			require.False(t, cons.LeasedForTest(), "lent while someone waits")
+			require.NoError(t, tc.reply(ctx, other, sc))
+			err, _ := recvWithin(t, waited, "the waiter")
+			require.NoError(t, err)
+			require.Zero(t, conn.ReaderWaitersForTest())
+		})
+	}
 }
 
-// The same with the call starting while Next reads the socket: the lease
+// A call that starts while Next reads the socket: the lease
 // Next keeps when its delivery comes is taken back at once for the call.
 func TestLentSocketLeaseNotKeptWhileACallWaits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), waitBudget(t)) // a send to a reader that never reads fails, not hangs
+	defer cancel()
 	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
 	conn := cons.Channel().Connection()
 	leaseTo(t, cons, sc, id)
@@ -245,10 +316,10 @@ func TestLentSocketLeaseNotKeptWhileACallWaits(t *testing.T) {
 	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
 	require.True(t, cons.LeadingForTest(), "Next still reads: the call found nothing to take back")
 
-	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("second")))
+	require.NoError(t, sc.Deliver(ctx, id, "c", 1, amqp.Properties{}, []byte("second")))
 	d, _ := recvWithin(t, second, "the delivery")
 	require.Equal(t, "second", string(d.Body))
-	require.NoError(t, sc.Send(t.Context(), id, &amqp.QueueDeclareOk{Queue: "other"}))
+	require.NoError(t, sc.Send(ctx, id, &amqp.QueueDeclareOk{Queue: "other"}))
 	err, _ := recvWithin(t, declared, "the declare")
 	require.NoError(t, err)
 	require.False(t, cons.LeasedForTest())
