@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -496,4 +498,56 @@ func TestLentSocketCloseWhileLeading(t *testing.T) {
 	_, ok := recvWithin(t, got, "Next's end")
 	require.False(t, ok)
 	require.True(t, errors.Is(cons.Err(), amqp.ErrClosed), "got %v", cons.Err())
+}
+
+// A Confirmation.Wait that began before the connection was lost waits on
+// through the recovery and counts itself on the new link: while the
+// republished message's ack is due, the resubscribed consumer, the new
+// connection's only one, is not lent the socket, so the ack is read
+// although the application calls Next no more.
+func TestLentSocketNotLentWhileAWaitCrossesARecovery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), waitBudget(t)) // a send to a reader that never reads fails, not hangs
+	defer cancel()
+	b := newRecordingBroker(t, amqptest.Options{}, nil)
+	conn, err := amqp.DialConfig(ctx, amqp.WithLeaseMax(recoveringConfig(b, amqp.RecoveryConfig{Republish: true}), time.Hour))
+	require.NoError(t, err)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
+	pub, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, pub.ConfirmSelect(ctx, amqp.ConfirmSelect{}))
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	cons, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "q", ConsumerTag: "c1"})
+	require.NoError(t, err)
+
+	b.holdAcks.Store(true)
+	conf, err := pub.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("kept")})
+	require.NoError(t, err)
+	waited := make(chan error, 1)
+	go func() { waited <- conf.Wait(ctx) }()
+	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
+	b.conn(t, 0).Drop()
+	events.wait(t, amqp.RecoverySucceeded)
+	second := b.conn(t, 1)
+	require.Eventually(t, func() bool {
+		return slices.Contains(b.methods(second), fmt.Sprintf("%d basic.publish q kept", pub.ID()))
+	},
+		waitBudget(t), time.Millisecond, "republished")
+	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond,
+		"the Wait counts itself on the new link")
+
+	first := make(chan *amqp.Delivery, 1)
+	go func() {
+		d, _ := cons.Next(ctx)
+		first <- d
+	}()
+	waitUntilNextWaits(t, cons)
+	require.NoError(t, second.Deliver(ctx, ch.ID(), "c1", 1, amqp.Properties{}, []byte("after")))
+	d, _ := recvWithin(t, first, "the delivery")
+	require.Equal(t, "after", string(d.Body))
+	require.False(t, cons.LeasedForTest(), "lent while a Wait waits")
+	require.NoError(t, second.Send(ctx, pub.ID(), &amqp.BasicAck{DeliveryTag: 1}))
+	err, _ = recvWithin(t, waited, "the confirmation")
+	require.NoError(t, err)
 }
