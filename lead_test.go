@@ -52,6 +52,17 @@ func nextInto(t *testing.T, cons *amqp.Consumer) <-chan *amqp.Delivery {
 	return got
 }
 
+// nextOnce calls Next once on another goroutine; the delivery (nil if Next
+// failed) comes on the channel returned.
+func nextOnce(ctx context.Context, cons *amqp.Consumer) <-chan *amqp.Delivery {
+	got := make(chan *amqp.Delivery, 1)
+	go func() {
+		d, _ := cons.Next(ctx)
+		got <- d
+	}()
+	return got
+}
+
 // waitUntilLeading returns once a Next of c reads the socket itself.
 func waitUntilLeading(t *testing.T, c *amqp.Consumer) {
 	t.Helper()
@@ -103,14 +114,7 @@ func TestLentSocketOffWakesNextEachRound(t *testing.T) {
 // which completes the call waiting for it; the consumer goes on.
 func TestLentSocketHandsARepliesBack(t *testing.T) {
 	cons, sc, id, got := leadingConsumer(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
-	ch := cons.Channel()
-	declared := make(chan error, 1)
-	go func() {
-		_, err := ch.QueueDeclare(t.Context(), amqp.QueueDeclare{Queue: "other"})
-		declared <- err
-	}()
-	_, qd := amqptest.Expect[*amqp.QueueDeclare](t, sc)
-	require.Equal(t, "other", qd.Queue)
+	declared := declareInBackground(t, cons.Channel(), sc)
 	require.True(t, cons.LeadingForTest(), "Next reads the socket while the call waits")
 	require.NoError(t, sc.Send(t.Context(), id, &amqp.QueueDeclareOk{Queue: "other"}))
 	err, _ := recvWithin(t, declared, "the declare")
@@ -193,12 +197,7 @@ func TestLentSocketConsumerEndEndsLeadingNext(t *testing.T) {
 func TestLentSocketTakenBackForACall(t *testing.T) {
 	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
 	leaseTo(t, cons, sc, id)
-	declared := make(chan error, 1)
-	go func() {
-		_, err := cons.Channel().QueueDeclare(t.Context(), amqp.QueueDeclare{Queue: "other"})
-		declared <- err
-	}()
-	amqptest.Expect[*amqp.QueueDeclare](t, sc)
+	declared := declareInBackground(t, cons.Channel(), sc)
 	require.NoError(t, sc.Send(t.Context(), id, &amqp.QueueDeclareOk{Queue: "other"}))
 	err, _ := recvWithin(t, declared, "the declare")
 	require.NoError(t, err)
@@ -277,11 +276,7 @@ func TestLentSocketNotLentWhileSomeoneWaits(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(t, conn, other, sc)
 			}
-			first := make(chan *amqp.Delivery, 1)
-			go func() {
-				d, _ := cons.Next(ctx)
-				first <- d
-			}()
+			first := nextOnce(ctx, cons)
 			waitUntilNextWaits(t, cons)
 			waited := make(chan error, 1)
 			go func() { waited <- tc.wait(ctx, other) }()
@@ -308,11 +303,7 @@ func TestLentSocketLeaseNotKeptWhileACallWaits(t *testing.T) {
 	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{})
 	conn := cons.Channel().Connection()
 	leaseTo(t, cons, sc, id)
-	second := make(chan *amqp.Delivery, 1)
-	go func() {
-		d, _ := cons.Next(t.Context())
-		second <- d
-	}()
+	second := nextOnce(t.Context(), cons)
 	waitUntilLeading(t, cons)
 	declared := declareInBackground(t, cons.Channel(), sc)
 	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
@@ -439,11 +430,7 @@ func TestLentSocketBackpressure(t *testing.T) {
 	const limit, n = 4, 50
 	cons, sc, id := fakeConsumerWith(t, amqp.WithLeaseMax(amqp.Config{}, time.Hour), amqp.ConsumerOptions{BufferLimit: limit})
 	leaseTo(t, cons, sc, id)
-	first := make(chan *amqp.Delivery, 1)
-	go func() {
-		d, _ := cons.Next(t.Context())
-		first <- d
-	}()
+	first := nextOnce(t.Context(), cons)
 	waitUntilLeading(t, cons)
 	require.NoError(t, sc.Deliver(t.Context(), id, "c", n, amqp.Properties{}, []byte("m")))
 	d, _ := recvWithin(t, first, "the burst's first delivery")
@@ -459,11 +446,7 @@ func TestLentSocketBackpressure(t *testing.T) {
 	}
 	// The reader lends the socket again as soon as a delivery finds Next
 	// waiting.
-	got := make(chan *amqp.Delivery, 1)
-	go func() {
-		d, _ := cons.Next(t.Context())
-		got <- d
-	}()
+	got := nextOnce(t.Context(), cons)
 	require.Eventually(t, func() bool { return cons.WaitingForTest() > 0 || cons.LeadingForTest() }, waitBudget(t), time.Millisecond)
 	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("again")))
 	d, _ = recvWithin(t, got, "a delivery")
@@ -537,11 +520,7 @@ func TestLentSocketNotLentWhileAWaitCrossesARecovery(t *testing.T) {
 	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond,
 		"the Wait counts itself on the new link")
 
-	first := make(chan *amqp.Delivery, 1)
-	go func() {
-		d, _ := cons.Next(ctx)
-		first <- d
-	}()
+	first := nextOnce(ctx, cons)
 	waitUntilNextWaits(t, cons)
 	require.NoError(t, second.Deliver(ctx, ch.ID(), "c1", 1, amqp.Properties{}, []byte("after")))
 	d, _ := recvWithin(t, first, "the delivery")
