@@ -168,9 +168,12 @@ type Config struct {
 	Logger *slog.Logger
 
 	// For tests (see lead.go): noLend makes the reader goroutine do all
-	// the reading; leaseMax, when set, replaces the lease timer's bound.
-	noLend   bool
-	leaseMax time.Duration
+	// the reading; leaseMax, when set, replaces the lease timer's bound;
+	// beforeLease runs on the reader goroutine between deciding to lend
+	// and storing the lease.
+	noLend      bool
+	leaseMax    time.Duration
+	beforeLease func()
 }
 
 // withDefaults returns a copy of c with every zero field replaced by its

@@ -32,6 +32,13 @@ func WithLeaseMax(cfg Config, d time.Duration) Config {
 	return cfg
 }
 
+// WithBeforeLease returns cfg with f run on the reader goroutine after it
+// decides to lend the socket and before it stores the lease.
+func WithBeforeLease(cfg Config, f func()) Config {
+	cfg.beforeLease = f
+	return cfg
+}
+
 // LeadingForTest reports whether a Next of c reads the socket now.
 func (c *Consumer) LeadingForTest() bool {
 	l := c.ch.link.Load()

@@ -286,6 +286,9 @@ func (r *linkReader) lend(c *Consumer) bool {
 	// since from then on the list is the leader's.
 	l.wake.pending[0] = nil
 	l.wake.pending, l.wake.batched = l.wake.pending[:0], 0
+	if f := l.c.cfg.beforeLease; f != nil {
+		f()
+	}
 	l.lendTo(c)
 	c.wake()
 	h := <-l.lead.back

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -293,6 +294,39 @@ func TestLentSocketNotLentWhileSomeoneWaits(t *testing.T) {
 			require.Zero(t, conn.ReaderWaitersForTest())
 		})
 	}
+}
+
+// A call that starts waiting after the reader decided to lend the socket
+// and before it stored the lease: lendTo's own look at the waiters takes
+// the lease straight back, so the reply is read although the application
+// calls Next no more.
+func TestLentSocketLeaseTakenBackForACallInTheLendingWindow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), waitBudget(t)) // a send to a reader that never reads fails, not hangs
+	defer cancel()
+	var conn *amqp.Connection
+	var other *amqp.Channel
+	var sc *amqptest.Conn
+	var declared <-chan error
+	var once sync.Once
+	window := func() { // on the reader goroutine, which cannot read the declare-ok meanwhile
+		once.Do(func() {
+			declared = declareInBackground(t, other, sc)
+			require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
+		})
+	}
+	conn, sc = fakeConn(t, amqptest.Options{}, amqp.WithBeforeLease(amqp.WithLeaseMax(amqp.Config{}, time.Hour), window))
+	ch := openFakeChannel(t, conn, sc)
+	cons := consumeOnFake(t, ch, sc, amqp.ConsumerOptions{})
+	other = openFakeChannel(t, conn, sc)
+	first := nextOnce(ctx, cons)
+	waitUntilNextWaits(t, cons)
+	require.NoError(t, sc.Deliver(ctx, ch.ID(), "c", 1, amqp.Properties{}, []byte("first")))
+	d, _ := recvWithin(t, first, "the delivery")
+	require.Equal(t, "first", string(d.Body))
+	require.NoError(t, sc.Send(ctx, other.ID(), &amqp.QueueDeclareOk{Queue: "other"}))
+	err, _ := recvWithin(t, declared, "the declare")
+	require.NoError(t, err)
+	require.False(t, cons.LeasedForTest())
 }
 
 // A call that starts while Next reads the socket: the lease
