@@ -41,8 +41,8 @@ func (ch *Channel) Close(ctx context.Context) error {
 		ch.finish(ErrClosed)
 		return nil
 	}
-	l := ch.await()
-	defer l.awaited()
+	ch.await()
+	defer ch.awaited()
 	select {
 	case r := <-p.reply:
 		ch.finish(ErrClosed)

@@ -128,10 +128,6 @@ func (ch *Channel) reattach(ctx context.Context, l *link) error {
 		return nil
 	}
 	ch.link.Store(l)
-	// A Confirmation.Wait that looped while the channel had no link waits
-	// uncounted (Channel.await): wake it to count itself on l, or l's
-	// reader could lend the socket with its ack unread.
-	ch.signalConfirmProgressLocked()
 	ch.mu.Unlock()
 
 	for {

@@ -89,12 +89,12 @@ func (c *Confirmation) Wait(ctx context.Context) error {
 		if fin {
 			return err
 		}
-		l := c.ch.await()
+		c.ch.await()
 		select {
 		case <-progress:
-			l.awaited()
+			c.ch.awaited()
 		case <-ctx.Done():
-			l.awaited()
+			c.ch.awaited()
 			return fmt.Errorf("amqp: waiting for publisher confirmation %d: %w", c.DeliveryTag(), ctx.Err())
 		}
 	}

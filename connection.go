@@ -34,6 +34,7 @@ type Connection struct {
 	rec recoveryState // reconnection and the topology to restore
 
 	consumerCount atomic.Int32           // consumers routed to on all channels: a link lends its socket only to a sole one (lead.go)
+	readerWaiters atomic.Int32           // callers waiting for what a reader reads: no link lends its socket meanwhile (lead.go)
 	secret        atomic.Pointer[string] // the last secret UpdateSecret set: a recovery logs in with it
 	events        *eventQueue
 	tr            tracers      // the hooks Config.Tracer implements

@@ -61,15 +61,9 @@ func (c *Connection) LeadsForTest() uint64 {
 	return l.lead.leads.Load()
 }
 
-// ReaderWaitersForTest returns how many callers wait for what the reader
-// reads on the connection's current link (Channel.await).
-func (c *Connection) ReaderWaitersForTest() int32 {
-	l := c.cur.Load()
-	if l == nil {
-		return 0
-	}
-	return l.lead.waiters.Load()
-}
+// ReaderWaitersForTest returns how many callers wait for what a reader
+// reads (Channel.await).
+func (c *Connection) ReaderWaitersForTest() int32 { return c.readerWaiters.Load() }
 
 // BufferedForTest returns how many deliveries wait in the consumer's buffer.
 func (c *Consumer) BufferedForTest() int {

@@ -73,7 +73,8 @@ func (ch *Channel) waitPublishable(ctx context.Context) error {
 	if !blocked && !paused {
 		return nil // (decided here: a wait below would not be counted by await)
 	}
-	defer ch.await().awaited() // the unblock (or flow) must be read
+	ch.await() // the unblock (or flow) must be read
+	defer ch.awaited()
 	if err := ch.conn.waitUnblocked(ctx); err != nil {
 		return err
 	}

@@ -38,8 +38,7 @@ import (
 //     take the lease back (link.needReader) while the application works
 //     between two Next calls. No lease is made while a call, a Close, a
 //     Confirmation.Wait or a held publish waits (Channel.await), nor with a
-//     second consumer; so lending pauses while anything waits on the
-//     connection;
+//     second consumer;
 //   - the lease has lasted leaseMax with nobody reading (the lease timer):
 //     server-initiated frames (a channel's close, a cancel, a return) wait
 //     at most that long.
@@ -57,7 +56,6 @@ type leadRole struct {
 	back     chan handback              // cap 1: the reader goroutine waits here while a consumer holds the role
 	rd       atomic.Pointer[linkReader] // the reader's state, for the leader
 	leads    atomic.Uint64              // reads a Next did in the leader's role; tests read it
-	waiters  atomic.Int32               // callers waiting for what the reader reads (Channel.await)
 	watch    leadWatch                  // a leading Next's ctx and the consumer's end interrupt its read
 
 	// Held by whoever reads (the reader goroutine, or a leading Next).
@@ -146,7 +144,7 @@ func (l *link) keepLease() {
 // lease is stored before the loads here and the waiters count before their
 // needReader loads the word, so one of the two sides sees the other.
 func (l *link) recheckLease() {
-	if l.lead.waiters.Load() > 0 || l.c.consumerCount.Load() != 1 {
+	if l.c.readerWaiters.Load() > 0 || l.c.consumerCount.Load() != 1 {
 		l.needReader()
 	}
 }
@@ -178,24 +176,23 @@ func (ch *Channel) needReader() {
 }
 
 // await marks the caller as waiting for what the reader reads, until it
-// calls awaited on the link returned: a lease held now is taken back, and
-// none is made meanwhile (recheckLease). The link may be nil.
-func (ch *Channel) await() *link {
-	l := ch.link.Load()
-	if l == nil || !l.lead.on { // (on never changes for a link)
-		return nil
+// calls awaited: a lease held now is taken back, and none is made meanwhile
+// (recheckLease). The count is the connection's, not a link's, so a waiter
+// that began while the channel had no link (a recovery) counts on the link
+// that comes; and the lease is taken back from the connection's current
+// link, which is stored before its reader starts (so before any lease on
+// it): a lease this claim misses was stored after the count went up, and
+// its recheck sees the count.
+func (ch *Channel) await() {
+	c := ch.conn
+	c.readerWaiters.Add(1)
+	if l := c.cur.Load(); l != nil {
+		l.needReader()
 	}
-	l.lead.waiters.Add(1)
-	l.needReader()
-	return l
 }
 
 // awaited ends an await.
-func (l *link) awaited() {
-	if l != nil {
-		l.lead.waiters.Add(-1)
-	}
-}
+func (ch *Channel) awaited() { ch.conn.readerWaiters.Add(-1) }
 
 // armLease arms the lease timer unless it is armed already, for the lease
 // just stored. Once the link's closer has stopped the timer, it takes the
@@ -268,7 +265,7 @@ func (l *link) stopLead() {
 // was for, whose Next waits, when it is the connection's only consumer.
 func (r *linkReader) lendable() *Consumer {
 	l := r.l
-	if !l.lead.on || len(l.wake.pending) != 1 || l.c.consumerCount.Load() != 1 || l.lead.waiters.Load() > 0 || r.fr.buffered() || l.ended() {
+	if !l.lead.on || len(l.wake.pending) != 1 || l.c.consumerCount.Load() != 1 || l.c.readerWaiters.Load() > 0 || r.fr.buffered() || l.ended() {
 		return nil
 	}
 	c := l.wake.pending[0]

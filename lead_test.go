@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,8 +30,7 @@ func leadingConsumer(t *testing.T, cfg amqp.Config, opt amqp.ConsumerOptions) (*
 	got := nextInto(t, cons)
 	waitUntilNextWaits(t, cons)
 	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("first")))
-	d, _ := recvWithin(t, got, "the first delivery")
-	require.NotNil(t, d)
+	d := gotDelivery(t, got)
 	require.Equal(t, "first", string(d.Body))
 	waitUntilLeading(t, cons)
 	return cons, sc, id, got
@@ -62,6 +62,14 @@ func nextOnce(ctx context.Context, cons *amqp.Consumer) <-chan *amqp.Delivery {
 		got <- d
 	}()
 	return got
+}
+
+// gotDelivery receives what nextOnce sends, failing the test if Next failed.
+func gotDelivery(t *testing.T, got <-chan *amqp.Delivery) *amqp.Delivery {
+	t.Helper()
+	d, _ := recvWithin(t, got, "a delivery")
+	require.NotNil(t, d, "Next failed")
+	return d
 }
 
 // waitUntilLeading returns once a Next of c reads the socket itself.
@@ -126,8 +134,7 @@ func TestLentSocketHandsARepliesBack(t *testing.T) {
 		waitBudget(t), time.Millisecond)
 	require.NoError(t, sc.Deliver(t.Context(), id, "c", 3, amqp.Properties{}, []byte("after")))
 	for tag := uint64(2); tag <= 4; tag++ {
-		d, _ := recvWithin(t, got, "a delivery")
-		require.NotNil(t, d)
+		d := gotDelivery(t, got)
 		require.Equal(t, tag, d.DeliveryTag)
 	}
 }
@@ -285,7 +292,7 @@ func TestLentSocketNotLentWhileSomeoneWaits(t *testing.T) {
 			require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
 
 			require.NoError(t, sc.Deliver(ctx, ch.ID(), "c", 1, amqp.Properties{}, []byte("first")))
-			d, _ := recvWithin(t, first, "the delivery")
+			d := gotDelivery(t, first)
 			require.Equal(t, "first", string(d.Body))
 			require.False(t, cons.LeasedForTest(), "lent while someone waits")
 			require.NoError(t, tc.reply(ctx, other, sc))
@@ -303,25 +310,30 @@ func TestLentSocketNotLentWhileSomeoneWaits(t *testing.T) {
 func TestLentSocketLeaseTakenBackForACallInTheLendingWindow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), waitBudget(t)) // a send to a reader that never reads fails, not hangs
 	defer cancel()
-	var conn *amqp.Connection
-	var other *amqp.Channel
-	var sc *amqptest.Conn
-	var declared <-chan error
+	inWindow, goOn := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	window := func() { // on the reader goroutine, which cannot read the declare-ok meanwhile
 		once.Do(func() {
-			declared = declareInBackground(t, other, sc)
-			require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
+			close(inWindow)
+			select {
+			case <-goOn:
+			case <-ctx.Done():
+			}
 		})
 	}
-	conn, sc = fakeConn(t, amqptest.Options{}, amqp.WithBeforeLease(amqp.WithLeaseMax(amqp.Config{}, time.Hour), window))
+	conn, sc := fakeConn(t, amqptest.Options{}, amqp.WithBeforeLease(amqp.WithLeaseMax(amqp.Config{}, time.Hour), window))
 	ch := openFakeChannel(t, conn, sc)
 	cons := consumeOnFake(t, ch, sc, amqp.ConsumerOptions{})
-	other = openFakeChannel(t, conn, sc)
+	other := openFakeChannel(t, conn, sc)
 	first := nextOnce(ctx, cons)
 	waitUntilNextWaits(t, cons)
 	require.NoError(t, sc.Deliver(ctx, ch.ID(), "c", 1, amqp.Properties{}, []byte("first")))
-	d, _ := recvWithin(t, first, "the delivery")
+	recvWithin(t, inWindow, "the reader deciding to lend")
+	declared := declareInBackground(t, other, sc)
+	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond)
+	close(goOn)
+
+	d := gotDelivery(t, first)
 	require.Equal(t, "first", string(d.Body))
 	require.NoError(t, sc.Send(ctx, other.ID(), &amqp.QueueDeclareOk{Queue: "other"}))
 	err, _ := recvWithin(t, declared, "the declare")
@@ -344,7 +356,7 @@ func TestLentSocketLeaseNotKeptWhileACallWaits(t *testing.T) {
 	require.True(t, cons.LeadingForTest(), "Next still reads: the call found nothing to take back")
 
 	require.NoError(t, sc.Deliver(ctx, id, "c", 1, amqp.Properties{}, []byte("second")))
-	d, _ := recvWithin(t, second, "the delivery")
+	d := gotDelivery(t, second)
 	require.Equal(t, "second", string(d.Body))
 	require.NoError(t, sc.Send(ctx, id, &amqp.QueueDeclareOk{Queue: "other"}))
 	err, _ := recvWithin(t, declared, "the declare")
@@ -436,7 +448,7 @@ func TestLentSocketTakenBackByASecondConsumer(t *testing.T) {
 		waitUntilNextWaits(t, second)
 		require.NoError(t, sc.Deliver(t.Context(), ch2.ID(), "c", 5, amqp.Properties{}, []byte("m")))
 		for range 5 {
-			d, _ := recvWithin(t, got, "a delivery")
+			d := gotDelivery(t, got)
 			require.Equal(t, "m", string(d.Body), "round %d", r)
 		}
 		require.False(t, second.LeadingForTest())
@@ -467,7 +479,7 @@ func TestLentSocketBackpressure(t *testing.T) {
 	first := nextOnce(t.Context(), cons)
 	waitUntilLeading(t, cons)
 	require.NoError(t, sc.Deliver(t.Context(), id, "c", n, amqp.Properties{}, []byte("m")))
-	d, _ := recvWithin(t, first, "the burst's first delivery")
+	d := gotDelivery(t, first)
 	require.Equal(t, uint64(2), d.DeliveryTag)
 	conn := cons.Channel().Connection()
 	require.Eventually(t, conn.ReaderPausedForTest, waitBudget(t), time.Millisecond, "the reader never waited for room")
@@ -483,7 +495,7 @@ func TestLentSocketBackpressure(t *testing.T) {
 	got := nextOnce(t.Context(), cons)
 	require.Eventually(t, func() bool { return cons.WaitingForTest() > 0 || cons.LeadingForTest() }, waitBudget(t), time.Millisecond)
 	require.NoError(t, sc.Deliver(t.Context(), id, "c", 1, amqp.Properties{}, []byte("again")))
-	d, _ = recvWithin(t, got, "a delivery")
+	d = gotDelivery(t, got)
 	require.Equal(t, "again", string(d.Body))
 	require.Eventually(t, cons.LeasedForTest, waitBudget(t), time.Millisecond)
 }
@@ -518,7 +530,7 @@ func TestLentSocketCloseWhileLeading(t *testing.T) {
 }
 
 // A Confirmation.Wait that began before the connection was lost waits on
-// through the recovery and counts itself on the new link: while the
+// through the recovery, counted all along (the count is the connection's): while the
 // republished message's ack is due, the resubscribed consumer, the new
 // connection's only one, is not lent the socket, so the ack is read
 // although the application calls Next no more.
@@ -552,15 +564,80 @@ func TestLentSocketNotLentWhileAWaitCrossesARecovery(t *testing.T) {
 	},
 		waitBudget(t), time.Millisecond, "republished")
 	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond,
-		"the Wait counts itself on the new link")
+		"the Wait still counts after the recovery")
 
 	first := nextOnce(ctx, cons)
 	waitUntilNextWaits(t, cons)
 	require.NoError(t, second.Deliver(ctx, ch.ID(), "c1", 1, amqp.Properties{}, []byte("after")))
-	d, _ := recvWithin(t, first, "the delivery")
+	d := gotDelivery(t, first)
 	require.Equal(t, "after", string(d.Body))
 	require.False(t, cons.LeasedForTest(), "lent while a Wait waits")
 	require.NoError(t, second.Send(ctx, pub.ID(), &amqp.BasicAck{DeliveryTag: 1}))
 	err, _ = recvWithin(t, waited, "the confirmation")
 	require.NoError(t, err)
+}
+
+// A publish held by connection.blocked on a channel that has no link yet
+// (the recovery is still restoring the topology) counts as a waiter too:
+// once the recovery ends, the consumer, the new connection's only one, is
+// not lent the socket while the unblock is due, so the publish goes out
+// although the application calls Next no more.
+func TestLentSocketNotLentWhileAPublishHeldInARecoveryWaits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), waitBudget(t)) // a send to a reader that never reads fails, not hangs
+	defer cancel()
+	release := make(chan struct{})
+	b := newRecordingBroker(t, amqptest.Options{}, func(ctx context.Context, idx int, _ *amqptest.Conn, cmd *amqptest.Command) (bool, error) {
+		if qd, ok := cmd.Method.(*amqp.QueueDeclare); ok && idx == 1 && qd.Queue == "held" {
+			select { // the topology first, so no channel has a link meanwhile
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return false, nil
+	})
+	conn, err := amqp.DialConfig(ctx, amqp.WithLeaseMax(recoveringConfig(b, amqp.RecoveryConfig{}), time.Hour))
+	require.NoError(t, err)
+	closeConn(t, conn)
+	events := watchRecovery(conn)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	_, err = ch.QueueDeclare(ctx, amqp.QueueDeclare{Queue: "held"})
+	require.NoError(t, err)
+	cons, err := ch.Consume(ctx, amqp.BasicConsume{Queue: "held", ConsumerTag: "c1"})
+	require.NoError(t, err)
+	pub, err := conn.Channel(ctx)
+	require.NoError(t, err)
+
+	b.conn(t, 0).Drop()
+	second := b.conn(t, 1)
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(b.methods(second), func(m string) bool { return strings.Contains(m, "queue.declare \"held\"") })
+	},
+		waitBudget(t), time.Millisecond, "the topology restoring")
+	require.NoError(t, second.Send(ctx, 0, &amqp.ConnectionBlocked{Reason: "low on memory"}))
+	require.Eventually(t, func() bool { blocked, _ := conn.Blocked(); return blocked }, waitBudget(t), time.Millisecond)
+	base := conn.ReaderWaitersForTest() // the recovery's own declare waits for its reply
+	published := make(chan error, 1)
+	go func() {
+		_, err := pub.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("held")})
+		published <- err
+	}()
+	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == base+1 }, waitBudget(t), time.Millisecond,
+		"the held publish counts although its channel has no link")
+	close(release)
+	events.wait(t, amqp.RecoverySucceeded)
+
+	first := nextOnce(ctx, cons)
+	waitUntilNextWaits(t, cons)
+	require.NoError(t, second.Deliver(ctx, ch.ID(), "c1", 1, amqp.Properties{}, []byte("after")))
+	d := gotDelivery(t, first)
+	require.Equal(t, "after", string(d.Body))
+	require.False(t, cons.LeasedForTest(), "lent while a publish is held")
+	require.NoError(t, second.Send(ctx, 0, &amqp.ConnectionUnblocked{}))
+	err, _ = recvWithin(t, published, "the publish")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return slices.Contains(b.methods(second), fmt.Sprintf("%d basic.publish q held", pub.ID()))
+	},
+		waitBudget(t), time.Millisecond, "the held publish sent")
 }

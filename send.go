@@ -142,8 +142,8 @@ func (ch *Channel) callUntraced(ctx context.Context, req Method, opts callOpts) 
 		}
 		return callResult{queued: queued}, err
 	}
-	l := ch.await()
-	defer l.awaited()
+	ch.await()
+	defer ch.awaited()
 	select {
 	case r := <-p.reply:
 		// Whoever resolved p is done with it: reuse it, reply channel and
