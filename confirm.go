@@ -89,11 +89,12 @@ func (c *Confirmation) Wait(ctx context.Context) error {
 		if fin {
 			return err
 		}
+		done := ctx.Done() // (before await: nothing between it and awaited may panic)
 		c.ch.await()
 		select {
 		case <-progress:
 			c.ch.awaited()
-		case <-ctx.Done():
+		case <-done:
 			c.ch.awaited()
 			return fmt.Errorf("amqp: waiting for publisher confirmation %d: %w", c.DeliveryTag(), ctx.Err())
 		}

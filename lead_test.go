@@ -616,13 +616,14 @@ func TestLentSocketNotLentWhileAPublishHeldInARecoveryWaits(t *testing.T) {
 		waitBudget(t), time.Millisecond, "the topology restoring")
 	require.NoError(t, second.Send(ctx, 0, &amqp.ConnectionBlocked{Reason: "low on memory"}))
 	require.Eventually(t, func() bool { blocked, _ := conn.Blocked(); return blocked }, waitBudget(t), time.Millisecond)
-	base := conn.ReaderWaitersForTest() // the recovery's own declare waits for its reply
+	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 1 }, waitBudget(t), time.Millisecond,
+		"the recovery's own declare waits for its reply")
 	published := make(chan error, 1)
 	go func() {
 		_, err := pub.Publish(ctx, amqp.Publishing{RoutingKey: "q", Body: []byte("held")})
 		published <- err
 	}()
-	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == base+1 }, waitBudget(t), time.Millisecond,
+	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 2 }, waitBudget(t), time.Millisecond,
 		"the held publish counts although its channel has no link")
 	close(release)
 	events.wait(t, amqp.RecoverySucceeded)
@@ -640,4 +641,12 @@ func TestLentSocketNotLentWhileAPublishHeldInARecoveryWaits(t *testing.T) {
 		return slices.Contains(b.methods(second), fmt.Sprintf("%d basic.publish q held", pub.ID()))
 	},
 		waitBudget(t), time.Millisecond, "the held publish sent")
+
+	// Nobody waits any more, and lending goes on.
+	require.Eventually(t, func() bool { return conn.ReaderWaitersForTest() == 0 }, waitBudget(t), time.Millisecond)
+	again := nextOnce(ctx, cons)
+	waitUntilNextWaits(t, cons)
+	require.NoError(t, second.Deliver(ctx, ch.ID(), "c1", 1, amqp.Properties{}, []byte("again")))
+	require.Equal(t, "again", string(gotDelivery(t, again).Body))
+	require.Eventually(t, cons.LeasedForTest, waitBudget(t), time.Millisecond)
 }
