@@ -72,7 +72,7 @@ func (c *Confirmation) Done() <-chan struct{} {
 		// The caller is about to wait for what the reader reads. When it
 		// stops waiting is not known here, so unlike Wait this does not
 		// hold off later leases: the lease timer bounds their delay.
-		c.ch.needReader()
+		c.ch.conn.needReader()
 	}
 	return c.done
 }

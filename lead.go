@@ -168,9 +168,11 @@ func (l *link) needReader() {
 	}
 }
 
-// needReader is link.needReader for the channel's link.
-func (ch *Channel) needReader() {
-	if l := ch.link.Load(); l != nil {
+// needReader is link.needReader for the connection's current link: the
+// only one that can hold a lease (a link is current before its reader
+// starts, and stops being current only after its reader has exited).
+func (c *Connection) needReader() {
+	if l := c.cur.Load(); l != nil {
 		l.needReader()
 	}
 }
@@ -184,11 +186,8 @@ func (ch *Channel) needReader() {
 // it): a lease this claim misses was stored after the count went up, and
 // its recheck sees the count.
 func (ch *Channel) await() {
-	c := ch.conn
-	c.readerWaiters.Add(1)
-	if l := c.cur.Load(); l != nil {
-		l.needReader()
-	}
+	ch.conn.readerWaiters.Add(1)
+	ch.conn.needReader()
 }
 
 // awaited ends an await.
